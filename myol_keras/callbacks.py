@@ -1,0 +1,178 @@
+"""Training callbacks: the EMA target update and schedule/history logging."""
+
+import csv
+import os
+
+import keras
+import tensorflow as tf
+
+from myol_keras import schedules
+
+
+def ema_update(pairs, tau):
+    """`target <- tau * target + (1 - tau) * online` for each `(target, online)`.
+
+    A stateless function of its arguments (lightly's `update_momentum`); BN
+    moving statistics are not in `pairs`, so they are not averaged.
+    """
+    for target, online in pairs:
+        tau_cast = tf.cast(tau, target.dtype)
+        target.assign(tau_cast * target + (1.0 - tau_cast) * tf.cast(online, target.dtype))
+
+
+@keras.saving.register_keras_serializable(package="myol_keras")
+class EMATargetUpdate(keras.callbacks.Callback):
+    """Moves the target network towards the online one after every step.
+
+    tau is a pure function of `optimizer.iterations` (restored by
+    `BackupAndRestore`, so a resumed run continues the schedule): `constant`
+    (the MYOL reference, 0.996) or `cosine` (BYOL paper,
+    `1 - (1 - tau) (cos(pi k / K) + 1) / 2`, reaching 1 at `total_steps`).
+    Only parameters are averaged (`model.ema_pairs`); the target's BatchNorm
+    moving statistics come from its own training-mode forward passes. The
+    current tau is logged every epoch as `ema_tau`.
+
+    Args:
+        tau: base EMA momentum.
+        schedule: `"constant"` or `"cosine"`.
+        total_steps: total optimizer steps (needed for `cosine`).
+
+    Example:
+    ```python
+    model.fit(ds, epochs=100, callbacks=[myol_keras.EMATargetUpdate(0.996)])
+    ```
+    """
+
+    def __init__(self, tau=0.996, schedule="constant", total_steps=None):
+        super().__init__()
+        schedules.ema_tau(0, tau, schedule, total_steps)  # validates
+        self.tau = float(tau)
+        self.schedule = schedule
+        self.total_steps = total_steps
+        self._update_fn = None
+
+    def current_tau(self):
+        """tau for the update that follows the last completed step."""
+        step = max(int(self.model.optimizer.iterations.numpy()) - 1, 0)
+        return schedules.ema_tau(step, self.tau, self.schedule, self.total_steps)
+
+    def on_train_begin(self, logs=None):
+        if not hasattr(self.model, "ema_pairs"):
+            raise ValueError(
+                "EMATargetUpdate needs a model with `ema_pairs` (a myol_keras "
+                f"method). Received: {type(self.model).__name__}"
+            )
+        pairs = self.model.ema_pairs
+        iterations = self.model.optimizer.iterations
+
+        @tf.function
+        def update():
+            step = tf.maximum(tf.cast(iterations, tf.int64) - 1, 0)
+            tau = schedules.ema_tau(step, self.tau, self.schedule, self.total_steps)
+            ema_update(pairs, tau)
+
+        self._update_fn = update
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._update_fn()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["ema_tau"] = float(self.current_tau())
+
+    def get_config(self):
+        return {"tau": self.tau, "schedule": self.schedule, "total_steps": self.total_steps}
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Adds the learning rate of the last step to the epoch logs (`learning_rate`)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        optimizer = self.model.optimizer
+        optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+        lr = optimizer.learning_rate
+        if isinstance(optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+            step = max(int(optimizer.iterations.numpy()) - 1, 0)
+            lr = optimizer._learning_rate(step)
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
+
+
+class EpochHistoryCSV(keras.callbacks.Callback):
+    """CSV history with exactly one row per epoch, also across resumes.
+
+    Unlike `keras.callbacks.CSVLogger(append=True)`, an epoch that is re-run
+    after an interruption replaces its old row instead of duplicating it, and
+    the file is rewritten atomically.
+
+    Args:
+        filename: path of the CSV file.
+    """
+
+    def __init__(self, filename):
+        super().__init__()
+        self.filename = filename
+
+    def _read(self):
+        if not os.path.exists(self.filename):
+            return []
+        with open(self.filename, newline="") as f:
+            return list(csv.DictReader(f))
+
+    def on_epoch_end(self, epoch, logs=None):
+        rows = [r for r in self._read() if int(r["epoch"]) < epoch]
+        row = {"epoch": epoch}
+        row.update({k: float(keras.ops.convert_to_numpy(v)) for k, v in (logs or {}).items()})
+        rows.append(row)
+        fields = ["epoch"]
+        for r in rows:
+            fields += [k for k in r if k not in fields]
+        tmp = self.filename + ".tmp"
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, self.filename)
+
+
+class Throughput(keras.callbacks.Callback):
+    """Logs training images/s of each epoch as `images_per_second`.
+
+    Args:
+        batch_size: images per step.
+    """
+
+    def __init__(self, batch_size):
+        super().__init__()
+        self.batch_size = batch_size
+        self._start = None
+        self._steps = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        import time
+
+        self._start = time.perf_counter()
+        self._steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        import time
+
+        if logs is not None and self._start is not None:
+            elapsed = time.perf_counter() - self._start
+            logs["images_per_second"] = self._steps * self.batch_size / max(elapsed, 1e-9)
+
+
+class FaultPoint(keras.callbacks.Callback):
+    """Fault-injection at epoch boundaries: `MYOL_KERAS_FAULT=epoch_end:<n>`.
+
+    Kills the process after epoch `n` (1-based) has been checkpointed.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        from myol_keras import faults
+
+        faults.maybe_fail(f"epoch_end:{epoch + 1}")

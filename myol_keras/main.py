@@ -1,0 +1,430 @@
+"""Pre-train a BYOL-family method and export its encoder.
+
+    python -m myol_keras.main --method=myol --dataset=stl10
+    python -m myol_keras.main --flagfile=flags/quickstart.cfg
+
+Every run writes one run directory (`--run_dir/<run_name>/`) with the
+resolved flags (`flags.txt`, reusable as a `--flagfile`), `config.json`,
+`history.csv` (one row per epoch, learning rate and EMA tau included),
+TensorBoard logs and `BackupAndRestore` checkpoints. Running the same command
+again after an interruption resumes from the last completed epoch; rerunning
+a finished run says where its outputs are. The online backbone is exported to
+`--export_dir/<run_name>/<version>/` (see `myol_keras.export`).
+
+Usage errors (unknown names, bad values, missing data) print one line and exit
+with status 2 before anything is written.
+"""
+
+import contextlib
+import inspect
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+
+PROG = "myol_keras.main"
+METHOD_NAMES = ("byol", "myol")
+BACKBONES = {"resnet18": 18, "resnet34": 34, "resnet50": 50}
+
+FLAGS = flags.FLAGS
+
+# --- what to train on ------------------------------------------------------
+flags.DEFINE_string("method", "myol", f"Pre-training method: one of {', '.join(METHOD_NAMES)}.")
+flags.DEFINE_string(
+    "dataset",
+    "digits",
+    "Dataset: tfds cifar10, cifar100, stl10, fashion_mnist, mnist, svhn_cropped; local "
+    "npz, folder, stl10_binary, tiny_imagenet (with --data_dir); digits (embedded, offline).",
+)
+flags.DEFINE_string("data_dir", None, "tfds data directory, or the local file/folder of npz, folder, stl10_binary, tiny_imagenet.")
+flags.DEFINE_bool("download", True, "Let tfds download a dataset that is not prepared yet.")
+flags.DEFINE_string("normalization", "auto", "Mean/std: 'auto' (the dataset's own) or cifar10, cifar100, stl10, tiny_imagenet, imagenet.")
+flags.DEFINE_integer("image_size", 0, "Training image size in pixels (0: the dataset's default, e.g. 32 CIFAR, 64 STL-10).")
+# --- network ----------------------------------------------------------------
+flags.DEFINE_enum("backbone", "resnet18", sorted(BACKBONES), "ResNet v1.5 depth.")
+flags.DEFINE_integer("width", 64, "Channels of the first ResNet stage (64 = standard; 8-16 for tiny test models).")
+flags.DEFINE_enum("stem", "auto", ["auto", "cifar", "64px"], "ResNet stem: cifar (3x3 s1, no max-pool), 64px (with max-pool); auto: 64px for images >= 64 px.")
+flags.DEFINE_integer("projector_hidden_dim", 2048, "Projector MLP hidden width.")
+flags.DEFINE_integer("projection_dim", 128, "Projection / prediction size.")
+flags.DEFINE_integer("predictor_hidden_dim", 2048, "Predictor MLP hidden width.")
+# --- method -------------------------------------------------------------------
+flags.DEFINE_float("alpha", 2.0, "MYOL: Beta(alpha, alpha) of the per-sample mixing coefficient.")
+flags.DEFINE_float("gamma", 1.0, "MYOL: weight of the mixup term.")
+flags.DEFINE_float("ema", 0.996, "Base EMA momentum tau of the target network.")
+flags.DEFINE_enum("ema_schedule", "constant", ["constant", "cosine"], "tau constant (MYOL reference) or cosine to 1 (BYOL paper).")
+# --- optimisation -------------------------------------------------------------
+flags.DEFINE_integer("batch_size", 256, "Global batch size.")
+flags.DEFINE_bool("drop_remainder", True, "Drop the last partial batch (a batch of one breaks BatchNorm).")
+flags.DEFINE_integer("epochs", 500, "Pre-training epochs.")
+flags.DEFINE_integer("steps_per_epoch", 0, "Cap on steps per epoch (0: one pass over the data).")
+flags.DEFINE_float("lr", 0.05, "Learning rate (absolute; see --lr_scaling).")
+flags.DEFINE_enum("lr_scaling", "none", ["none", "linear"], "linear: multiply --lr by batch_size/256.")
+flags.DEFINE_float("weight_decay", 1e-4, "Coupled L2 weight decay on every parameter (torch SGD semantics).")
+flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
+flags.DEFINE_integer("warmup_epochs", 10, "Warm-up epochs.")
+flags.DEFINE_enum("warmup_mode", "linear", ["linear", "myol_faithful"], "linear: to --lr; myol_faithful: the reference's warm-up to a 1.1x plateau.")
+flags.DEFINE_enum("lr_schedule", "constant", ["constant", "cosine"], "After the warm-up: constant (MYOL reference) or cosine to 0.")
+# --- execution ----------------------------------------------------------------
+flags.DEFINE_enum("precision", "auto", ["auto", "float32", "mixed_float16", "mixed_bfloat16"], "auto: mixed_float16 on GPU, mixed_bfloat16 on CPUs with native bf16, else float32.")
+flags.DEFINE_bool("jit_compile", False, "Compile the training step with XLA.")
+flags.DEFINE_integer("seed", 0, "Random seed (weights, augmentation, mixing).")
+flags.DEFINE_bool("deterministic", False, "Enable TensorFlow op determinism (slower).")
+flags.DEFINE_integer("shuffle_buffer", 10000, "tf.data shuffle buffer.")
+flags.DEFINE_integer("verbose", 1, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
+# --- outputs ------------------------------------------------------------------
+flags.DEFINE_string("run_name", "", "Run name (default: derived from method, dataset, backbone, size, batch, seed).")
+flags.DEFINE_string("run_dir", "runs", "Parent directory of run directories.")
+flags.DEFINE_string("export_dir", "saved_models", "Export root: the encoder goes to <export_dir>/<run_name>/<version>/.")
+flags.DEFINE_bool("overwrite", False, "Start the run again even if its run directory holds a finished or partial run.")
+
+_OWN_FLAGS = None  # names of the flags defined above, filled lazily
+
+# Flags that may change between an interrupted run and its resumption.
+_RESUMABLE_CHANGES = {"epochs", "verbose", "overwrite", "download", "data_dir"}
+
+
+class UsageError(ValueError):
+    """A bad command line or input: one line on stderr, exit status 2."""
+
+
+def _own_flag_names():
+    global _OWN_FLAGS
+    if _OWN_FLAGS is None:
+        _OWN_FLAGS = sorted(f.name for f in FLAGS.get_flags_for_module(sys.modules[__name__]))
+    return _OWN_FLAGS
+
+
+def _fail(message, status=2):
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    raise SystemExit(status)
+
+
+def parse_flags(argv):
+    """absl parsing with one-line usage errors and exit status 2."""
+    FLAGS.unparse_flags()
+    try:
+        rest = FLAGS(argv)
+    except flags.Error as e:
+        _fail(str(e).replace("\n", " "))
+    if len(rest) > 1:
+        _fail(f"unexpected positional arguments: {' '.join(rest[1:])} (flags are written --name=value)")
+    return rest
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Hide TensorFlow's native start-up logging (written straight to fd 2).
+
+    What was written is replayed if the block raises, so no error is lost.
+    """
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        sys.stderr.flush()
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            capture.seek(0)
+            os.write(2, capture.read())
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def resolve_config():
+    """Validate the flags and return the resolved configuration (writes nothing)."""
+    from myol_keras import backbones
+    from myol_keras import data
+    from myol_keras import methods
+
+    if FLAGS.method not in methods.METHODS:
+        raise UsageError(f"unknown --method={FLAGS.method!r}; choose one of: {', '.join(sorted(methods.METHODS))}")
+    if FLAGS.dataset not in data.DATASETS:
+        raise UsageError(f"unknown --dataset={FLAGS.dataset!r}; choose one of: {', '.join(data.DATASETS)}")
+    if FLAGS.batch_size < 2:
+        raise UsageError(f"--batch_size={FLAGS.batch_size} is too small: BatchNorm needs at least 2 images per batch; use --batch_size=2 or more (256 in the paper)")
+    if FLAGS.epochs < 1:
+        raise UsageError(f"--epochs={FLAGS.epochs}: need at least 1 epoch")
+    if FLAGS.steps_per_epoch < 0:
+        raise UsageError(f"--steps_per_epoch={FLAGS.steps_per_epoch}: use 0 for a full pass or a positive cap")
+    if FLAGS.lr <= 0:
+        raise UsageError(f"--lr={FLAGS.lr}: the learning rate must be positive")
+    if FLAGS.weight_decay < 0:
+        raise UsageError(f"--weight_decay={FLAGS.weight_decay}: must be >= 0")
+    if not 0.0 <= FLAGS.ema <= 1.0:
+        raise UsageError(f"--ema={FLAGS.ema}: tau must be in [0, 1] (0.996 in the MYOL reference)")
+    if FLAGS.width < 1:
+        raise UsageError(f"--width={FLAGS.width}: must be a positive number of channels")
+    if FLAGS.warmup_epochs < 0:
+        raise UsageError(f"--warmup_epochs={FLAGS.warmup_epochs}: must be >= 0")
+    if FLAGS.warmup_mode == "myol_faithful" and FLAGS.lr_schedule == "cosine":
+        raise UsageError("--warmup_mode=myol_faithful reproduces the reference's constant 1.1x plateau and cannot be combined with --lr_schedule=cosine; use --warmup_mode=linear for a cosine decay")
+    if FLAGS.image_size < 0:
+        raise UsageError(f"--image_size={FLAGS.image_size}: use 0 for the dataset default or a positive size")
+
+    images, info = data.load_pretrain_images(FLAGS.dataset, FLAGS.data_dir, download=FLAGS.download)
+    image_size = FLAGS.image_size or info.image_size
+    stem = FLAGS.stem if FLAGS.stem != "auto" else ("64px" if image_size >= 64 else "cifar")
+    minimum = backbones.minimum_image_size(stem)
+    if image_size < minimum:
+        raise UsageError(f"--image_size={image_size} is below the minimum of {minimum} px for the {stem!r} stem; use --image_size={minimum} or more")
+    mean, std = data.resolve_normalization(FLAGS.normalization, info)
+    num_images = info.num_pretrain_images
+    if num_images is None:
+        cardinality = int(images.cardinality())
+        num_images = cardinality if cardinality >= 0 else sum(1 for _ in images)
+    data.validate_batch_size(FLAGS.batch_size, num_images, FLAGS.drop_remainder)
+
+    full_steps = num_images // FLAGS.batch_size if FLAGS.drop_remainder else math.ceil(num_images / FLAGS.batch_size)
+    steps_per_epoch = min(full_steps, FLAGS.steps_per_epoch) if FLAGS.steps_per_epoch else full_steps
+    lr = FLAGS.lr * (FLAGS.batch_size / 256.0 if FLAGS.lr_scaling == "linear" else 1.0)
+    run_name = FLAGS.run_name or (
+        f"{FLAGS.method}-{FLAGS.dataset}-{FLAGS.backbone}w{FLAGS.width}-{image_size}px-b{FLAGS.batch_size}-s{FLAGS.seed}"
+    )
+    if os.sep in run_name or run_name.startswith("."):
+        raise UsageError(f"--run_name={run_name!r}: use a plain name without '{os.sep}' and not starting with '.'")
+    flag_values = {name: FLAGS[name].value for name in _own_flag_names()}
+    return {
+        "images": images,
+        "info": info,
+        "flags": flag_values,
+        "image_size": int(image_size),
+        "stem": stem,
+        "mean": tuple(mean),
+        "std": tuple(std),
+        "num_images": int(num_images),
+        "steps_per_epoch": int(steps_per_epoch),
+        "repeat": bool(FLAGS.steps_per_epoch),
+        "lr": lr,
+        "run_name": run_name,
+        "run_dir": os.path.join(FLAGS.run_dir, run_name),
+        "export_root": os.path.join(FLAGS.export_dir, run_name),
+    }
+
+
+def _check_resumable(run_dir, flag_values):
+    """Refuse to resume a run directory that was written with different flags."""
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        saved = json.load(f).get("flags", {})
+    changed = sorted(
+        k for k, v in flag_values.items() if k not in _RESUMABLE_CHANGES and k in saved and saved[k] != v
+    )
+    if changed:
+        diffs = ", ".join(f"--{k}={saved[k]!r} before, {flag_values[k]!r} now" for k in changed)
+        raise UsageError(f"{run_dir} holds a run with different flags ({diffs}); pass --overwrite to start again or --run_name=NEW for a new run")
+
+
+def build_model(config):
+    """The method model for `config`, built (not compiled)."""
+    from myol_keras import backbones
+    from myol_keras import methods
+
+    flag_values = config["flags"]
+    backbone = backbones.ResNet(
+        depth=BACKBONES[flag_values["backbone"]], stem=config["stem"], width=flag_values["width"]
+    )
+    method_cls = methods.get_method(flag_values["method"])
+    kwargs = {
+        "projector_hidden_dim": flag_values["projector_hidden_dim"],
+        "projection_dim": flag_values["projection_dim"],
+        "predictor_hidden_dim": flag_values["predictor_hidden_dim"],
+        "weight_decay": flag_values["weight_decay"],
+        "seed": flag_values["seed"],
+    }
+    accepted = inspect.signature(method_cls.__init__).parameters
+    for name in ("alpha", "gamma"):
+        if name in accepted:
+            kwargs[name] = flag_values[name]
+    return method_cls(backbone, **kwargs)
+
+
+def build_dataset(config, num_views):
+    from myol_keras import augment
+    from myol_keras import data
+
+    seed = config["flags"]["seed"]
+    recipes = [
+        augment.myol_view_recipe(config["image_size"], config["mean"], config["std"], seed=seed + 1000 * i)
+        for i in range(num_views)
+    ]
+    ds = data.pretrain_pipeline(
+        config["images"],
+        augment.make_view_fn(recipes),
+        config["flags"]["batch_size"],
+        drop_remainder=config["flags"]["drop_remainder"],
+        shuffle_buffer=config["flags"]["shuffle_buffer"],
+        seed=seed,
+    )
+    return ds.repeat() if config["repeat"] else ds
+
+
+def _write_json(path, payload):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=2, sort_keys=True, default=str)
+    os.replace(tmp, path)
+
+
+def _print_outputs(done):
+    print(
+        f"{PROG}: run {done['run_dir']} is finished. Encoder: {done['export']} ; history: "
+        f"{os.path.join(done['run_dir'], 'history.csv')} ; TensorBoard: {os.path.join(done['run_dir'], 'tensorboard')}. "
+        "Pass --overwrite to train it again."
+    )
+
+
+def pretrain(config):
+    """Train, export and mark the run done. Returns the export directory."""
+    import keras
+    import shutil
+    import tensorflow as tf
+
+    from myol_keras import callbacks as callbacks_lib
+    from myol_keras import export
+    from myol_keras import faults
+    from myol_keras import precision as precision_lib
+    from myol_keras import schedules
+
+    flag_values = config["flags"]
+    run_dir = config["run_dir"]
+    done_path = os.path.join(run_dir, "DONE")
+    if os.path.exists(done_path) and not flag_values["overwrite"]:
+        with open(done_path) as f:
+            _print_outputs(json.load(f))
+        return None
+    if flag_values["overwrite"] and os.path.exists(run_dir):
+        shutil.rmtree(run_dir)
+    _check_resumable(run_dir, flag_values)
+
+    with _quiet_native_stderr():
+        policy, reason = precision_lib.resolve_precision(flag_values["precision"])
+    precision_lib.set_precision(policy)
+    keras.utils.set_random_seed(flag_values["seed"])
+    if flag_values["deterministic"]:
+        tf.config.experimental.enable_op_determinism()
+
+    model = build_model(config)
+    steps = config["steps_per_epoch"]
+    total_steps = steps * flag_values["epochs"]
+    schedule = schedules.WarmupSchedule(
+        config["lr"], steps, flag_values["warmup_epochs"], flag_values["warmup_mode"],
+        flag_values["lr_schedule"], total_steps,
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(schedule, momentum=flag_values["momentum"]),
+        jit_compile=flag_values["jit_compile"],
+    )
+    dataset = build_dataset(config, model.num_views)
+
+    os.makedirs(run_dir, exist_ok=True)
+    _write_json(
+        os.path.join(run_dir, "config.json"),
+        {
+            "flags": flag_values,
+            "precision": {"policy": policy, "reason": reason},
+            "image_size": config["image_size"], "stem": config["stem"],
+            "mean": config["mean"], "std": config["std"],
+            "num_images": config["num_images"], "steps_per_epoch": steps,
+            "learning_rate": config["lr"], "export_root": config["export_root"],
+        },
+    )
+    with open(os.path.join(run_dir, "flags.txt"), "w") as f:
+        f.writelines(f"--{k}={v}\n" for k, v in flag_values.items() if v is not None)
+
+    backup_dir = os.path.join(run_dir, "backup")
+    if os.path.exists(os.path.join(backup_dir, "training_metadata.json")):
+        with open(os.path.join(backup_dir, "training_metadata.json")) as f:
+            print(f"{PROG}: resuming {run_dir} after epoch {json.load(f)['epoch']}")
+    print(f"{PROG}: precision {policy} ({reason}); {config['num_images']} images, {steps} steps/epoch")
+
+    callbacks = [
+        callbacks_lib.EMATargetUpdate(flag_values["ema"], flag_values["ema_schedule"], total_steps),
+        callbacks_lib.LearningRateLogger(),
+        callbacks_lib.Throughput(flag_values["batch_size"]),
+        keras.callbacks.TerminateOnNaN(raise_error=True),
+        keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True, delete_checkpoint=False),
+        callbacks_lib.EpochHistoryCSV(os.path.join(run_dir, "history.csv")),
+        keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False),
+        callbacks_lib.FaultPoint(),
+    ]
+    try:
+        model.fit(
+            dataset,
+            epochs=flag_values["epochs"],
+            steps_per_epoch=steps if config["repeat"] else None,
+            callbacks=callbacks,
+            verbose=flag_values["verbose"],
+        )
+    except RuntimeError as e:
+        if "NaN" in str(e) or "nan" in str(e).lower():
+            _fail(
+                f"training stopped on a non-finite loss ({e}); the last good checkpoint is kept in "
+                f"{backup_dir}. Lower --lr or use --precision=float32, then rerun the same command to resume.",
+                status=1,
+            )
+        raise
+
+    faults.maybe_fail("before_export")
+    export_path = export.export_encoder(
+        model.backbone,
+        config["export_root"],
+        image_size=config["image_size"],
+        mean=config["mean"],
+        std=config["std"],
+        metadata={
+            "method": flag_values["method"],
+            "dataset": flag_values["dataset"],
+            "num_classes": config["info"].num_classes,
+            "run_dir": os.path.abspath(run_dir),
+            "precision": policy,
+            "flags": flag_values,
+        },
+    )
+    done = {"run_dir": run_dir, "export": export_path, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    _write_json(done_path, done)
+    print(f"{PROG}: exported the online encoder to {export_path}")
+    print(f"{PROG}: run directory {run_dir} (history.csv, tensorboard/, config.json)")
+    return export_path
+
+
+def run():
+    """Run with the already-parsed flags. Returns the process exit status."""
+    try:
+        with _quiet_native_stderr():
+            import tensorflow  # noqa: F401  (the import prints native logs)
+        config = resolve_config()
+    except (UsageError, ValueError, FileNotFoundError) as e:
+        _fail(str(e).replace("\n", " "))
+    pretrain(config)
+    return 0
+
+
+def main(argv=None):
+    """Entry point usable in-process: `main(["prog", "--method=byol", ...])`."""
+    parse_flags(sys.argv if argv is None else argv)
+    return run()
+
+
+def _absl_main(argv):
+    del argv
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    app.run(_absl_main, flags_parser=parse_flags)

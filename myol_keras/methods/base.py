@@ -1,0 +1,260 @@
+"""The shared base of the BYOL family: online/target networks and one `train_step`.
+
+A method subclass adds only its loss terms (`compute_loss_terms`), the way
+each section of `METHODS.md` adds a term to BYOL. The base owns:
+
+* the online encoder (backbone + projector) and the predictor;
+* the target encoder, an EMA copy of backbone + projector with no predictor.
+  It stays *trainable* (so its BatchNorm normalises with batch statistics and
+  updates its own moving statistics, as in the reference) but is never in the
+  optimizer: the optimizer is built explicitly on `optimized_variables` in
+  `compile` (DESIGN §4.3). The EMA itself is `EMATargetUpdate`'s job;
+* coupled L2 weight decay (`grad += wd * w` on every optimized parameter,
+  as torch's SGD `weight_decay`), loss scaling for `mixed_float16`, and
+  stateless per-step seeds for the mixing randomness;
+* loss trackers and the collapse monitor `z_std`.
+"""
+
+import keras
+import tensorflow as tf
+
+from myol_keras import heads as heads_lib
+from myol_keras import losses
+
+
+def _clone_layer(layer):
+    """A fresh copy of `layer` with the same architecture and weights."""
+    clone = layer.__class__.from_config(layer.get_config())
+    return clone
+
+
+class BootstrapMethod(keras.Model):
+    """Base class of BYOL-family methods (not registered; use a subclass).
+
+    Args:
+        backbone: a `keras.Model` from normalised images to features, e.g.
+            `myol_keras.ResNet(18, stem="cifar")`. It becomes the online
+            backbone; the target is a copy with the same initial weights.
+        projector_hidden_dim: hidden width of the projector MLP.
+        projection_dim: output size of projector and predictor.
+        predictor_hidden_dim: hidden width of the predictor MLP.
+        weight_decay: coupled L2 coefficient (added to the gradients).
+        seed: integer seed of the stateless mixing randomness.
+    """
+
+    #: names of the loss terms a subclass returns besides "loss".
+    loss_term_names = ()
+    #: how many augmented views a training batch must hold.
+    num_views = 2
+
+    def __init__(
+        self,
+        backbone,
+        projector_hidden_dim=2048,
+        projection_dim=128,
+        predictor_hidden_dim=2048,
+        weight_decay=0.0,
+        seed=0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        for name, value in (
+            ("projector_hidden_dim", projector_hidden_dim),
+            ("projection_dim", projection_dim),
+            ("predictor_hidden_dim", predictor_hidden_dim),
+        ):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"Expected `{name}` to be a positive integer. Received: {name}={value!r}"
+                )
+        if weight_decay < 0:
+            raise ValueError(
+                f"Expected `weight_decay` >= 0. Received: weight_decay={weight_decay}"
+            )
+        if not isinstance(backbone, keras.Model):
+            raise ValueError(
+                "Expected `backbone` to be a keras.Model mapping images to features. "
+                f"Received: backbone={backbone!r}"
+            )
+        self.backbone = backbone
+        self.projector_hidden_dim = projector_hidden_dim
+        self.projection_dim = projection_dim
+        self.predictor_hidden_dim = predictor_hidden_dim
+        self.weight_decay = float(weight_decay)
+        self.seed = int(seed)
+
+        self.projector = heads_lib.projection_head(projector_hidden_dim, projection_dim)
+        self.predictor = heads_lib.prediction_head(predictor_hidden_dim, projection_dim)
+        self.target_backbone = _clone_layer(backbone)
+        self.target_projector = heads_lib.projection_head(
+            projector_hidden_dim, projection_dim, name="target_projector"
+        )
+        self._build_networks()
+
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.term_trackers = [
+            keras.metrics.Mean(name=name) for name in self.loss_term_names
+        ]
+        self.z_std_tracker = keras.metrics.Mean(name="z_std")
+
+    # --- construction -----------------------------------------------------
+
+    def _build_networks(self):
+        """Build every sub-network and copy online weights into the target."""
+        feature_dim = self._feature_dim()
+        self.projector.build((None, feature_dim))
+        self.predictor.build((None, self.projection_dim))
+        if not self.target_backbone.built:
+            self.target_backbone.build(self.backbone.input_shape)
+        self.target_projector.build((None, feature_dim))
+        for target, online in self.ema_pairs:
+            target.assign(online)
+        self.built = True
+
+    def _feature_dim(self):
+        feature_dim = getattr(self.backbone, "feature_dim", None)
+        if feature_dim is None:
+            feature_dim = self.backbone.output_shape[-1]
+        return int(feature_dim)
+
+    @property
+    def optimized_variables(self):
+        """What the optimizer updates: online backbone, projector, predictor."""
+        return (
+            self.backbone.trainable_variables
+            + self.projector.trainable_variables
+            + self.predictor.trainable_variables
+        )
+
+    @property
+    def ema_pairs(self):
+        """`(target, online)` parameter pairs for the EMA (no BN statistics)."""
+        online = self.backbone.trainable_variables + self.projector.trainable_variables
+        target = (
+            self.target_backbone.trainable_variables
+            + self.target_projector.trainable_variables
+        )
+        if len(online) != len(target):
+            raise ValueError(
+                "Online and target networks differ in structure "
+                f"({len(online)} vs {len(target)} parameters)."
+            )
+        return list(zip(target, online))
+
+    def compile(self, optimizer="sgd", **kwargs):
+        """Compile, then build the optimizer on `optimized_variables` only.
+
+        Building it explicitly keeps target variables out of the optimizer and
+        lets `BackupAndRestore` restore `iterations` and the momentum slots.
+        """
+        super().compile(optimizer=optimizer, **kwargs)
+        self.optimizer.build(self.optimized_variables)
+
+    # --- forward passes ---------------------------------------------------
+
+    def call(self, inputs, training=False):
+        """The online backbone's features (what gets exported)."""
+        return self.backbone(inputs, training=training)
+
+    def online_forward(self, images, training=True):
+        """`(z, p)`: online projection and prediction of one view."""
+        z = self.projector(self.backbone(images, training=training), training=training)
+        p = self.predictor(z, training=training)
+        return z, p
+
+    def target_forward(self, images):
+        """Target projection of one view: training-mode BN, no gradient."""
+        h = self.target_backbone(images, training=True)
+        return tf.stop_gradient(self.target_projector(h, training=True))
+
+    # --- the step -----------------------------------------------------------
+
+    def mixing_seed(self):
+        """The stateless seed of this step: (seed, iterations, replica id)."""
+        replica = tf.distribute.get_replica_context()
+        replica_id = 0 if replica is None else replica.replica_id_in_sync_group
+        return losses.step_seed(self.seed, self.optimizer.iterations, replica_id)
+
+    def compute_targets(self, views):
+        """Target projections of every view, computed outside the tape."""
+        return [self.target_forward(view) for view in views]
+
+    def compute_loss_terms(self, views, targets, seed):
+        """Return a dict with "loss", each of `loss_term_names`, and "z" (for the monitor)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement compute_loss_terms()."
+        )
+
+    def _unpack_views(self, data):
+        if isinstance(data, dict):
+            data = data["views"]
+        views = list(data) if isinstance(data, (tuple, list)) else [data]
+        if len(views) < self.num_views:
+            raise ValueError(
+                f"{type(self).__name__} needs {self.num_views} views per batch; "
+                f"the dataset yields {len(views)}. Build it with "
+                "myol_keras.augment.make_view_fn([recipe] * num_views)."
+            )
+        return views[: self.num_views]
+
+    def train_step(self, data):
+        views = self._unpack_views(data)
+        seed = self.mixing_seed()
+        targets = self.compute_targets(views)
+        variables = self.optimized_variables
+        with tf.GradientTape() as tape:
+            terms = self.compute_loss_terms(views, targets, seed)
+            loss = tf.cast(terms["loss"], tf.float32)
+            scaled_loss = self.optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled_loss, variables)
+        if self.weight_decay:
+            # Coupled L2 (torch SGD weight_decay), scaled like the loss so the
+            # LossScaleOptimizer's unscaling leaves exactly wd * w.
+            decay = self.optimizer.scale_loss(self.weight_decay)
+            gradients = [
+                g + tf.cast(decay, g.dtype) * tf.cast(v, g.dtype)
+                for g, v in zip(gradients, variables)
+            ]
+        self.optimizer.apply(gradients, variables)
+
+        self.loss_tracker.update_state(loss)
+        for tracker in self.term_trackers:
+            tracker.update_state(terms[tracker.name])
+        self.z_std_tracker.update_state(losses.embedding_std(terms["z"]))
+        return {m.name: m.result() for m in self.metrics}
+
+    def test_step(self, data):
+        views = self._unpack_views(data)
+        targets = self.compute_targets(views)
+        terms = self.compute_loss_terms(views, targets, self.mixing_seed())
+        self.loss_tracker.update_state(terms["loss"])
+        for tracker in self.term_trackers:
+            tracker.update_state(terms[tracker.name])
+        self.z_std_tracker.update_state(losses.embedding_std(terms["z"]))
+        return {m.name: m.result() for m in self.metrics}
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, *self.term_trackers, self.z_std_tracker]
+
+    # --- serialisation ------------------------------------------------------
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "backbone": keras.saving.serialize_keras_object(self.backbone),
+                "projector_hidden_dim": self.projector_hidden_dim,
+                "projection_dim": self.projection_dim,
+                "predictor_hidden_dim": self.predictor_hidden_dim,
+                "weight_decay": self.weight_decay,
+                "seed": self.seed,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)

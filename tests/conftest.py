@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny models and data, the shared CIFAR-10 subset."""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+CIFAR_SUBSET = SHARED_DATA / "cifar10_subset.npz"
+
+
+@pytest.fixture
+def cifar_subset_path():
+    """Path of ../shared/data/cifar10_subset.npz; skips cleanly when absent."""
+    if not CIFAR_SUBSET.exists():
+        pytest.skip(f"shared CIFAR-10 subset not found at {CIFAR_SUBSET}")
+    return str(CIFAR_SUBSET.resolve())
+
+
+def tiny_method(method_cls, width=4, hidden=32, dim=16, **kwargs):
+    """A method on a width-`width` ResNet-18 with small heads."""
+    from myol_keras.backbones import ResNet
+
+    return method_cls(
+        ResNet(depth=18, stem="cifar", width=width),
+        projector_hidden_dim=hidden,
+        projection_dim=dim,
+        predictor_hidden_dim=hidden,
+        **kwargs,
+    )
+
+
+def random_views(batch=8, size=16, num_views=2, seed=0):
+    rng = np.random.default_rng(seed)
+    return tuple(rng.normal(size=(batch, size, size, 3)).astype("float32") for _ in range(num_views))
+
+
+@pytest.fixture(autouse=True)
+def _reset_dtype_policy():
+    """Every test starts and ends with the float32 policy."""
+    yield
+    import keras
+
+    keras.mixed_precision.set_global_policy("float32")
