@@ -26,6 +26,11 @@ import time
 
 from absl import app
 from absl import flags
+from absl import logging
+
+# Keep TensorFlow's native INFO/WARNING chatter (grappler cost-model notes and
+# the like) out of the progress output; errors still show.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 PROG = "myol_keras.main"
 METHOD_NAMES = ("byol", "myol")
@@ -370,6 +375,7 @@ def pretrain(config):
             steps_per_epoch=steps if config["repeat"] else None,
             callbacks=callbacks,
             verbose=flag_values["verbose"],
+            shuffle=False,  # the tf.data pipeline shuffles
         )
     except RuntimeError as e:
         if "NaN" in str(e) or "nan" in str(e).lower():
@@ -405,6 +411,8 @@ def pretrain(config):
 
 def run():
     """Run with the already-parsed flags. Returns the process exit status."""
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # SavedModel writing logs at INFO
     try:
         with _quiet_native_stderr():
             import tensorflow  # noqa: F401  (the import prints native logs)
