@@ -411,14 +411,18 @@ def pretrain(config):
 
 def run():
     """Run with the already-parsed flags. Returns the process exit status."""
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # SavedModel writing logs at INFO
+    quiet = not FLAGS["verbosity"].present
     try:
+        if quiet:  # start-up: tfds warns about folders it probes; our error says it all
+            logging.set_verbosity(logging.ERROR)
         with _quiet_native_stderr():
             import tensorflow  # noqa: F401  (the import prints native logs)
         config = resolve_config()
     except (UsageError, ValueError, FileNotFoundError) as e:
         _fail(str(e).replace("\n", " "))
+    finally:
+        if quiet:
+            logging.set_verbosity(logging.WARNING)  # SavedModel writing logs at INFO
     pretrain(config)
     return 0
 

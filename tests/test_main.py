@@ -1,0 +1,156 @@
+"""The command line: usage errors, and an end-to-end run that is killed, resumed
+and exported (DESIGN §4.6, §4.11)."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from myol_keras import main as cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_main_in_process(argv, capsys):
+    """`main(argv)` -> (exit status, stdout, stderr)."""
+    try:
+        status = cli.main(["myol_keras.main", *argv])
+    except SystemExit as e:
+        status = e.code
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--method=simsiam"], r"unknown --method='simsiam'; choose one of: byol, myol"),
+        (["--dataset=imagenet21k"], r"unknown --dataset='imagenet21k'; choose one of: .*cifar10"),
+        (["--dataset=folder", "--data_dir={tmp}/missing"], r"missing"),
+        (["--dataset=npz"], r"--data_dir"),
+        (["--batch_size=1"], r"--batch_size=1 is too small.*--batch_size=2"),
+        (["--image_size=8"], r"--image_size=8 is below the minimum of 9 px.*--image_size=9"),
+        (["--precision=float64"], r"precision"),
+        (["--epochs=0"], r"--epochs=0"),
+        (["--warmup_mode=myol_faithful", "--lr_schedule=cosine"], r"cannot be combined"),
+        (["--no_such_flag=1"], r"no_such_flag"),
+        (["--width=abc"], r"width"),
+    ],
+)
+def test_usage_errors_are_one_line_exit_2_and_write_nothing(argv, match, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    status, out, err = run_main_in_process(["--epochs=1", *argv] if "--epochs=0" not in argv else argv, capsys)
+    assert status == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("myol_keras.main: error: ")
+    assert __import__("re").search(match, lines[0]), lines[0]
+    assert "Traceback" not in err
+    assert sorted(os.listdir(tmp_path)) == []  # no runs/, no saved_models/
+
+
+def test_method_help_matches_registry():
+    from myol_keras.methods import METHODS
+
+    assert set(cli.METHOD_NAMES) == set(METHODS)
+
+
+def _cli(args, env=None, timeout=600):
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run(
+        [sys.executable, "-m", "myol_keras.main", *args],
+        capture_output=True, text=True, timeout=timeout, env=full_env,
+    )
+
+
+def test_stl10_without_data_fails_fast_in_one_line(tmp_path):
+    result = _cli(["--method=myol", "--dataset=stl10", f"--data_dir={tmp_path}/tfds"], timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "stl10" in lines[0] and str(tmp_path) in lines[0] and "--dataset=stl10_binary" in lines[0]
+    assert not (tmp_path / "tfds").exists() or not any((tmp_path / "tfds").iterdir())
+
+
+@pytest.mark.slow
+def test_end_to_end_kill_resume_export(cifar_subset_path, tmp_path):
+    args = [
+        "--method=myol", "--dataset=npz", f"--data_dir={cifar_subset_path}", "--normalization=cifar10",
+        "--backbone=resnet18", "--width=4", "--image_size=16", "--batch_size=16",
+        "--projector_hidden_dim=32", "--projection_dim=16", "--predictor_hidden_dim=32",
+        "--epochs=3", "--steps_per_epoch=2", "--warmup_epochs=1", "--precision=float32",
+        "--verbose=2", f"--run_dir={tmp_path}/runs", f"--export_dir={tmp_path}/saved_models",
+        "--run_name=e2e",
+    ]
+    run_dir = tmp_path / "runs" / "e2e"
+    export_root = tmp_path / "saved_models" / "e2e"
+
+    killed = _cli(args, env={"MYOL_KERAS_FAULT": "epoch_end:2"})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert (run_dir / "backup").exists() and not export_root.exists()
+
+    resumed = _cli(args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming" in resumed.stdout
+    with open(run_dir / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert all(np.isfinite(float(r["loss"])) for r in rows)
+    assert {"learning_rate", "ema_tau", "z_std", "mix_loss", "byol_loss"} <= set(rows[0])
+    version_dir = export_root / "1"
+    assert (version_dir / "saved_model.pb").exists()
+    assert [p.name for p in export_root.iterdir()] == ["1"]  # no temporary leftovers
+    metadata = json.loads((version_dir / "assets.extra" / "myol_keras.json").read_text())
+    assert metadata["method"] == "myol" and metadata["image_size"] == 16
+
+    again = _cli(args)
+    assert again.returncode == 0 and "is finished" in again.stdout and str(version_dir) in again.stdout
+
+    shown = subprocess.run(
+        [sys.executable, "-c", "from tensorflow.python.tools.saved_model_cli import main; main()",
+         "show", "--dir", str(version_dir), "--all"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    text = shown.stdout
+    serving = text[text.index("signature_def['serving_default']"):]
+    assert "dtype: DT_UINT8" in serving.split("signature_def[")[1]
+    assert "shape: (-1, -1, -1, 3)" in serving.split("signature_def[")[1]
+    assert "signature_def['serve_pixels']" in text
+
+    _compare_export_with_in_process_backbone(args, run_dir, version_dir, cifar_subset_path)
+
+
+def _compare_export_with_in_process_backbone(args, run_dir, version_dir, npz_path):
+    import keras
+    import tensorflow as tf
+
+    from myol_keras import export
+    from myol_keras.schedules import WarmupSchedule
+
+    cli.parse_flags(["myol_keras.main", *args])
+    config = cli.resolve_config()
+    model = cli.build_model(config)
+    schedule = WarmupSchedule(config["lr"], config["steps_per_epoch"], 1)  # as in training: no lr variable
+    model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9))
+    model.load_weights(str(run_dir / "backup" / "latest.weights.h5"))
+
+    images = np.load(npz_path)["x_test"][:12]
+    normalised = export.preprocess_pixels(images / 255.0, 16, config["mean"], config["std"])
+    expected = model.backbone(normalised, training=False).numpy()
+
+    loaded = tf.saved_model.load(str(version_dir))
+    uint8_out = loaded.signatures["serving_default"](images=tf.constant(images))["embedding"].numpy()
+    pixel_out = loaded.signatures["serve_pixels"](pixels=tf.constant(images / 255.0, tf.float32))["embedding"].numpy()
+    np.testing.assert_allclose(uint8_out, expected, atol=1e-4)
+    np.testing.assert_allclose(pixel_out, expected, atol=1e-4)
+
+    backbone = export.load_backbone(str(version_dir.parent))
+    np.testing.assert_allclose(backbone(normalised, training=False).numpy(), expected, atol=1e-5)
+    cli.FLAGS.unparse_flags()
