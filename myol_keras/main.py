@@ -80,6 +80,7 @@ flags.DEFINE_bool("jit_compile", False, "Compile the training step with XLA.")
 flags.DEFINE_integer("seed", 0, "Random seed (weights, augmentation, mixing).")
 flags.DEFINE_bool("deterministic", False, "Enable TensorFlow op determinism (slower).")
 flags.DEFINE_integer("shuffle_buffer", 10000, "tf.data shuffle buffer.")
+flags.DEFINE_integer("threads", 0, "CPU threads for TensorFlow ops (intra- and inter-op); 0: TensorFlow's default (all cores).")
 flags.DEFINE_integer("verbose", 1, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
 # --- outputs ------------------------------------------------------------------
 flags.DEFINE_string("run_name", "", "Run name (default: derived from method, dataset, backbone, size, batch, seed).")
@@ -90,7 +91,7 @@ flags.DEFINE_bool("overwrite", False, "Start the run again even if its run direc
 _OWN_FLAGS = None  # names of the flags defined above, filled lazily
 
 # Flags that may change between an interrupted run and its resumption.
-_RESUMABLE_CHANGES = {"epochs", "verbose", "overwrite", "download", "data_dir"}
+_RESUMABLE_CHANGES = {"epochs", "verbose", "overwrite", "download", "data_dir", "threads"}
 
 
 class UsageError(ValueError):
@@ -260,6 +261,8 @@ def build_model(config):
 
 
 def build_dataset(config, num_views):
+    import tensorflow as tf
+
     from myol_keras import augment
     from myol_keras import data
 
@@ -276,6 +279,10 @@ def build_dataset(config, num_views):
         shuffle_buffer=config["flags"]["shuffle_buffer"],
         seed=seed,
     )
+    if config["flags"].get("threads"):
+        options = tf.data.Options()
+        options.threading.private_threadpool_size = config["flags"]["threads"]
+        ds = ds.with_options(options)
     return ds.repeat() if config["repeat"] else ds
 
 
@@ -415,8 +422,16 @@ def run():
     try:
         if quiet:  # start-up: tfds warns about folders it probes; our error says it all
             logging.set_verbosity(logging.ERROR)
+        if FLAGS.threads < 0:
+            raise UsageError(f"--threads={FLAGS.threads}: use 0 for TensorFlow's default or a positive count")
         with _quiet_native_stderr():
-            import tensorflow  # noqa: F401  (the import prints native logs)
+            import tensorflow as tf  # the import prints native logs
+        if FLAGS.threads:
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
+                tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
+            except RuntimeError:  # TensorFlow already initialised in this process
+                print(f"{PROG}: warning: --threads ignored: TensorFlow is already initialised in this process", file=sys.stderr)
         config = resolve_config()
     except (UsageError, ValueError, FileNotFoundError) as e:
         _fail(str(e).replace("\n", " "))
