@@ -1,0 +1,275 @@
+"""Protocol Q1: pre-train on the shared CIFAR-10 subset, then linear-probe.
+
+    python benchmarks/quality.py --methods=byol,myol --seeds=0,1,2 --jobs=2
+
+Q1 (the quality-benchmark issue; `../shared/benchmarks/REFERENCE.md` has the
+official MYOL code's figures under the same protocol):
+
+* data: `../shared/data/cifar10_subset.npz` (4,660 train / 932 test images),
+  CIFAR-10 normalisation, the MYOL view recipe at 32 px;
+* ResNet-18 v1.5, CIFAR stem, width 16 (128-d features); heads 2048 -> 128;
+* batch 128 (last partial batch dropped), 50 epochs, SGD lr 0.025, momentum
+  0.9, coupled L2 1e-4, linear warm-up over 10 epochs then constant, EMA tau
+  0.996 constant, float32, MYOL alpha=2 gamma=1;
+* linear probe on frozen inference-mode features of the un-augmented
+  normalised images: Dense with bias, SGD 0.2 Nesterov momentum 0.9, cosine
+  over 100 epochs per step, batch 64 reshuffled each epoch, no weight decay;
+  the last-epoch top-1 on the 932 test images.
+
+Every finished run is appended to `--output` (JSON) and skipped when the
+script runs again, so runs accumulate across sessions. `--jobs=2` runs two
+runs side by side with one thread each (the best use of 2 cores). The
+method `random` is the floor: a randomly initialised encoder, probed.
+"""
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT / ".." / "shared" / "data" / "cifar10_subset.npz"
+
+Q1_FLAGS = [
+    "--dataset=npz", "--normalization=cifar10", "--image_size=32",
+    "--backbone=resnet18", "--stem=cifar", "--width=16",
+    "--projector_hidden_dim=2048", "--projection_dim=128", "--predictor_hidden_dim=2048",
+    "--batch_size=128", "--drop_remainder=true", "--epochs=50",
+    "--lr=0.025", "--lr_scaling=none", "--momentum=0.9", "--weight_decay=1e-4",
+    "--warmup_epochs=10", "--warmup_mode=linear", "--lr_schedule=constant",
+    "--ema=0.996", "--ema_schedule=constant", "--precision=float32",
+    "--alpha=2.0", "--gamma=1.0", "--verbose=2",
+]
+PROBE = {"epochs": 100, "batch_size": 64, "lr": 0.2, "momentum": 0.9}
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def linear_probe(train_x, train_y, test_x, test_y, num_classes, seed, epochs=PROBE["epochs"]):
+    """Q1's linear probe on cached features; returns (top-1 %, top-5 %)."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from myol_keras.heads import torch_linear_bias_initializer, torch_linear_kernel_initializer
+
+    keras.utils.set_random_seed(seed)
+    steps_per_epoch = math.ceil(len(train_x) / PROBE["batch_size"])
+    total = steps_per_epoch * epochs
+    schedule = keras.optimizers.schedules.CosineDecay(PROBE["lr"], decay_steps=total, alpha=0.0)
+    classifier = keras.Sequential([
+        keras.Input((train_x.shape[1],)),
+        keras.layers.Dense(
+            num_classes,
+            kernel_initializer=torch_linear_kernel_initializer(),
+            bias_initializer=torch_linear_bias_initializer(train_x.shape[1]),
+        ),
+    ])
+    classifier.compile(
+        optimizer=keras.optimizers.SGD(schedule, momentum=PROBE["momentum"], nesterov=True),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    ds = (
+        tf.data.Dataset.from_tensor_slices((train_x, train_y))
+        .shuffle(len(train_x), seed=seed, reshuffle_each_iteration=True)
+        .batch(PROBE["batch_size"])
+    )
+    classifier.fit(ds, epochs=epochs, verbose=0, shuffle=False)
+    logits = classifier.predict(test_x, batch_size=512, verbose=0)
+    top1 = float(np.mean(np.argmax(logits, 1) == test_y) * 100)
+    top5 = float(np.mean(np.any(np.argsort(-logits, 1)[:, :5] == test_y[:, None], 1)) * 100)
+    return top1, top5
+
+
+def probe_backbone(backbone, data_path, seed, epochs=PROBE["epochs"]):
+    """Features of the un-augmented, normalised images (inference mode), then the probe."""
+    import numpy as np
+
+    from myol_keras.data import NORMALIZATIONS
+
+    arrays = np.load(data_path)
+    mean, std = (np.asarray(v, "float32") for v in NORMALIZATIONS["cifar10"])
+
+    def features(x):
+        out = []
+        for i in range(0, len(x), 256):
+            batch = (x[i:i + 256].astype("float32") / 255.0 - mean) / std
+            out.append(backbone(batch, training=False).numpy())
+        return np.concatenate(out)
+
+    train_y = arrays["y_train"].astype("int64").ravel()
+    test_y = arrays["y_test"].astype("int64").ravel()
+    return linear_probe(features(arrays["x_train"]), train_y, features(arrays["x_test"]), test_y, 10, seed, epochs)
+
+
+def worker(method, seed, data_path, work_dir, threads, epochs, probe_epochs):
+    """Train one run through the CLI (resumable), probe its export; print a JSON result line."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    from myol_keras import export
+    from myol_keras import main as cli
+
+    run_name = f"q1-{method}-s{seed}" + ("" if epochs == 50 else f"-e{epochs}")
+    start = time.time()
+    images_per_second = None
+    if method == "random":
+        import keras
+
+        from myol_keras.backbones import ResNet
+
+        keras.utils.set_random_seed(seed)
+        backbone = ResNet(depth=18, stem="cifar", width=16)
+        pretrain_seconds = 0.0
+    else:
+        argv = ["myol_keras.main", f"--method={method}", f"--data_dir={data_path}", *Q1_FLAGS,
+                f"--epochs={epochs}", f"--seed={seed}", f"--threads={threads}",
+                f"--run_dir={work_dir}/runs", f"--export_dir={work_dir}/saved_models", f"--run_name={run_name}"]
+        cli.main(argv)
+        pretrain_seconds = time.time() - start
+        run_dir = Path(work_dir) / "runs" / run_name
+        with open(run_dir / "history.csv") as f:
+            rows = list(csv.DictReader(f))
+        speeds = [float(r["images_per_second"]) for r in rows[1:] if r.get("images_per_second")]
+        images_per_second = sum(speeds) / len(speeds) if speeds else None
+        with open(run_dir / "DONE") as f:
+            backbone = export.load_backbone(json.load(f)["export"])
+    probe_start = time.time()
+    top1, top5 = probe_backbone(backbone, data_path, seed, probe_epochs)
+    result = {
+        "method": method, "seed": seed, "epochs": epochs if method != "random" else 0,
+        "top1": top1, "top5": top5,
+        "pretrain_seconds": round(pretrain_seconds, 1),
+        "probe_seconds": round(time.time() - probe_start, 1),
+        "images_per_second": images_per_second, "threads": threads,
+        "cpu": cpu_model(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "run_name": run_name,
+    }
+    print("Q1RESULT " + json.dumps(result), flush=True)
+
+
+def load_results(path):
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return []
+
+
+def append_result(path, result):
+    results = load_results(path)
+    results.append(result)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(results, f, indent=2)
+    os.replace(tmp, path)
+
+
+def markdown_table(results):
+    import statistics
+
+    lines = ["| method | seeds | linear top-1 % (mean ± std) | per seed | pre-train time (min) | img/s |",
+             "|---|---|---|---|---|---|"]
+    by_method = {}
+    for r in results:
+        by_method.setdefault((r["method"], r["epochs"]), []).append(r)
+    for (method, epochs), rows in sorted(by_method.items()):
+        rows = sorted(rows, key=lambda r: r["seed"])
+        accs = [r["top1"] for r in rows]
+        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        speeds = [r["images_per_second"] for r in rows if r.get("images_per_second")]
+        lines.append(
+            f"| {method}{'' if epochs in (0, 50) else f' ({epochs} ep)'} | {','.join(str(r['seed']) for r in rows)} | "
+            f"{statistics.mean(accs):.2f} ± {std:.2f} | {', '.join(f'{a:.2f}' for a in accs)} | "
+            f"{statistics.mean(r['pretrain_seconds'] for r in rows) / 60:.1f} | "
+            f"{(sum(speeds) / len(speeds)) if speeds else float('nan'):.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--methods", default="byol,myol", help="comma-separated methods (and 'random' for the floor)")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--jobs", type=int, default=2, help="runs side by side (each gets cores/jobs threads)")
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--work_dir", default=str(ROOT / "benchmarks" / "q1"))
+    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "q1_results.json"))
+    parser.add_argument("--epochs", type=int, default=50, help="pre-training epochs (50 in Q1; fewer for a smoke run)")
+    parser.add_argument("--probe_epochs", type=int, default=PROBE["epochs"])
+    parser.add_argument("--worker", nargs=2, metavar=("METHOD", "SEED"), help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        worker(args.worker[0], int(args.worker[1]), args.data, args.work_dir, args.threads, args.epochs, args.probe_epochs)
+        return 0
+    if not os.path.exists(args.data):
+        parser.exit(2, f"quality.py: error: {args.data} not found (the shared CIFAR-10 subset)\n")
+    if args.jobs < 1:
+        parser.exit(2, "quality.py: error: --jobs must be >= 1\n")
+
+    done = {(r["method"], r["seed"], r["epochs"]) for r in load_results(args.output)}
+    todo = []
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:  # seed-major: every method's seed 0 first
+        for method in methods:
+            epochs = 0 if method == "random" else args.epochs
+            if (method, seed, epochs) in done:
+                print(f"skip {method} seed {seed}: already in {args.output}")
+            else:
+                todo.append((method, seed))
+    threads = max(1, (os.cpu_count() or 2) // args.jobs)
+    os.makedirs(args.work_dir, exist_ok=True)
+    running = []
+    while todo or running:
+        while todo and len(running) < args.jobs:
+            method, seed = todo.pop(0)
+            log = open(Path(args.work_dir) / f"{method}-s{seed}.log", "a")
+            cmd = [sys.executable, __file__, "--worker", method, str(seed), f"--data={args.data}",
+                   f"--work_dir={args.work_dir}", f"--threads={threads}", f"--epochs={args.epochs}",
+                   f"--probe_epochs={args.probe_epochs}"]
+            print(f"start {method} seed {seed} ({threads} thread(s)); log: {log.name}", flush=True)
+            running.append((method, seed, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True), log))
+        time.sleep(5)
+        for item in list(running):
+            method, seed, proc, log = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            out = proc.stdout.read()
+            log.write(out)
+            log.close()
+            lines = [line for line in out.splitlines() if line.startswith("Q1RESULT ")]
+            if proc.returncode == 0 and lines:
+                result = json.loads(lines[-1][len("Q1RESULT "):])
+                append_result(args.output, result)
+                print(f"done {method} seed {seed}: top-1 {result['top1']:.2f} %", flush=True)
+            else:
+                print(f"FAILED {method} seed {seed} (exit {proc.returncode}); see {log.name}", flush=True)
+    results = load_results(args.output)
+    if results:
+        print(f"\nQ1 on {cpu_model()}:\n")
+        print(markdown_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
