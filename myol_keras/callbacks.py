@@ -64,12 +64,17 @@ class EMATargetUpdate(keras.callbacks.Callback):
             )
         pairs = self.model.ema_pairs
         iterations = self.model.optimizer.iterations
+        # A method may own its update rule (TriBYOL alternates two targets).
+        method_update = getattr(self.model, "update_targets", None)
 
         @tf.function
         def update():
             step = tf.maximum(tf.cast(iterations, tf.int64) - 1, 0)
             tau = schedules.ema_tau(step, self.tau, self.schedule, self.total_steps)
-            ema_update(pairs, tau)
+            if method_update is not None:
+                method_update(tau, step)
+            else:
+                ema_update(pairs, tau)
 
         self._update_fn = update
 

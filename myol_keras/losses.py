@@ -119,3 +119,255 @@ def embedding_std(z):
     About `1/sqrt(d)` for well-spread embeddings, 0 when collapsed.
     """
     return tf.reduce_mean(tf.math.reduce_std(l2_normalize(z), axis=0))
+
+
+# ---------------------------------------------------------------------------
+# The method family (METHODS §1.7, §2.3-2.9): Un-Mix, i-Mix, TriBYOL,
+# representation mixing, CCSL/CSSL (reconstruction), SimCLR, MoCo.
+# ---------------------------------------------------------------------------
+
+
+def reverse_batch(x):
+    """Batch reversal `R(x)_i = x_{B-1-i}` (Un-Mix's partner; METHODS §0.1)."""
+    return tf.reverse(x, axis=[0])
+
+
+def cutmix_box(lam, center_x, center_y, height, width):
+    """`rand_bbox` of the Un-Mix/MYOL code as an iota-grid mask (METHODS §1.7).
+
+    `r = sqrt(1 - lam)`, `cw = floor(W r)`, `ch = floor(H r)`; the box is
+    `[cx - cw//2, cx + cw//2) x [cy - ch//2, cy + ch//2)` clipped to the image.
+
+    Args:
+        lam: scalar mixing coefficient in [0, 1].
+        center_x, center_y: integer box centre (uniform on pixels in the code).
+        height, width: image size.
+
+    Returns:
+        `(mask, lam_box)`: a float32 `[H, W]` mask, 1 inside the box (the
+        region pasted from the partner), and `1 - area(box) / (H W)`, the
+        recomputed coefficient.
+    """
+    lam = tf.cast(lam, tf.float32)
+    ratio = tf.sqrt(1.0 - lam)
+    cut_w = tf.cast(tf.floor(tf.cast(width, tf.float32) * ratio), tf.int32)
+    cut_h = tf.cast(tf.floor(tf.cast(height, tf.float32) * ratio), tf.int32)
+    center_x = tf.cast(center_x, tf.int32)
+    center_y = tf.cast(center_y, tf.int32)
+    x0 = tf.clip_by_value(center_x - cut_w // 2, 0, width)
+    x1 = tf.clip_by_value(center_x + cut_w // 2, 0, width)
+    y0 = tf.clip_by_value(center_y - cut_h // 2, 0, height)
+    y1 = tf.clip_by_value(center_y + cut_h // 2, 0, height)
+    rows = tf.range(height)[:, None]
+    cols = tf.range(width)[None, :]
+    inside = (rows >= y0) & (rows < y1) & (cols >= x0) & (cols < x1)
+    mask = tf.cast(inside, tf.float32)
+    area = tf.cast((x1 - x0) * (y1 - y0), tf.float32)
+    lam_box = 1.0 - area / tf.cast(height * width, tf.float32)
+    return mask, lam_box
+
+
+def sample_unmix(seed, height, width, mix_prob=0.5):
+    """Un-Mix's per-batch draws: `(use_mixup, lam, center_x, center_y)`.
+
+    `lam ~ Beta(1, 1) = U(0, 1)` (one scalar, no max), mixup when
+    `r ~ U(0, 1)` is below `mix_prob`, else CutMix with a centre uniform on
+    integer pixels.
+    """
+    seeds = split_seed(seed, 4)
+    r = tf.random.stateless_uniform([], seeds[0])
+    lam = tf.random.stateless_uniform([], seeds[1])
+    cx = tf.random.stateless_uniform([], seeds[2], minval=0, maxval=width, dtype=tf.int32)
+    cy = tf.random.stateless_uniform([], seeds[3], minval=0, maxval=height, dtype=tf.int32)
+    return r < mix_prob, lam, cx, cy
+
+
+def unmix_images(x, use_mixup, lam, center_x, center_y):
+    """Un-Mix's mixture of `x` with `R(x)` (METHODS §2.3a step 2).
+
+    Mixup: `lam x + (1 - lam) R(x)`. CutMix: `x` with the box pasted from
+    `R(x)`, and `lam` recomputed from the box. Both are written as one
+    per-pixel weight map `w` with `x~ = w x + (1 - w) R(x)`.
+
+    Returns:
+        `(x_mixed, lam_effective)`.
+    """
+    shape = tf.shape(x)
+    mask, lam_box = cutmix_box(lam, center_x, center_y, shape[1], shape[2])
+    lam = tf.cast(lam, tf.float32)
+    weight = tf.where(use_mixup, tf.fill(tf.shape(mask), lam), 1.0 - mask)
+    lam_effective = tf.where(use_mixup, lam, lam_box)
+    weight = tf.cast(weight[None, :, :, None], x.dtype)
+    return weight * x + (1.0 - weight) * reverse_batch(x), lam_effective
+
+
+def unmix_loss(p_mixed, p_mixed_reversed, z_target, lam):
+    """`lam mean_i l(p~_i, z_i) + (1 - lam) mean_i l(p~R_i, z_i)` (METHODS §2.3a)."""
+    lam = tf.cast(lam, tf.float32)
+    return lam * tf.reduce_mean(normalized_mse(p_mixed, z_target)) + (1.0 - lam) * tf.reduce_mean(
+        normalized_mse(p_mixed_reversed, z_target)
+    )
+
+
+def imix_lambda(lam):
+    """i-Mix's `max(lam, 1 - lam)`, so every coefficient is in [0.5, 1]."""
+    return tf.maximum(lam, 1.0 - lam)
+
+
+def imix_byol_loss(q, k, lam, permutation):
+    """i-Mix, BYOL form: `mean_i [lam_i l(q_i, k_i) + (1 - lam_i) l(q_i, k_{pi(i)})]`.
+
+    Written through the cosine matrix `S = n(q) n(k)^T` as in the reference
+    (METHODS §2.4a); one direction, no plain BYOL term.
+    """
+    s = tf.matmul(l2_normalize(q), l2_normalize(k), transpose_b=True)
+    lam = tf.cast(lam, tf.float32)
+    diag = tf.linalg.diag_part(s)
+    mixed = tf.gather(s, permutation, axis=1, batch_dims=1)
+    return tf.reduce_mean(2.0 - 2.0 * (lam * diag + (1.0 - lam) * mixed))
+
+
+def tribyol_loss(p1, p2, p3, za1, za2, zb1, zb3):
+    """TriBYOL (MYOL `algo.py: TRIBYOL`; METHODS §2.5), in [0, 8].
+
+    `mean_i [(l(p1, zA2) + l(p2, zA1)) / 2 + (l(p1, zB3) + l(p3, zB1)) / 2]`.
+    """
+    a = normalized_mse(p1, za2) + normalized_mse(p2, za1)
+    b = normalized_mse(p1, zb3) + normalized_mse(p3, zb1)
+    return tf.reduce_mean(0.5 * a + 0.5 * b)
+
+
+def interleave(a, b):
+    """`[a_0, b_0, a_1, b_1, ...]` along the batch axis."""
+    stacked = tf.stack([a, b], axis=1)
+    shape = tf.shape(a)
+    return tf.reshape(stacked, tf.concat([[2 * shape[0]], shape[1:]], axis=0))
+
+
+def repmix_xent_loss(m, temperature=0.5, reduction="log_mean"):
+    """Representation mixing's `xent_loss` over interleaved pairs (METHODS §2.6).
+
+    Rows `(2b, 2b+1)` are positives; every other row is a negative.
+    `rho_j = exp(s_{P(j), j} / t) / sum_{k != j} exp(s_{kj} / t)` with cosine
+    similarities `s`; the self term is masked out (not subtracted as
+    `exp(1/t)`).
+
+    Args:
+        m: `[2N, d]` summed projections, pairs interleaved.
+        temperature: `t` (0.5 in the reference).
+        reduction: `"log_mean"`, the official `-log(mean_j rho_j)`, or
+            `"mean_log"`, the standard NT-Xent `mean_j(-log rho_j)`. By
+            Jensen, log_mean <= mean_log.
+    """
+    if reduction not in ("log_mean", "mean_log"):
+        raise ValueError(
+            f"Expected `reduction` in ('log_mean', 'mean_log'). Received: reduction={reduction!r}"
+        )
+    z = l2_normalize(m)
+    n = tf.shape(z)[0]
+    logits = tf.matmul(z, z, transpose_b=True) / temperature
+    eye = tf.eye(n, dtype=tf.bool)
+    denominator = tf.reduce_logsumexp(tf.where(eye, tf.constant(-1e9, tf.float32), logits), axis=0)
+    index = tf.range(n)
+    partner = tf.bitwise.bitwise_xor(index, 1)  # 2b <-> 2b+1
+    positive = tf.gather_nd(logits, tf.stack([partner, index], axis=1))
+    log_rho = positive - denominator
+    if reduction == "mean_log":
+        return -tf.reduce_mean(log_rho)
+    return -(tf.reduce_logsumexp(log_rho) - tf.math.log(tf.cast(n, tf.float32)))
+
+
+def simclr_loss(z, temperature=0.07):
+    """NT-Xent of the MYOL-repo SimCLR (METHODS §2.8).
+
+    `z` is `[2B, d]` = projections of `[x1; x2]`; row `i` is positive with
+    row `(i + B) mod 2B`, the other `2B - 2` rows are negatives, the self
+    similarity is excluded; cross-entropy averaged over the `2B` anchors.
+    All-identical embeddings give `log(2B - 1)`.
+    """
+    z = l2_normalize(z)
+    n = tf.shape(z)[0]
+    half = n // 2
+    logits = tf.matmul(z, z, transpose_b=True) / temperature
+    logits = tf.where(tf.eye(n, dtype=tf.bool), tf.constant(-1e9, tf.float32), logits)
+    index = tf.range(n)
+    positive_index = tf.math.floormod(index + half, n)
+    return tf.reduce_mean(
+        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=positive_index, logits=logits)
+    )
+
+
+def moco_logits(q, k, queue, temperature=0.07):
+    """`[q.k, q Q^T] / t` for normalised `q`, `k` `[B, d]` and a `[K, d]` queue."""
+    q = l2_normalize(q)
+    k = l2_normalize(k)
+    positive = tf.reduce_sum(q * k, axis=-1, keepdims=True)
+    negative = tf.matmul(q, tf.cast(queue, tf.float32), transpose_b=True)
+    return tf.concat([positive, negative], axis=1) / temperature
+
+
+def moco_loss(q, k, queue, temperature=0.07):
+    """MoCo InfoNCE: cross-entropy with label 0 over `[q.k, q Q^T] / t` (METHODS §2.9)."""
+    logits = moco_logits(q, k, queue, temperature)
+    labels = tf.zeros([tf.shape(logits)[0]], tf.int32)
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+
+
+def enqueue(queue, keys, pointer):
+    """FIFO: write `keys` `[B, d]` into `queue` `[K, d]` from row `pointer`, wrapping.
+
+    Returns `(new_queue, new_pointer)`; with `K mod B = 0` (the reference's
+    drop_last requirement) it never wraps inside one batch.
+    """
+    size = tf.shape(queue)[0]
+    batch = tf.shape(keys)[0]
+    rows = tf.math.floormod(tf.cast(pointer, tf.int32) + tf.range(batch), size)
+    updated = tf.tensor_scatter_nd_update(queue, rows[:, None], tf.cast(keys, queue.dtype))
+    return updated, tf.math.floormod(tf.cast(pointer, tf.int32) + batch, size)
+
+
+def cosine_matrix(a, b):
+    """`[B, B]` cosine similarities `cos(a_i, b_j)` in float32."""
+    return tf.matmul(l2_normalize(a), l2_normalize(b), transpose_b=True)
+
+
+def pseudo_pair_masks(z1, z2, theta_pos=0.8, theta_neg=0.2):
+    """[RECON] CCSL/CSSL pseudo-labels from `c_ij = cos(z'1_i, z'2_j)` (METHODS §2.7).
+
+    Returns float32 `(positive, negative)` `[B, B]` masks: `i != j` and
+    `c_ij > theta_pos`, resp. `i != j` and `c_ij < theta_neg`. The diagonal
+    (the BYOL pair itself) is in neither set.
+    """
+    c = tf.stop_gradient(cosine_matrix(z1, z2))
+    off_diagonal = tf.logical_not(tf.eye(tf.shape(c)[0], dtype=tf.bool))
+    positive = tf.cast((c > theta_pos) & off_diagonal, tf.float32)
+    negative = tf.cast((c < theta_neg) & off_diagonal, tf.float32)
+    return positive, negative
+
+
+def _masked_mean(values, mask):
+    """Mean of `values` over `mask`; 0 when the mask is empty."""
+    count = tf.reduce_sum(mask)
+    return tf.math.divide_no_nan(tf.reduce_sum(values * mask), count)
+
+
+def ccsl_terms(p, z, positive, negative):
+    """[RECON] CCSL extra terms for one direction (METHODS §2.7).
+
+    `(mean_{P} l(p_i, z_j), mean_{N} max(0, cos(p_i, z_j)))`; empty sets give 0.
+    """
+    cos = cosine_matrix(p, z)
+    return _masked_mean(2.0 - 2.0 * cos, positive), _masked_mean(tf.nn.relu(cos), negative)
+
+
+def cssl_terms(p, z, positive, negative, temperature=1.0):
+    """[RECON] CSSL extra terms for one direction (METHODS §2.7).
+
+    Binary cross-entropy on `sigmoid(cos(p_i, z_j) / T)`: label 1 on P, 0 on N,
+    each averaged over its set (0 when empty). With T = 1 a pair's BCE is at
+    least `-log sigmoid(1) = 0.313262`, so the loss never reaches 0.
+    """
+    logits = cosine_matrix(p, z) / temperature
+    bce_pos = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.ones_like(logits), logits=logits)
+    bce_neg = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.zeros_like(logits), logits=logits)
+    return _masked_mean(bce_pos, positive), _masked_mean(bce_neg, negative)

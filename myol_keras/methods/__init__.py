@@ -2,11 +2,25 @@
 
 from myol_keras.methods.base import BootstrapMethod
 from myol_keras.methods.byol import BYOL
+from myol_keras.methods.ccsl import CCSL, CSSL
+from myol_keras.methods.contrastive import MoCo, SimCLR
+from myol_keras.methods.imix import IMix
 from myol_keras.methods.myol import MYOL
+from myol_keras.methods.repmix import RepMix
+from myol_keras.methods.tribyol import TriBYOL
+from myol_keras.methods.unmix import UnMix
 
 METHODS = {
     "byol": BYOL,
     "myol": MYOL,
+    "unmix": UnMix,
+    "imix": IMix,
+    "tribyol": TriBYOL,
+    "repmix": RepMix,
+    "ccsl": CCSL,
+    "cssl": CSSL,
+    "simclr": SimCLR,
+    "moco": MoCo,
 }
 
 

@@ -46,6 +46,16 @@ class BootstrapMethod(keras.Model):
     loss_term_names = ()
     #: how many augmented views a training batch must hold.
     num_views = 2
+    #: the data the method needs: "views" (`num_views` MYOL-recipe views of
+    #: each image) or "counterpart_pairs" (representation mixing, §2.6).
+    #: `myol_keras.main.build_dataset` reads it; the method never sees the dataset.
+    view_recipe = "views"
+    #: whether the online branch has a predictor (SimCLR and MoCo have none).
+    uses_predictor = True
+    #: whether there is an EMA target encoder (SimCLR has none).
+    uses_target = True
+    #: constructor argument -> absl flag that `main.build_model` passes.
+    flag_params = {}
 
     def __init__(
         self,
@@ -83,12 +93,13 @@ class BootstrapMethod(keras.Model):
         self.weight_decay = float(weight_decay)
         self.seed = int(seed)
 
-        self.projector = heads_lib.projection_head(projector_hidden_dim, projection_dim)
-        self.predictor = heads_lib.prediction_head(predictor_hidden_dim, projection_dim)
-        self.target_backbone = _clone_layer(backbone)
-        self.target_projector = heads_lib.projection_head(
-            projector_hidden_dim, projection_dim, name="target_projector"
-        )
+        self.projector = self.make_projector("projector")
+        self.predictor = self.make_predictor() if self.uses_predictor else None
+        if self.uses_target:
+            self.target_backbone = _clone_layer(backbone)
+            self.target_projector = self.make_projector("target_projector")
+        else:
+            self.target_backbone = self.target_projector = None
         self._build_networks()
 
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -99,14 +110,24 @@ class BootstrapMethod(keras.Model):
 
     # --- construction -----------------------------------------------------
 
+    def make_projector(self, name):
+        """The projector g (online and target); override for other heads."""
+        return heads_lib.projection_head(self.projector_hidden_dim, self.projection_dim, name=name)
+
+    def make_predictor(self):
+        """The predictor q (only when `uses_predictor`)."""
+        return heads_lib.prediction_head(self.predictor_hidden_dim, self.projection_dim)
+
     def _build_networks(self):
         """Build every sub-network and copy online weights into the target."""
         feature_dim = self._feature_dim()
         self.projector.build((None, feature_dim))
-        self.predictor.build((None, self.projection_dim))
-        if not self.target_backbone.built:
-            self.target_backbone.build(self.backbone.input_shape)
-        self.target_projector.build((None, feature_dim))
+        if self.predictor is not None:
+            self.predictor.build((None, self.projection_dim))
+        if self.target_backbone is not None:
+            if not self.target_backbone.built:
+                self.target_backbone.build(self.backbone.input_shape)
+            self.target_projector.build((None, feature_dim))
         for target, online in self.ema_pairs:
             target.assign(online)
         self.built = True
@@ -120,15 +141,16 @@ class BootstrapMethod(keras.Model):
     @property
     def optimized_variables(self):
         """What the optimizer updates: online backbone, projector, predictor."""
-        return (
-            self.backbone.trainable_variables
-            + self.projector.trainable_variables
-            + self.predictor.trainable_variables
-        )
+        variables = self.backbone.trainable_variables + self.projector.trainable_variables
+        if self.predictor is not None:
+            variables = variables + self.predictor.trainable_variables
+        return variables
 
     @property
     def ema_pairs(self):
         """`(target, online)` parameter pairs for the EMA (no BN statistics)."""
+        if self.target_backbone is None:
+            return []
         online = self.backbone.trainable_variables + self.projector.trainable_variables
         target = (
             self.target_backbone.trainable_variables
@@ -140,6 +162,17 @@ class BootstrapMethod(keras.Model):
                 f"({len(online)} vs {len(target)} parameters)."
             )
         return list(zip(target, online))
+
+    def update_targets(self, tau, step):
+        """The EMA after optimizer step `step` (0-based); `EMATargetUpdate` calls it.
+
+        The default moves every pair of `ema_pairs`; TriBYOL overrides it to
+        alternate its two targets.
+        """
+        del step
+        for target, online in self.ema_pairs:
+            tau_cast = tf.cast(tau, target.dtype)
+            target.assign(tau_cast * target + (1.0 - tau_cast) * tf.cast(online, target.dtype))
 
     def compile(self, optimizer="sgd", **kwargs):
         """Compile, then build the optimizer on `optimized_variables` only.
@@ -157,8 +190,10 @@ class BootstrapMethod(keras.Model):
         return self.backbone(inputs, training=training)
 
     def online_forward(self, images, training=True):
-        """`(z, p)`: online projection and prediction of one view."""
+        """`(z, p)`: online projection and prediction (None without predictor)."""
         z = self.projector(self.backbone(images, training=training), training=training)
+        if self.predictor is None:
+            return z, None
         p = self.predictor(z, training=training)
         return z, p
 
@@ -184,6 +219,9 @@ class BootstrapMethod(keras.Model):
         raise NotImplementedError(
             f"{type(self).__name__} must implement compute_loss_terms()."
         )
+
+    def after_step(self, views, targets, terms):
+        """Runs after the optimizer update (MoCo enqueues its keys here)."""
 
     def _unpack_views(self, data):
         if isinstance(data, dict):
@@ -216,6 +254,7 @@ class BootstrapMethod(keras.Model):
                 for g, v in zip(gradients, variables)
             ]
         self.optimizer.apply(gradients, variables)
+        self.after_step(views, targets, terms)
 
         self.loss_tracker.update_state(loss)
         for tracker in self.term_trackers:
