@@ -33,13 +33,13 @@ from absl import logging
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 PROG = "myol_keras.main"
-METHOD_NAMES = ("byol", "myol")
+METHOD_NAMES = ("byol", "myol", "unmix", "imix", "tribyol", "repmix", "ccsl", "cssl", "simclr", "moco")
 BACKBONES = {"resnet18": 18, "resnet34": 34, "resnet50": 50}
 
 FLAGS = flags.FLAGS
 
 # --- what to train on ------------------------------------------------------
-flags.DEFINE_string("method", "myol", f"Pre-training method: one of {', '.join(METHOD_NAMES)}.")
+flags.DEFINE_string("method", "myol", f"Pre-training method: one of {', '.join(METHOD_NAMES)} (ccsl and cssl are RECONSTRUCTIONS with theta+=0.8, theta-=0.2, not the official losses; see docs/METHODS.md).")
 flags.DEFINE_string(
     "dataset",
     "digits",
@@ -60,6 +60,19 @@ flags.DEFINE_integer("predictor_hidden_dim", 2048, "Predictor MLP hidden width."
 # --- method -------------------------------------------------------------------
 flags.DEFINE_float("alpha", 2.0, "MYOL: Beta(alpha, alpha) of the per-sample mixing coefficient.")
 flags.DEFINE_float("gamma", 1.0, "MYOL: weight of the mixup term.")
+flags.DEFINE_float("unmix_prob", 0.5, "Un-Mix: probability of global mixup (else CutMix) per batch.")
+flags.DEFINE_enum("unmix_target_view", "x1", ["x1", "x2"], "Un-Mix: target of the mixtures: x1 (its own view, MYOL reference) or x2 (the official README pairing).")
+flags.DEFINE_float("imix_alpha", 1.0, "i-Mix: Beta(alpha, alpha) before max(lam, 1 - lam).")
+flags.DEFINE_float("simclr_temperature", 0.07, "SimCLR: NT-Xent temperature (0.07 in the MYOL reference).")
+flags.DEFINE_float("moco_temperature", 0.07, "MoCo: InfoNCE temperature (0.07 in the MYOL reference).")
+flags.DEFINE_integer("queue_size", 4096, "MoCo: queue length K (K mod batch_size = 0 as in the reference).")
+flags.DEFINE_float("repmix_temperature", 0.5, "Representation mixing: xent_loss temperature.")
+flags.DEFINE_enum("repmix_reduction", "log_mean", ["log_mean", "mean_log"], "Representation mixing: -log(mean rho) (official) or mean(-log rho) (standard NT-Xent).")
+flags.DEFINE_float("theta_pos", 0.8, "CCSL/CSSL (RECONSTRUCTION, not the official loss): pseudo-positive cosine threshold theta+.")
+flags.DEFINE_float("theta_neg", 0.2, "CCSL/CSSL (RECONSTRUCTION, not the official loss): pseudo-negative cosine threshold theta-.")
+flags.DEFINE_float("pos_weight", 1.0, "CCSL/CSSL (RECONSTRUCTION): weight w+ of the pseudo-positive term.")
+flags.DEFINE_float("neg_weight", 1.0, "CCSL/CSSL (RECONSTRUCTION): weight w- of the pseudo-negative term.")
+flags.DEFINE_float("cssl_temperature", 1.0, "CSSL (RECONSTRUCTION): temperature T of sigmoid(cos / T).")
 flags.DEFINE_float("ema", 0.996, "Base EMA momentum tau of the target network.")
 flags.DEFINE_enum("ema_schedule", "constant", ["constant", "cosine"], "tau constant (MYOL reference) or cosine to 1 (BYOL paper).")
 # --- optimisation -------------------------------------------------------------
@@ -255,8 +268,10 @@ def build_model(config):
     }
     accepted = inspect.signature(method_cls.__init__).parameters
     for name in ("alpha", "gamma"):
-        if name in accepted:
+        if name in accepted and name not in method_cls.flag_params:
             kwargs[name] = flag_values[name]
+    for name, flag in method_cls.flag_params.items():  # e.g. MoCo temperature <- --moco_temperature
+        kwargs[name] = flag_values[flag]
     return method_cls(backbone, **kwargs)
 
 
@@ -266,7 +281,32 @@ def build_dataset(config, num_views):
     from myol_keras import augment
     from myol_keras import data
 
+    from myol_keras import methods
+
     seed = config["flags"]["seed"]
+    view_recipe = methods.get_method(config["flags"]["method"]).view_recipe
+    if view_recipe == "counterpart_pairs":
+        # Representation mixing (METHODS §2.6): each image x is paired with a
+        # counterpart r from the whole training set, and the batch holds
+        # (N(x), N(r), A(r), A(x)). r comes from an independent shuffle of the
+        # repeated image stream (uniform marginal; the reference samples with
+        # replacement). The zip is not cached, or the pairs would freeze.
+        from myol_keras.methods import repmix
+
+        images = config["images"].cache()
+        counterparts = images.repeat().shuffle(
+            max(int(config["flags"]["shuffle_buffer"]), 2), seed=seed + 1, reshuffle_each_iteration=True
+        )
+        ds = data.pretrain_pipeline(
+            tf_zip(images, counterparts),
+            repmix.counterpart_view_fn(config["image_size"], config["mean"], config["std"], seed=seed),
+            config["flags"]["batch_size"],
+            drop_remainder=config["flags"]["drop_remainder"],
+            shuffle_buffer=config["flags"]["shuffle_buffer"],
+            seed=seed,
+            cache=False,
+        )
+        return ds.repeat() if config["repeat"] else ds
     recipes = [
         augment.myol_view_recipe(config["image_size"], config["mean"], config["std"], seed=seed + 1000 * i)
         for i in range(num_views)
@@ -284,6 +324,13 @@ def build_dataset(config, num_views):
         options.threading.private_threadpool_size = config["flags"]["threads"]
         ds = ds.with_options(options)
     return ds.repeat() if config["repeat"] else ds
+
+
+def tf_zip(*datasets):
+    """`tf.data.Dataset.zip` of image streams (kept separate for readability)."""
+    import tensorflow as tf
+
+    return tf.data.Dataset.zip(datasets)
 
 
 def _write_json(path, payload):
