@@ -1,0 +1,124 @@
+"""Embeddings of a folder of images from an encoder export.
+
+    python -m myol_keras.embed --saved_model=saved_models/myol_stl10 --images=photos/ \
+        --output=photos_embeddings.npy
+
+Every readable image under `--images` (recursively; jpg, png, bmp, gif) is
+decoded to RGB, resized to the export's image size and embedded through the
+SavedModel's `serve_pixels` endpoint in batches, with a progress line. The
+embeddings go to `--output` (float32 [N, D]) and the file names, relative to
+`--images` and in the same order, one per line, to the `.txt` beside it.
+"""
+
+import os
+import sys
+
+import numpy as np
+from absl import flags
+
+from myol_keras import cli
+
+PROG = "myol_keras.embed"
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("saved_model", None, "Encoder export: saved_models/<name>[/<version>].", flag_values=FLAGS)
+flags.DEFINE_string("images", None, "Folder of images (searched recursively).", flag_values=FLAGS)
+flags.DEFINE_string("output", "embeddings.npy", "Output .npy; the file names go to the .txt beside it.", flag_values=FLAGS)
+flags.DEFINE_integer("batch_size", 64, "Images per call.", flag_values=FLAGS)
+
+
+def list_images(folder):
+    """Sorted relative paths of the image files under `folder`."""
+    if not folder or not os.path.isdir(folder):
+        raise FileNotFoundError(f"--images={folder!r} is not a directory")
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [os.path.relpath(os.path.join(root, f), folder) for f in sorted(files)
+                  if f.lower().endswith(EXTENSIONS) and not f.startswith(".")]
+    if not found:
+        raise cli.UsageError(f"no images ({', '.join(EXTENSIONS)}) under {folder}")
+    return found
+
+
+def _decode(path, size):
+    import tensorflow as tf
+
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    image = tf.image.convert_image_dtype(image, tf.float32)
+    return tf.image.resize(image, (size, size), method="bilinear", antialias=True).numpy()
+
+
+def embed_folder(saved_model, images, output=None, *, batch_size=64, verbose=True):
+    """Embed every image under `images`; returns {"embeddings", "names", "skipped", "output", "names_file"}.
+
+    Unreadable files are skipped and listed (a warning line on stderr).
+
+    Example:
+    ```python
+    out = embed_folder("saved_models/myol_stl10", "photos/", "photos.npy")
+    out["embeddings"].shape
+    ```
+    """
+    from myol_keras.evaluation import features as F
+
+    names = list_images(images)
+    encoder = F.load_export(saved_model, expect="encoder")
+    size = encoder.image_size
+    progress = F.ProgressLine("embedding", len(names), enabled=verbose)
+    kept, skipped, chunks, batch = [], [], [], []
+
+    def flush():
+        if batch:
+            chunks.append(np.asarray(encoder.serve_pixels(np.stack(batch))["embedding"], np.float32))
+            progress.update(len(batch))
+            batch.clear()
+
+    for name in names:
+        try:
+            batch.append(_decode(os.path.join(images, name), size))
+            kept.append(name)
+        except Exception:  # noqa: BLE001 (any undecodable file is skipped and reported)
+            skipped.append(name)
+        if len(batch) >= batch_size:
+            flush()
+    flush()
+    progress.close()
+    if not kept:
+        raise cli.UsageError(f"none of the {len(names)} image files under {images} could be decoded")
+    if skipped:
+        print(f"{PROG}: skipped {len(skipped)} unreadable file(s): {', '.join(skipped[:5])}"
+              f"{' ...' if len(skipped) > 5 else ''}", file=sys.stderr)
+    embeddings = np.concatenate(chunks)
+    result = {"embeddings": embeddings, "names": kept, "skipped": skipped, "output": None, "names_file": None}
+    if output:
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        np.save(output, embeddings)
+        names_file = os.path.splitext(output)[0] + ".txt"
+        with open(names_file, "w") as f:
+            f.writelines(n + "\n" for n in kept)
+        result.update(output=output, names_file=names_file)
+    return result
+
+
+def _run():
+    if not FLAGS.saved_model or not FLAGS.images:
+        raise cli.UsageError("--saved_model=DIR and --images=DIR are both required")
+    if FLAGS.batch_size < 1:
+        raise cli.UsageError(f"--batch_size={FLAGS.batch_size}: must be positive")
+    if not FLAGS.output.endswith(".npy"):
+        raise cli.UsageError(f"--output={FLAGS.output!r}: give a .npy path")
+    list_images(FLAGS.images)  # fail before loading the model
+    out = embed_folder(FLAGS.saved_model, FLAGS.images, FLAGS.output, batch_size=FLAGS.batch_size)
+    print(f"{PROG}: {out['embeddings'].shape[0]} embeddings of size {out['embeddings'].shape[1]} -> "
+          f"{out['output']} (names: {out['names_file']})")
+
+
+def main(argv=None):
+    """Entry point usable in-process."""
+    return cli.run_tool(PROG, FLAGS, argv, _run, __doc__)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

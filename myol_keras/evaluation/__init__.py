@@ -1,0 +1,69 @@
+"""Evaluation protocols of METHODS §3 on exported SavedModels.
+
+Each module is `python -m`-runnable and exposes a function returning a result
+dict that is also appended to the run's `results.json`:
+
+* `linear_probe.linear_probe` (§3.1) -> classifier export `saved_models/<name>-linear/`
+* `knn.knn_evaluate` (k = 200, T = 0.1) and the `knn.KNNMonitor` callback
+* `semisup.semisup_evaluate` (§3.2), `transfer.transfer_evaluate` (§3.3)
+* `attack.attack_evaluate` (§3.4, FGSM / PGD, pixel or faithful space)
+
+`run_evaluations` chains them after pre-training (`main --eval=linear,knn,attack`).
+"""
+
+EVALUATIONS = ("linear", "knn", "attack", "semisup", "transfer")
+
+
+def run_evaluations(export_dir, evaluations, dataset="", data_dir=None, *, probe_epochs=100, download=True,
+                    attack_space="pixel", label_fractions=(0.01, 0.1), transfer_targets=None,
+                    transfer_mode="linear", verbose=True, **kwargs):
+    """Run the named evaluations on an encoder export; returns {name: result}.
+
+    Args:
+        export_dir: the encoder export (`saved_models/<name>` or a version directory).
+        evaluations: names from `EVALUATIONS`; "attack" trains the linear probe first if
+            "linear" is not in the list (it attacks the probe's classifier).
+        dataset, data_dir: labelled data (default: the export's pre-training dataset).
+        probe_epochs: linear-probe epochs (100 in the protocol).
+        attack_space: "pixel" or "normalized_clip01".
+        label_fractions: semi-supervised label fractions.
+        transfer_targets: transfer targets (default: the paper's list).
+        transfer_mode: "linear" or "finetune".
+        **kwargs: passed to the linear probe (e.g. batch_size, max_train_images).
+
+    Raises:
+        ValueError: an unknown evaluation name (the message lists the valid ones).
+
+    Example:
+    ```python
+    from myol_keras.evaluation import run_evaluations
+    results = run_evaluations(export_path, ["linear", "knn", "attack"])
+    results["attack"]["accuracy"]["pgd(16)"]
+    ```
+    """
+    names = [e.strip() for e in evaluations if e and e.strip()]
+    unknown = [e for e in names if e not in EVALUATIONS]
+    if unknown:
+        raise ValueError(f"unknown evaluation(s) {', '.join(unknown)}; choose from: {', '.join(EVALUATIONS)}")
+    from myol_keras.evaluation import attack, knn, linear_probe, semisup, transfer
+
+    cache = {}
+    results = {}
+    if "linear" in names or "attack" in names:
+        results["linear"] = linear_probe.linear_probe(export_dir, dataset, data_dir, epochs=probe_epochs,
+                                                      download=download, cache=cache, verbose=verbose, **kwargs)
+    if "knn" in names:
+        results["knn"] = knn.knn_evaluate(export_dir, dataset, data_dir, download=download, cache=cache,
+                                          verbose=verbose)
+    if "attack" in names:
+        results["attack"] = attack.attack_evaluate(results["linear"]["classifier"], dataset, data_dir,
+                                                   attack_space=attack_space, download=download, verbose=verbose)
+    if "semisup" in names:
+        results["semisup"] = [semisup.semisup_evaluate(export_dir, dataset, data_dir, label_fraction=f,
+                                                       download=download, verbose=verbose)
+                              for f in label_fractions]
+    if "transfer" in names:
+        results["transfer"] = transfer.transfer_evaluate(
+            export_dir, transfer_targets or transfer.PAPER_TARGETS, mode=transfer_mode, download=download,
+            verbose=verbose)
+    return results

@@ -1,0 +1,214 @@
+"""Weighted kNN evaluation on frozen features (k = 200, temperature 0.1, cosine).
+
+    python -m myol_keras.evaluation.knn --saved_model=saved_models/byol-cifar10 --dataset=cifar10
+
+The monitor of the Un-Mix demo and of Representation Mixing (METHODS §3.7):
+features are L2-normalised, each test image takes its k most similar train
+images (cosine similarity s), each votes for its class with weight
+exp(s / T), and the class with the largest summed weight is the prediction.
+Features are extracted once through the encoder SavedModel (inference mode),
+the same cache the linear probe uses. `KNNMonitor` runs the same vote during
+pre-training on a held-out labelled split.
+"""
+
+import time
+
+import numpy as np
+from absl import flags
+
+from myol_keras import cli
+
+PROG = "myol_keras.evaluation.knn"
+
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("saved_model", None, "Encoder export: saved_models/<name>[/<version>].", flag_values=FLAGS)
+flags.DEFINE_string("dataset", "", "Labelled dataset (default: the export's pre-training dataset).", flag_values=FLAGS)
+flags.DEFINE_string("data_dir", None, "Data directory / file of the dataset.", flag_values=FLAGS)
+flags.DEFINE_bool("download", True, "Let tfds download a missing dataset.", flag_values=FLAGS)
+flags.DEFINE_integer("k", 200, "Neighbours.", flag_values=FLAGS)
+flags.DEFINE_float("temperature", 0.1, "Vote temperature T: weight exp(cos / T).", flag_values=FLAGS)
+flags.DEFINE_integer("feature_batch_size", 256, "Images per call during feature extraction.", flag_values=FLAGS)
+flags.DEFINE_integer("max_train_images", 0, "Cap on train images (0: all).", flag_values=FLAGS)
+flags.DEFINE_integer("max_test_images", 0, "Cap on test images (0: all).", flag_values=FLAGS)
+
+
+def _normalize(x, eps=1e-12):
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)
+
+
+def knn_scores(train_features, train_labels, test_features, num_classes, k=200, temperature=0.1, chunk=512):
+    """Class scores [N_test, C]: the sum of exp(cos / T) over the k nearest train features per class."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1. Received: k={k}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0. Received: temperature={temperature}")
+    train = _normalize(train_features)
+    test = _normalize(test_features)
+    labels = np.asarray(train_labels, np.int64)
+    k = min(int(k), len(train))
+    scores = np.zeros((len(test), num_classes), np.float64)
+    for start in range(0, len(test), chunk):
+        sim = test[start:start + chunk] @ train.T
+        top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+        top_sim = np.take_along_axis(sim, top, axis=1).astype(np.float64)
+        weights = np.exp(top_sim / temperature)
+        rows = np.repeat(np.arange(len(top))[:, None], k, axis=1)
+        np.add.at(scores[start:start + chunk], (rows, labels[top]), weights)
+    return scores
+
+
+def knn_predict(train_features, train_labels, test_features, num_classes, k=200, temperature=0.1):
+    """Predicted class of each test feature by the weighted kNN vote."""
+    return np.argmax(knn_scores(train_features, train_labels, test_features, num_classes, k, temperature), axis=1)
+
+
+def knn_accuracy(train_features, train_labels, test_features, test_labels, num_classes, k=200, temperature=0.1):
+    """{"top1", "top5"} of the weighted kNN vote."""
+    from myol_keras.evaluation.linear_probe import topk_accuracy
+
+    scores = knn_scores(train_features, train_labels, test_features, num_classes, k, temperature)
+    return topk_accuracy(scores, np.asarray(test_labels, np.int64))
+
+
+def knn_evaluate(saved_model, dataset="", data_dir=None, *, k=200, temperature=0.1, feature_batch_size=256,
+                 download=True, max_train_images=0, max_test_images=0, cache=None, verbose=True):
+    """kNN top-1/top-5 of an encoder export; appends the record to the run's results.json.
+
+    Example:
+    ```python
+    knn_evaluate("saved_models/byol-cifar10", "cifar10")["top1"]
+    ```
+    """
+    from myol_keras.evaluation import features as F
+    from myol_keras.evaluation.linear_probe import _cached_features
+
+    start = time.perf_counter()
+    encoder = F.load_export(saved_model, expect="encoder")
+    feats = _cached_features(encoder, cache, dataset, data_dir, download, feature_batch_size,
+                             max_train_images, max_test_images, verbose)
+    num_classes = int(max(feats["info"].num_classes or 0, feats["train_labels"].max() + 1, feats["test_labels"].max() + 1))
+    vote_start = time.perf_counter()
+    acc = knn_accuracy(feats["train_features"], feats["train_labels"], feats["test_features"],
+                       feats["test_labels"], num_classes, k, temperature)
+    result = {
+        "evaluation": "knn",
+        "encoder": encoder.path,
+        "dataset": feats["dataset"],
+        "k": int(k),
+        "temperature": float(temperature),
+        "top1": acc["top1"],
+        "top5": acc["top5"],
+        "extract_seconds": feats["extract_seconds"],
+        "vote_seconds": time.perf_counter() - vote_start,
+        "seconds": time.perf_counter() - start,
+    }
+    result["results_file"] = F.append_result(encoder.run_dir, result)
+    return result
+
+
+def _monitor_base():
+    import keras
+
+    return keras.callbacks.Callback
+
+
+class KNNMonitor(_monitor_base()):
+    """kNN accuracy of the online encoder on a held-out labelled split during pre-training.
+
+    Every `every` epochs the backbone (inference mode) embeds the labelled
+    `train_images` (the memory bank) and `test_images`; the weighted kNN top-1
+    is added to the epoch logs as `knn_top1`, so history.csv and TensorBoard
+    show it.
+
+    Args:
+        train_images: uint8 images [N, H, W, 3] of the memory bank.
+        train_labels: their int labels.
+        test_images: uint8 images of the held-out split.
+        test_labels: their labels.
+        image_size: size the images are resized to (the training size).
+        mean: normalisation mean (3 floats).
+        std: normalisation std.
+        k: neighbours (200).
+        temperature: vote temperature (0.1).
+        every: run every N epochs (and after the last).
+        batch_size: images per forward pass.
+        encoder_attribute: the model attribute holding the encoder.
+
+    Example:
+    ```python
+    monitor = KNNMonitor(x_bank, y_bank, x_val, y_val, image_size=32, mean=mean, std=std, every=5)
+    model.fit(ds, epochs=100, callbacks=[monitor, EMATargetUpdate(0.996)])
+    ```
+    """
+
+    def __init__(self, train_images, train_labels, test_images, test_labels, *, image_size, mean, std,
+                 k=200, temperature=0.1, every=1, batch_size=256, encoder_attribute="backbone"):
+        super().__init__()
+        if every < 1:
+            raise ValueError(f"every must be >= 1. Received: every={every}")
+        self.train_images = np.asarray(train_images)
+        self.train_labels = np.asarray(train_labels, np.int64)
+        self.test_images = np.asarray(test_images)
+        self.test_labels = np.asarray(test_labels, np.int64)
+        self.image_size = int(image_size)
+        self.mean = tuple(mean)
+        self.std = tuple(std)
+        self.k = k
+        self.temperature = temperature
+        self.every = every
+        self.batch_size = batch_size
+        self.encoder_attribute = encoder_attribute
+        self.num_classes = int(max(self.train_labels.max(), self.test_labels.max()) + 1)
+        self._embed = None
+
+    def _features(self, images):
+        import tensorflow as tf
+
+        from myol_keras.export import preprocess_pixels
+
+        if self._embed is None:
+            encoder = getattr(self.model, self.encoder_attribute)
+
+            @tf.function(reduce_retracing=True)
+            def embed(batch):
+                x = preprocess_pixels(tf.cast(batch, tf.float32) / 255.0, self.image_size, self.mean, self.std)
+                return tf.cast(encoder(x, training=False), tf.float32)
+
+            self._embed = embed
+        return np.concatenate([
+            self._embed(images[i:i + self.batch_size]).numpy() for i in range(0, len(images), self.batch_size)
+        ])
+
+    def on_epoch_end(self, epoch, logs=None):
+        epochs = (self.params or {}).get("epochs")
+        if (epoch + 1) % self.every and (epochs is None or epoch + 1 != epochs):
+            return
+        acc = knn_accuracy(self._features(self.train_images), self.train_labels,
+                           self._features(self.test_images), self.test_labels,
+                           self.num_classes, self.k, self.temperature)
+        if logs is not None:
+            logs["knn_top1"] = acc["top1"]
+
+
+def _run():
+    if not FLAGS.saved_model:
+        raise cli.UsageError("--saved_model=DIR is required (an encoder export, saved_models/<name>)")
+    if FLAGS.k < 1 or FLAGS.temperature <= 0:
+        raise cli.UsageError(f"--k={FLAGS.k} must be >= 1 and --temperature={FLAGS.temperature} > 0")
+    result = knn_evaluate(
+        FLAGS.saved_model, FLAGS.dataset, FLAGS.data_dir, k=FLAGS.k, temperature=FLAGS.temperature,
+        feature_batch_size=FLAGS.feature_batch_size, download=FLAGS.download,
+        max_train_images=FLAGS.max_train_images, max_test_images=FLAGS.max_test_images,
+    )
+    print(f"{PROG}: kNN (k={result['k']}, T={result['temperature']}) top-1 {result['top1']:.4f} "
+          f"top-5 {result['top5']:.4f} on {result['dataset']} ({result['seconds']:.1f} s)")
+
+
+def main(argv=None):
+    """Entry point usable in-process."""
+    return cli.run_tool(PROG, FLAGS, argv, _run, __doc__)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

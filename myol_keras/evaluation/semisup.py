@@ -1,0 +1,274 @@
+"""Semi-supervised fine-tuning on 1% / 10% class-balanced labels (METHODS §3.2, the MYOL repo's `semisup.py`).
+
+    python -m myol_keras.evaluation.semisup --saved_model=saved_models/byol-cifar10 --dataset=cifar10 \
+        --label_fraction=0.01
+
+Protocol: a class-balanced labelled subset of `floor(n_c * ratio)` images per
+class, chosen after shuffling with the seed; the whole encoder plus
+`Linear(D, C)` is trained with BatchNorm in training mode (batch statistics),
+starting from the export's `backbone.keras` (`myol_keras.load_backbone`) —
+the SavedModel endpoints would keep BatchNorm in inference mode. Train
+transform: random horizontal flip, resize to the export's image size (STL-10:
+64), normalise; test: resize and normalise. Batch 32 (64 for Tiny-ImageNet),
+20 epochs, SGD momentum 0.9, no weight decay, cosine per iteration; learning
+rates (from VICReg) 10%: encoder 0.01 / head 0.1, 1%: encoder 0.03 / head
+0.08. Tested every epoch; the epoch-20 (last) value is reported.
+"""
+
+import math
+import time
+
+import numpy as np
+from absl import flags
+
+from myol_keras import cli
+
+PROG = "myol_keras.evaluation.semisup"
+
+# METHODS §3.2: (encoder lr, head lr) per label fraction.
+LEARNING_RATES = {0.01: (0.03, 0.08), 0.1: (0.01, 0.1)}
+
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("saved_model", None, "Encoder export: saved_models/<name>[/<version>].", flag_values=FLAGS)
+flags.DEFINE_string("dataset", "", "Labelled dataset (default: the export's pre-training dataset).", flag_values=FLAGS)
+flags.DEFINE_string("data_dir", None, "Data directory / file of the dataset.", flag_values=FLAGS)
+flags.DEFINE_bool("download", True, "Let tfds download a missing dataset.", flag_values=FLAGS)
+flags.DEFINE_list("label_fraction", ["0.01", "0.1"], "Fractions of labels per class (0.01 and 0.1 in the paper).", flag_values=FLAGS)
+flags.DEFINE_integer("epochs", 20, "Fine-tuning epochs (20).", flag_values=FLAGS)
+flags.DEFINE_integer("batch_size", 0, "Batch size (0: 32, or 64 for Tiny-ImageNet).", flag_values=FLAGS)
+flags.DEFINE_float("encoder_lr", 0.0, "Encoder learning rate (0: the paper's value for the fraction).", flag_values=FLAGS)
+flags.DEFINE_float("head_lr", 0.0, "Head learning rate (0: the paper's value for the fraction).", flag_values=FLAGS)
+flags.DEFINE_integer("seed", 0, "Seed of the subset, the head and shuffling.", flag_values=FLAGS)
+flags.DEFINE_integer("max_test_images", 0, "Cap on test images (0: all).", flag_values=FLAGS)
+
+
+def class_balanced_subset(labels, ratio, seed=0):
+    """Indices of floor(n_c * ratio) images of every class c, drawn after a seeded shuffle.
+
+    Example: CIFAR-10 train (5,000 per class), ratio 0.01 -> 50 per class, 500 in all.
+    """
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"ratio must be in (0, 1]. Received: ratio={ratio}")
+    labels = np.asarray(labels)
+    order = np.random.default_rng(seed).permutation(len(labels))
+    chosen = []
+    for c in np.unique(labels):
+        members = order[labels[order] == c]
+        chosen.append(members[: int(math.floor(len(members) * ratio + 1e-9))])
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
+
+
+def _preprocess_fn(image_size, mean, std, flip):
+    import tensorflow as tf
+
+    mean = tf.constant(mean, tf.float32)
+    std = tf.constant(std, tf.float32)
+
+    def fn(images, labels):
+        x = tf.cast(images, tf.float32) / 255.0
+        x = tf.image.resize(x, (image_size, image_size), method="bilinear")
+        if flip:
+            flips = tf.random.uniform((tf.shape(x)[0], 1, 1, 1)) < 0.5
+            x = tf.where(flips, tf.reverse(x, axis=[2]), x)
+        return (x - mean) / std, labels
+
+    return fn
+
+
+def make_dataset(images, labels, batch_size, *, image_size, mean, std, flip, shuffle, seed=0):
+    """Batched (normalised float images, labels); the last batch is dropped only if it would hold one image."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((images, np.asarray(labels, np.int64)))
+    if shuffle:
+        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    drop = shuffle and len(images) % batch_size == 1
+    ds = ds.batch(batch_size, drop_remainder=drop)
+    ds = ds.map(_preprocess_fn(image_size, mean, std, flip), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _finetune_model_class():
+    import keras
+    import tensorflow as tf
+
+    class FineTuneClassifier(keras.Model):
+        """Backbone + linear head trained with two SGD optimisers (encoder lr, head lr).
+
+        Args:
+            backbone: the Keras backbone (trainable; BatchNorm uses batch statistics in `fit`).
+            head: `Dense(C)`.
+            encoder_optimizer: optimiser of the backbone variables.
+        """
+
+        def __init__(self, backbone, head, encoder_optimizer, **kwargs):
+            super().__init__(**kwargs)
+            self.backbone = backbone
+            self.head = head
+            self.encoder_optimizer = encoder_optimizer
+            self.loss_tracker = keras.metrics.Mean(name="loss")
+
+        def call(self, images, training=False):
+            return self.head(tf.cast(self.backbone(images, training=training), tf.float32))
+
+        @property
+        def metrics(self):
+            return [self.loss_tracker]
+
+        def train_step(self, data):
+            images, labels = data
+            with tf.GradientTape() as tape:
+                logits = self(images, training=True)
+                loss = tf.reduce_mean(
+                    tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+            enc_vars = self.backbone.trainable_variables
+            head_vars = self.head.trainable_variables
+            grads = tape.gradient(loss, enc_vars + head_vars)
+            self.encoder_optimizer.apply(grads[:len(enc_vars)], enc_vars)
+            self.optimizer.apply(grads[len(enc_vars):], head_vars)
+            self.loss_tracker.update_state(loss)
+            return {"loss": self.loss_tracker.result()}
+
+    return FineTuneClassifier
+
+
+def finetune(backbone, train_images, train_labels, test_images, test_labels, num_classes, *,
+             image_size, mean, std, epochs=20, batch_size=32, encoder_lr=0.03, head_lr=0.08,
+             momentum=0.9, flip=True, seed=0, verbose=True, description="fine-tune"):
+    """Fine-tune `backbone` + a linear head; test every epoch; returns the result dict.
+
+    Both learning rates follow a cosine to 0 over all iterations; no weight decay.
+    """
+    import keras
+
+    from myol_keras.evaluation.linear_probe import build_linear_head, cosine_schedule, topk_accuracy
+
+    keras.utils.set_random_seed(seed)
+    backbone.trainable = True
+    feature_dim = int(backbone.output_shape[-1])
+    head = build_linear_head(feature_dim, num_classes, seed=seed)
+    train_ds = make_dataset(train_images, train_labels, batch_size, image_size=image_size, mean=mean, std=std,
+                            flip=flip, shuffle=True, seed=seed)
+    test_ds = make_dataset(test_images, test_labels, 256, image_size=image_size, mean=mean, std=std,
+                           flip=False, shuffle=False)
+    steps = int(train_ds.cardinality())
+    total = max(steps * epochs, 1)
+    model = _finetune_model_class()(
+        backbone, head, keras.optimizers.SGD(cosine_schedule(encoder_lr, total), momentum=momentum))
+    model.compile(optimizer=keras.optimizers.SGD(cosine_schedule(head_lr, total), momentum=momentum))
+    model.build((None, image_size, image_size, 3))
+    head.build((None, feature_dim))
+    model.encoder_optimizer.build(backbone.trainable_variables)
+    model.optimizer.build(head.trainable_variables)
+    test_labels = np.asarray(test_labels, np.int64)
+    history = []
+
+    class _Test(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logits = model.predict(test_ds, verbose=0)
+            row = {"epoch": epoch + 1, "loss": float((logs or {}).get("loss", float("nan")))}
+            row.update(topk_accuracy(logits, test_labels))
+            history.append(row)
+            if verbose:
+                print(f"{description}: epoch {epoch + 1}/{epochs} loss {row['loss']:.4f} "
+                      f"top-1 {row['top1']:.4f} top-5 {row['top5']:.4f}", flush=True)
+
+    start = time.perf_counter()
+    model.fit(train_ds, epochs=epochs, callbacks=[_Test()], verbose=0, shuffle=False)
+    return {"top1": history[-1]["top1"], "top5": history[-1]["top5"], "history": history,
+            "train_seconds": time.perf_counter() - start, "model": model}
+
+
+def semisup_evaluate(saved_model, dataset="", data_dir=None, *, label_fraction=0.01, epochs=20, batch_size=0,
+                     encoder_lr=None, head_lr=None, seed=0, download=True, max_test_images=0, verbose=True):
+    """§3.2 fine-tuning of an encoder export on a fraction of the labels; appends to results.json.
+
+    Example:
+    ```python
+    semisup_evaluate("saved_models/byol-cifar10", "cifar10", label_fraction=0.1)["top1"]
+    ```
+    """
+    from myol_keras import export as export_lib
+    from myol_keras.evaluation import features as F
+    from myol_keras.evaluation.linear_probe import resolve_dataset
+
+    start = time.perf_counter()
+    ratio = float(label_fraction)
+    if not 0.0 < ratio <= 1.0:
+        raise cli.UsageError(f"--label_fraction={label_fraction}: must be in (0, 1]")
+    default_enc, default_head = LEARNING_RATES.get(round(ratio, 6), LEARNING_RATES[0.1])
+    encoder_lr = encoder_lr or default_enc
+    head_lr = head_lr or default_head
+    meta = _encoder_metadata(saved_model)
+    dataset, data_dir = resolve_dataset(meta, dataset, data_dir)
+    batch_size = batch_size or (64 if dataset == "tiny_imagenet" else 32)
+    x_train, y_train, info = F.load_labelled_arrays(dataset, "train", data_dir, download)
+    x_test, y_test, _ = F.load_labelled_arrays(dataset, "test", data_dir, download, max_test_images or None)
+    index = class_balanced_subset(y_train, ratio, seed)
+    if len(index) < 2:
+        raise cli.UsageError(f"--label_fraction={ratio} leaves {len(index)} labelled images; use a larger fraction")
+    num_classes = int(max(info.num_classes or 0, y_train.max() + 1, y_test.max() + 1))
+    backbone = export_lib.load_backbone(saved_model, trainable=True)
+    trained = finetune(
+        backbone, x_train[index], y_train[index], x_test, y_test, num_classes,
+        image_size=int(meta["image_size"]), mean=tuple(meta["mean"]), std=tuple(meta["std"]),
+        epochs=epochs, batch_size=batch_size, encoder_lr=encoder_lr, head_lr=head_lr, flip=True, seed=seed,
+        verbose=verbose, description=f"semi-supervised {ratio:g}",
+    )
+    result = {
+        "evaluation": "semisup",
+        "encoder": export_lib.resolve_version_dir(saved_model),
+        "dataset": dataset,
+        "label_fraction": ratio,
+        "num_labelled": int(len(index)),
+        "top1": trained["top1"],
+        "top5": trained["top5"],
+        "history": trained["history"],
+        "protocol": {"epochs": epochs, "batch_size": batch_size, "encoder_lr": encoder_lr, "head_lr": head_lr,
+                     "momentum": 0.9, "schedule": "cosine per iteration", "seed": seed},
+        "seconds": time.perf_counter() - start,
+    }
+    result["results_file"] = F.append_result(meta.get("run_dir"), result)
+    return result
+
+
+def _encoder_metadata(saved_model):
+    """Metadata of an encoder export (rejecting a classifier) without loading the SavedModel graph."""
+    from myol_keras import export as export_lib
+    from myol_keras.evaluation import features as F
+
+    if not saved_model:
+        raise cli.UsageError("--saved_model=DIR is required (an encoder export, saved_models/<name>)")
+    version_dir = export_lib.resolve_version_dir(saved_model)
+    try:
+        meta = export_lib.load_export_metadata(version_dir)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{version_dir} is a SavedModel but not a myol_keras export (no metadata)") from None
+    if F.export_kind(meta) != "encoder":
+        raise cli.UsageError(f"{version_dir} is a classifier export; fine-tuning needs the encoder export "
+                             f"({meta.get('encoder', 'saved_models/<name>/')})")
+    return meta
+
+
+def _run():
+    fractions = [cli.parse_fraction(f, "label_fraction") for f in FLAGS.label_fraction]
+    for name in ("epochs",):
+        if FLAGS[name].value < 1:
+            raise cli.UsageError(f"--{name}={FLAGS[name].value}: must be positive")
+    for ratio in fractions:
+        result = semisup_evaluate(
+            FLAGS.saved_model, FLAGS.dataset, FLAGS.data_dir, label_fraction=ratio, epochs=FLAGS.epochs,
+            batch_size=FLAGS.batch_size, encoder_lr=FLAGS.encoder_lr or None, head_lr=FLAGS.head_lr or None,
+            seed=FLAGS.seed, download=FLAGS.download, max_test_images=FLAGS.max_test_images,
+        )
+        print(f"{PROG}: {ratio:g} labels ({result['num_labelled']} images): top-1 {result['top1']:.4f} "
+              f"top-5 {result['top5']:.4f} ({result['seconds']:.1f} s)")
+
+
+def main(argv=None):
+    """Entry point usable in-process."""
+    return cli.run_tool(PROG, FLAGS, argv, _run, __doc__)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

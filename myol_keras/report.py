@@ -1,0 +1,269 @@
+"""Tables and plots of one or several runs: `report.md` from history.csv and results.json.
+
+    python -m myol_keras.report --runs=runs/byol-c10,runs/myol-c10 --output=reports/c10
+
+For each run directory: pre-training curves from `history.csv` (loss, the
+collapse monitor `z_std`, learning rate and EMA tau), the accuracy under attack
+against epsilon from the attack records of `results.json`, and a 2-D map of
+test-image embeddings coloured by class (PCA; `--embedding_map=tsne` for
+t-SNE on at most 2,000 points) from the sample the linear probe keeps
+(`embedding_sample.npz`). The results table has one row per run. With several
+runs, the curves are drawn side by side (one line per run).
+"""
+
+import csv
+import json
+import os
+
+import numpy as np
+from absl import flags
+
+from myol_keras import cli
+
+PROG = "myol_keras.report"
+REPORT_FILE = "report.md"
+PLOT_DIR = "plots"
+
+FLAGS = flags.FlagValues()
+flags.DEFINE_list("runs", [], "Run directories (runs/<name>), comma-separated.", flag_values=FLAGS)
+flags.DEFINE_string("output", "", "Output directory (default: the run directory when there is one run).", flag_values=FLAGS)
+flags.DEFINE_enum("embedding_map", "pca", ["pca", "tsne"], "2-D projection of the embedding map.", flag_values=FLAGS)
+
+
+def read_history(run_dir):
+    """history.csv as {column: np.array} (empty dict if absent)."""
+    path = os.path.join(run_dir, "history.csv")
+    if not os.path.exists(path):
+        return {}
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    columns = {}
+    for key in (rows[0].keys() if rows else []):
+        values = []
+        for r in rows:
+            try:
+                values.append(float(r[key]))
+            except (TypeError, ValueError):
+                values.append(np.nan)
+        columns[key] = np.asarray(values)
+    return columns
+
+
+def _read_json(path):
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def summarize_run(run_dir):
+    """One table row (an ordered dict of column -> value) for a run directory."""
+    from myol_keras.evaluation.features import read_results
+
+    config = _read_json(os.path.join(run_dir, "config.json"))
+    flag_values = config.get("flags", {})
+    history = read_history(run_dir)
+    row = {
+        "run": os.path.basename(os.path.normpath(run_dir)),
+        "method": flag_values.get("method", ""),
+        "dataset": flag_values.get("dataset", ""),
+        "batch": flag_values.get("batch_size", ""),
+        "epochs": int(len(history.get("epoch", []))) or flag_values.get("epochs", ""),
+    }
+    for key, label in (("loss", "final loss"), ("z_std", "final z_std")):
+        if key in history and len(history[key]):
+            row[label] = float(history[key][-1])
+    latest = {}
+    for record in read_results(run_dir):
+        kind = record.get("evaluation")
+        if kind == "semisup":
+            latest[f"semisup {record['label_fraction']:g}"] = record
+        elif kind == "transfer":
+            latest[f"transfer {record['mode']} {record['target']}"] = record
+        elif kind == "attack":
+            latest[f"attack {record['attack_space']}"] = record
+        else:
+            latest[kind] = record
+    if "linear" in latest:
+        row["linear top-1"] = latest["linear"]["top1"]
+        row["linear top-5"] = latest["linear"]["top5"]
+    if "knn" in latest:
+        row["kNN top-1"] = latest["knn"]["top1"]
+    for key in sorted(latest):
+        record = latest[key]
+        if key.startswith("semisup") or key.startswith("transfer"):
+            row[f"{key} top-1"] = record["top1"]
+        elif key.startswith("attack"):
+            space = record["attack_space"]
+            for name, acc in record["accuracy"].items():
+                row[f"{name} [{space}]"] = acc
+    return row
+
+
+def markdown_table(rows):
+    """A Markdown table over the union of the rows' columns (missing cells blank)."""
+    columns = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:.4f}"
+        return "" if v is None else str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_training(run_dirs, path):
+    """Loss, z_std, learning rate and tau against epoch, one line per run; returns the path or None."""
+    histories = {os.path.basename(os.path.normpath(d)): read_history(d) for d in run_dirs}
+    if not any(histories.values()):
+        return None
+    plt = _plt()
+    panels = [("loss", "training loss"), ("z_std", "collapse monitor z_std"),
+              ("learning_rate", "learning rate"), ("ema_tau", "EMA tau")]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.5))
+    for ax, (key, title) in zip(axes, panels):
+        for name, h in histories.items():
+            if key in h:
+                ax.plot(h.get("epoch", np.arange(len(h[key]))) + 1, h[key], label=name, marker=".")
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def plot_attacks(run_dirs, path):
+    """Accuracy under attack vs epsilon (FGSM curve, PGD points), per run and attack space."""
+    from myol_keras.evaluation.features import read_results
+
+    curves = {}
+    for d in run_dirs:
+        for record in read_results(d):
+            if record.get("evaluation") == "attack":
+                curves[(os.path.basename(os.path.normpath(d)), record["attack_space"])] = record["curve"]
+    if not curves:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for (name, space), curve in curves.items():
+        fg = sorted((c["eps"], c["accuracy"]) for c in curve if c["attack"] == "fgsm")
+        line, = ax.plot([e * 255 for e, _ in fg], [a for _, a in fg], marker="o", label=f"{name} FGSM [{space}]")
+        for c in curve:
+            if c["attack"] == "pgd":
+                ax.scatter([c["eps"] * 255], [c["accuracy"]], marker="x", color=line.get_color())
+                ax.annotate(f"PGD-{c['steps']}", (c["eps"] * 255, c["accuracy"]), fontsize=7)
+    ax.set_xlabel("epsilon (x 1/255)")
+    ax.set_ylabel("top-1 accuracy")
+    ax.set_title("accuracy under attack")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def project_2d(features, method="pca", seed=0, max_points=2000):
+    """2-D coordinates of at most `max_points` features (PCA, or t-SNE)."""
+    features = np.asarray(features, np.float64)[:max_points]
+    if method == "tsne":
+        from sklearn.manifold import TSNE
+
+        perplexity = float(min(30, max(2, len(features) // 4)))
+        return TSNE(2, init="pca", random_state=seed, perplexity=perplexity).fit_transform(features)
+    from sklearn.decomposition import PCA
+
+    return PCA(2, random_state=seed).fit_transform(features)
+
+
+def plot_embedding(run_dir, path, method="pca"):
+    """2-D map of the run's embedding sample coloured by class; returns the path or None."""
+    from myol_keras.evaluation.features import SAMPLE_FILE
+
+    sample_path = os.path.join(run_dir, SAMPLE_FILE)
+    if not os.path.exists(sample_path):
+        return None
+    sample = np.load(sample_path)
+    if len(sample["features"]) < 3:
+        return None
+    xy = project_2d(sample["features"], method)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    scatter = ax.scatter(xy[:, 0], xy[:, 1], c=sample["labels"][: len(xy)], cmap="tab10", s=6)
+    fig.colorbar(scatter, ax=ax, label="class")
+    ax.set_title(f"{os.path.basename(os.path.normpath(run_dir))}: test embeddings ({method.upper()})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def render_report(run_dirs, output_dir=None, *, embedding_map="pca"):
+    """Write `report.md` and its plots; returns {"report", "plots", "rows"}.
+
+    Example:
+    ```python
+    render_report(["runs/byol-c10", "runs/myol-c10"], "reports/c10")["report"]
+    ```
+    """
+    if isinstance(run_dirs, str):
+        run_dirs = [run_dirs]
+    if not run_dirs:
+        raise cli.UsageError("pass at least one run directory (--runs=runs/<name>)")
+    for d in run_dirs:
+        if not os.path.isdir(d):
+            raise FileNotFoundError(f"run directory {d!r} does not exist")
+    if not output_dir:
+        if len(run_dirs) > 1:
+            raise cli.UsageError("several runs: pass --output=DIR for the side-by-side report")
+        output_dir = run_dirs[0]
+    plot_dir = os.path.join(output_dir, PLOT_DIR)
+    os.makedirs(plot_dir, exist_ok=True)
+    rows = [summarize_run(d) for d in run_dirs]
+    plots = {}
+    plots["training"] = plot_training(run_dirs, os.path.join(plot_dir, "training.png"))
+    plots["attack"] = plot_attacks(run_dirs, os.path.join(plot_dir, "attack_vs_eps.png"))
+    for d in run_dirs:
+        name = os.path.basename(os.path.normpath(d))
+        plots[f"embedding {name}"] = plot_embedding(d, os.path.join(plot_dir, f"embedding_{name}.png"), embedding_map)
+    plots = {k: v for k, v in plots.items() if v}
+    lines = ["# myol_keras report", "", "## Results", "", markdown_table(rows), ""]
+    titles = {"training": "Pre-training: loss, collapse monitor, learning rate and tau",
+              "attack": "Accuracy under attack vs epsilon"}
+    if plots:
+        lines += ["## Plots", ""]
+    for key, path in plots.items():
+        lines += [f"### {titles.get(key, key.replace('embedding ', 'Embedding map: '))}", "",
+                  f"![{key}]({os.path.relpath(path, output_dir)})", ""]
+    report = os.path.join(output_dir, REPORT_FILE)
+    with open(report, "w") as f:
+        f.write("\n".join(lines))
+    return {"report": report, "plots": plots, "rows": rows}
+
+
+def _run():
+    out = render_report(FLAGS.runs, FLAGS.output or None, embedding_map=FLAGS.embedding_map)
+    print(f"{PROG}: wrote {out['report']} ({len(out['rows'])} run(s), {len(out['plots'])} plot(s))")
+
+
+def main(argv=None):
+    """Entry point usable in-process."""
+    return cli.run_tool(PROG, FLAGS, argv, _run, __doc__)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
