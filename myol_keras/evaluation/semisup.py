@@ -156,7 +156,6 @@ def finetune(backbone, train_images, train_labels, test_images, test_labels, num
     model = _finetune_model_class()(
         backbone, head, keras.optimizers.SGD(cosine_schedule(encoder_lr, total), momentum=momentum))
     model.compile(optimizer=keras.optimizers.SGD(cosine_schedule(head_lr, total), momentum=momentum))
-    model.build((None, image_size, image_size, 3))
     head.build((None, feature_dim))
     model.encoder_optimizer.build(backbone.trainable_variables)
     model.optimizer.build(head.trainable_variables)
