@@ -99,12 +99,15 @@ flags.DEFINE_integer("verbose", 1, "Keras fit verbosity: 0 silent, 1 progress ba
 flags.DEFINE_string("run_name", "", "Run name (default: derived from method, dataset, backbone, size, batch, seed).")
 flags.DEFINE_string("run_dir", "runs", "Parent directory of run directories.")
 flags.DEFINE_string("export_dir", "saved_models", "Export root: the encoder goes to <export_dir>/<run_name>/<version>/.")
+flags.DEFINE_list("eval", [], "Evaluations to run on the export after pre-training: linear, knn, attack, semisup, transfer (METHODS §3; results go to the run's results.json).")
+flags.DEFINE_string("eval_dataset", "", "Labelled dataset for --eval (default: the pre-training dataset).")
+flags.DEFINE_integer("probe_epochs", 100, "Linear-probe epochs for --eval (100 in the protocol).")
 flags.DEFINE_bool("overwrite", False, "Start the run again even if its run directory holds a finished or partial run.")
 
 _OWN_FLAGS = None  # names of the flags defined above, filled lazily
 
 # Flags that may change between an interrupted run and its resumption.
-_RESUMABLE_CHANGES = {"epochs", "verbose", "overwrite", "download", "data_dir", "threads"}
+_RESUMABLE_CHANGES = {"epochs", "verbose", "overwrite", "download", "data_dir", "threads", "eval", "eval_dataset", "probe_epochs"}
 
 
 class UsageError(ValueError):
@@ -191,6 +194,13 @@ def resolve_config():
         raise UsageError(f"--warmup_epochs={FLAGS.warmup_epochs}: must be >= 0")
     if FLAGS.warmup_mode == "myol_faithful" and FLAGS.lr_schedule == "cosine":
         raise UsageError("--warmup_mode=myol_faithful reproduces the reference's constant 1.1x plateau and cannot be combined with --lr_schedule=cosine; use --warmup_mode=linear for a cosine decay")
+    from myol_keras.evaluation import EVALUATIONS
+
+    unknown_evals = [e for e in FLAGS.eval if e not in EVALUATIONS]
+    if unknown_evals:
+        raise UsageError(f"unknown --eval={','.join(unknown_evals)}; choose from: {', '.join(EVALUATIONS)}")
+    if FLAGS.probe_epochs < 1:
+        raise UsageError(f"--probe_epochs={FLAGS.probe_epochs}: need at least 1 epoch")
     if FLAGS.image_size < 0:
         raise UsageError(f"--image_size={FLAGS.image_size}: use 0 for the dataset default or a positive size")
 
@@ -365,8 +375,9 @@ def pretrain(config):
     done_path = os.path.join(run_dir, "DONE")
     if os.path.exists(done_path) and not flag_values["overwrite"]:
         with open(done_path) as f:
-            _print_outputs(json.load(f))
-        return None
+            done = json.load(f)
+        _print_outputs(done)
+        return done["export"]
     if flag_values["overwrite"] and os.path.exists(run_dir):
         shutil.rmtree(run_dir)
     _check_resumable(run_dir, flag_values)
@@ -485,7 +496,19 @@ def run():
     finally:
         if quiet:
             logging.set_verbosity(logging.WARNING)  # SavedModel writing logs at INFO
-    pretrain(config)
+    export_path = pretrain(config)
+    if FLAGS.eval:
+        from myol_keras.evaluation import run_evaluations
+
+        results = run_evaluations(
+            export_path,
+            FLAGS.eval,
+            dataset=FLAGS.eval_dataset,
+            data_dir=FLAGS.data_dir if FLAGS.eval_dataset else None,
+            probe_epochs=FLAGS.probe_epochs,
+            download=FLAGS.download,
+        )
+        print(f"{PROG}: evaluations {', '.join(results)} written to {os.path.join(config['run_dir'], 'results.json')}")
     return 0
 
 

@@ -40,6 +40,7 @@ def run_main_in_process(argv, capsys):
         (["--warmup_mode=myol_faithful", "--lr_schedule=cosine"], r"cannot be combined"),
         (["--no_such_flag=1"], r"no_such_flag"),
         (["--width=abc"], r"width"),
+        (["--eval=linear,accuracy"], r"unknown --eval=accuracy; choose from: linear, knn, attack"),
     ],
 )
 def test_usage_errors_are_one_line_exit_2_and_write_nothing(argv, match, tmp_path, capsys, monkeypatch):
