@@ -81,7 +81,9 @@ def _conv(filters, kernel_size, stride, name, dtype, initializer=None):
 
 
 def _batch_norm(name, dtype):
-    return keras.layers.BatchNormalization(
+    from myol_keras import distribute
+
+    return distribute.batch_normalization(
         axis=-1,
         momentum=BN_MOMENTUM,
         epsilon=BN_EPSILON,

@@ -75,7 +75,9 @@ class MLPHead(keras.layers.Layer):
             name="hidden_dense",
             dtype=self.dtype_policy,
         )
-        self.hidden_bn = keras.layers.BatchNormalization(
+        from myol_keras import distribute
+
+        self.hidden_bn = distribute.batch_normalization(
             momentum=BN_MOMENTUM,
             epsilon=BN_EPSILON,
             name="hidden_bn",

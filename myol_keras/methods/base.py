@@ -18,6 +18,7 @@ each section of `METHODS.md` adds a term to BYOL. The base owns:
 import keras
 import tensorflow as tf
 
+from myol_keras import distribute
 from myol_keras import heads as heads_lib
 from myol_keras import losses
 
@@ -171,8 +172,7 @@ class BootstrapMethod(keras.Model):
         """
         del step
         for target, online in self.ema_pairs:
-            tau_cast = tf.cast(tau, target.dtype)
-            target.assign(tau_cast * target + (1.0 - tau_cast) * tf.cast(online, target.dtype))
+            distribute.ema_assign(target, online, tau)
 
     def compile(self, optimizer="sgd", **kwargs):
         """Compile, then build the optimizer on `optimized_variables` only.
@@ -240,15 +240,21 @@ class BootstrapMethod(keras.Model):
         seed = self.mixing_seed()
         targets = self.compute_targets(views)
         variables = self.optimized_variables
+        # Under a tf.distribute strategy the optimizer *sums* the replicas'
+        # gradients, so each replica's loss is divided by the replica count
+        # (a mean over the global batch), as Keras' own train_step does.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             terms = self.compute_loss_terms(views, targets, seed)
             loss = tf.cast(terms["loss"], tf.float32)
-            scaled_loss = self.optimizer.scale_loss(loss)
+            scaled_loss = self.optimizer.scale_loss(loss / replicas)
         gradients = tape.gradient(scaled_loss, variables)
         if self.weight_decay:
             # Coupled L2 (torch SGD weight_decay), scaled like the loss so the
-            # LossScaleOptimizer's unscaling leaves exactly wd * w.
-            decay = self.optimizer.scale_loss(self.weight_decay)
+            # LossScaleOptimizer's unscaling leaves exactly wd * w. Each
+            # replica adds wd * w / R: every replica holds the same mirrored
+            # w, so the cross-replica sum adds wd * w once (not R * wd * w).
+            decay = self.optimizer.scale_loss(self.weight_decay) / replicas
             gradients = [
                 g + tf.cast(decay, g.dtype) * tf.cast(v, g.dtype)
                 for g, v in zip(gradients, variables)

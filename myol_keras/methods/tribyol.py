@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from myol_keras import distribute
 from myol_keras import losses
 from myol_keras.methods.base import BootstrapMethod, _clone_layer
 
@@ -62,8 +63,7 @@ class TriBYOL(BootstrapMethod):
         for pairs, active in ((self.ema_pairs_a, even), (self.ema_pairs_b, tf.logical_not(even))):
             tau_eff = tf.where(active, tau, 1.0)
             for target, online in pairs:
-                t = tf.cast(tau_eff, target.dtype)
-                target.assign(t * target + (1.0 - t) * tf.cast(online, target.dtype))
+                distribute.ema_assign(target, online, tau_eff)
 
     def target_forward_b(self, images):
         h = self.target_backbone_b(images, training=True)
