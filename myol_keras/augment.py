@@ -44,6 +44,7 @@ __all__ = [
     "myol_view_recipe",
     "eval_recipe",
     "apply_recipe",
+    "stateless_layer_call",
     "make_view_fn",
 ]
 
@@ -580,6 +581,24 @@ class RandomApply(keras.layers.Layer):
         images = tf.cast(images, outputs.dtype)
         return tf.tensor_scatter_nd_update(images, selected, outputs)
 
+    def stateless_call(self, images, seed):
+        """`call` in training mode with the mask and the wrapped layer's randomness from `seed`."""
+        images = tf.convert_to_tensor(images)
+        mask_seed, inner_seed = _split_seed(tf.cast(seed, tf.int64), 2)
+        if self.rate == 0.0:
+            return images
+        if self.rate == 1.0:
+            return stateless_layer_call(self.layer, images, inner_seed)
+        mask = self.get_random_transformation(images, seed=mask_seed)
+        if images.shape.rank == 3:
+            outputs = stateless_layer_call(self.layer, images, inner_seed)
+            images = tf.cast(images, outputs.dtype)
+            return tf.where(tf.reshape(mask, []), outputs, images)
+        selected = tf.where(mask)
+        outputs = stateless_layer_call(self.layer, tf.gather_nd(images, selected), inner_seed)
+        images = tf.cast(images, outputs.dtype)
+        return tf.tensor_scatter_nd_update(images, selected, outputs)
+
     def compute_output_shape(self, input_shape):
         return input_shape
 
@@ -970,12 +989,18 @@ def eval_recipe(image_size, mean, std):
     ]
 
 
-def apply_recipe(layers, images):
+def apply_recipe(layers, images, seed=None):
     """Applies `layers` to `images` in order.
 
     Args:
         layers: a list of Keras-compatible layers (keras-cv layers work too).
         images: `(N, H, W, 3)` or `(H, W, 3)` images.
+        seed: optional stateless seed (`[2]` int tensor). None: every random
+            layer draws from its own `SeedGenerator` (fresh randomness per
+            call). Given: the randomness is a pure function of `seed` (layer
+            `j` uses `fold_in(seed, j)`, see `stateless_layer_call`), which is
+            what a resumable, deterministic pipeline needs (Keras does not
+            checkpoint `SeedGenerator` state).
 
     Returns:
         The output of the last layer.
@@ -993,9 +1018,55 @@ def apply_recipe(layers, images):
             "Expected `layers` to be a list of Keras layers. "
             f"Received: layers={layers!r}"
         )
-    for layer in layers:
-        images = layer(images)
+    if seed is None:
+        for layer in layers:
+            images = layer(images)
+        return images
+    seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
+    for j, layer in enumerate(layers):
+        images = stateless_layer_call(
+            layer, images, tf.random.experimental.stateless_fold_in(seed, j)
+        )
     return images
+
+
+def stateless_layer_call(layer, images, seed):
+    """`layer(images)` in training mode with its randomness drawn from `seed`.
+
+    Supports this module's random layers (`RandomResizedCrop`, `RandomApply`,
+    `ColorJitter`) and Keras core `RandomFlip` and `RandomGrayscale` (their
+    transformation is drawn here with stateless ops of the same law and
+    applied with the layer's own `transform_images`). Deterministic layers are
+    simply called. Any other random layer (e.g. keras-cv) is called as is and
+    keeps drawing from its own generator: not reproducible across a resume.
+
+    Args:
+        layer: a Keras layer.
+        images: a batch `(N, H, W, C)` (or one image).
+        seed: `[2]` int stateless seed.
+    """
+    seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
+    if isinstance(layer, RandomApply):
+        return layer.stateless_call(images, seed)
+    if isinstance(layer, (RandomResizedCrop, ColorJitter)):
+        transformation = layer.get_random_transformation(images, training=True, seed=seed)
+        return layer.transform_images(images, transformation, training=True)
+    if isinstance(layer, keras.layers.RandomFlip):
+        images = tf.convert_to_tensor(images)
+        shape = tf.shape(images)
+        batch = shape[0] if images.shape.rank == 4 else 1
+        flips_shape = [batch, 1, 1, 1] if images.shape.rank == 4 else [1, 1, 1]
+        flips = tf.random.stateless_uniform(flips_shape, seed) <= 0.5
+        return layer.transform_images(images, {"flips": flips, "input_shape": shape}, training=True)
+    if isinstance(layer, keras.layers.RandomGrayscale):
+        images = tf.convert_to_tensor(images)
+        batch = tf.shape(images)[0] if images.shape.rank == 4 else 1
+        should_apply = tf.random.stateless_uniform([batch], seed) < layer.factor
+        should_apply = tf.reshape(should_apply, [-1, 1, 1, 1])
+        if images.shape.rank == 3:
+            should_apply = should_apply[0]
+        return layer.transform_images(images, should_apply, training=True)
+    return layer(images)
 
 
 def make_view_fn(recipes):
@@ -1007,8 +1078,11 @@ def make_view_fn(recipes):
             views independently, because every call draws fresh randomness.
 
     Returns:
-        A function from a batch of (uint8) images to a tuple of views, to use
-        as `ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)`.
+        A function `(images, seed=None)` from a batch of (uint8) images to a
+        tuple of views, to use as `ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)`.
+        With a stateless `seed` (`[2]` int tensor) the views are a pure
+        function of it (view `i` uses `fold_in(seed, i)`); see
+        `myol_keras.data.epoch_pipeline`.
 
     Example:
 
@@ -1031,7 +1105,13 @@ def make_view_fn(recipes):
         )
     recipes = [list(recipe) for recipe in recipes]
 
-    def view_fn(images):
-        return tuple(apply_recipe(recipe, images) for recipe in recipes)
+    def view_fn(images, seed=None):
+        if seed is None:
+            return tuple(apply_recipe(recipe, images) for recipe in recipes)
+        seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
+        return tuple(
+            apply_recipe(recipe, images, tf.random.experimental.stateless_fold_in(seed, i))
+            for i, recipe in enumerate(recipes)
+        )
 
     return view_fn

@@ -255,6 +255,103 @@ def pretrain_pipeline(
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def epoch_seed(seed, epoch):
+    """The stateless `[2]` int64 seed of one epoch: a pure function of (seed, epoch)."""
+    base = tf.stack([tf.cast(seed, tf.int64), tf.constant(0x5EED, tf.int64)])
+    return tf.random.experimental.stateless_fold_in(base, tf.cast(epoch, tf.int64))
+
+
+def batch_seed(seed, epoch, index):
+    """The stateless augmentation seed of batch `index` of `epoch`."""
+    return tf.random.experimental.stateless_fold_in(epoch_seed(seed, epoch), tf.cast(index, tf.int64))
+
+
+def epoch_pipeline(
+    images,
+    view_fn,
+    batch_size,
+    *,
+    seed=0,
+    start_epoch=0,
+    steps_per_epoch=None,
+    drop_remainder=True,
+    shuffle_buffer=10_000,
+    cache=True,
+    counterparts=False,
+):
+    """A resumable, deterministic pre-training stream: epochs `start_epoch, start_epoch + 1, ...`.
+
+    Like `pretrain_pipeline` (cache → shuffle → batch → map(view_fn) →
+    prefetch), but the data order and the augmentation of every batch are a
+    pure function of `(seed, epoch, batch index)` instead of stateful
+    generators, which Keras does not checkpoint: epoch `e` is shuffled with a
+    seed derived from `(seed, e)` and batch `i` of it is augmented with
+    `view_fn(batch, seed=batch_seed(seed, e, i))`. A run resumed at epoch `e`
+    therefore sees exactly the batches an uninterrupted run would have seen.
+    The stream is infinite; give `fit` a `steps_per_epoch`.
+
+    Args:
+        images: un-batched `uint8` images, as from `load_pretrain_images`.
+        view_fn: `(batch, seed) -> tuple of views` (`augment.make_view_fn`);
+            with `counterparts=True`, `(x, r, seed)`.
+        batch_size: images per batch.
+        seed: the run's integer seed.
+        start_epoch: the first epoch of the stream (the resumed epoch).
+        steps_per_epoch: batches per epoch (default: one pass, `len // batch_size`
+            with `drop_remainder`, else rounded up); a smaller cap takes the
+            first batches of each epoch's shuffle.
+        drop_remainder: drop the last partial batch of each epoch.
+        shuffle_buffer: shuffle buffer in images (0 or 1: no shuffling).
+        cache: cache the decoded images in memory after the first pass.
+        counterparts: pair every image with a counterpart from an independent
+            shuffle of the data set (representation mixing, METHODS §2.6).
+
+    Example:
+        ds = epoch_pipeline(images, augment.make_view_fn([r, r]), 256, seed=0, start_epoch=12)
+    """
+    num_images = int(images.cardinality())
+    validate_batch_size(batch_size, num_images if num_images >= 0 else None, drop_remainder)
+    if num_images < 0:
+        num_images = sum(1 for _ in images)
+    full = num_images // batch_size if drop_remainder else -(-num_images // batch_size)
+    steps = int(steps_per_epoch or full)
+    if not 0 < steps <= full:
+        raise ValueError(f"steps_per_epoch={steps_per_epoch} must be in 1..{full} for {num_images} images and batch_size={batch_size}.")
+    source = images.cache() if cache else images
+    shuffle = bool(shuffle_buffer and shuffle_buffer > 1)
+
+    def shuffled(op_seed):
+        if not shuffle:
+            return source
+        return source.shuffle(int(shuffle_buffer), seed=op_seed, reshuffle_each_iteration=False)
+
+    def one_epoch(epoch):
+        # The shuffle seeds are tensors derived from (seed, epoch). Give this
+        # function graph its own fixed non-zero graph seed, so the op seeds do
+        # not combine with (and, for a global seed of 0, trip over) whatever
+        # global seed the caller set: the order depends on (seed, epoch) only.
+        tf.compat.v1.get_default_graph().seed = 0x5EED
+        order_seed, counterpart_seed = tf.unstack(epoch_seed(seed, epoch))
+        ds = shuffled(order_seed)
+        if counterparts:
+            others = source.shuffle(
+                max(int(shuffle_buffer), 2), seed=counterpart_seed, reshuffle_each_iteration=False
+            ).repeat()
+            ds = tf.data.Dataset.zip((ds, others))
+        ds = ds.batch(int(batch_size), drop_remainder=drop_remainder).take(steps)
+        return ds.enumerate().map(lambda index, batch: (epoch, index, batch))
+
+    def views(epoch, index, batch):
+        batch_key = batch_seed(seed, epoch, index)
+        if isinstance(batch, tuple):
+            return view_fn(*batch, seed=batch_key)
+        return view_fn(batch, seed=batch_key)
+
+    ds = tf.data.Dataset.range(int(start_epoch), 2**62).flat_map(one_epoch)
+    ds = ds.map(views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
 def resolve_normalization(name_or_stats, info):
     """Normalisation statistics: `"auto"` (the dataset's own), a `NORMALIZATIONS` key, or `(mean, std)`.
 

@@ -91,10 +91,13 @@ def counterpart_view_fn(image_size, mean, std, seed=None):
     normalize = augment.eval_recipe(image_size, mean, std)
     strong = repmix_augment_recipe(image_size, mean, std, seed)
 
-    def view_fn(x, r):
+    def view_fn(x, r, seed=None):
+        strong_r = strong_x = None
+        if seed is not None:  # stateless: a pure function of the batch seed
+            strong_r, strong_x = tf.unstack(tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2))
         return (
             augment.apply_recipe(normalize, x), augment.apply_recipe(normalize, r),
-            augment.apply_recipe(strong, r), augment.apply_recipe(strong, x),
+            augment.apply_recipe(strong, r, strong_r), augment.apply_recipe(strong, x, strong_x),
         )
 
     return view_fn
