@@ -15,9 +15,10 @@ def ema_update(pairs, tau):
     A stateless function of its arguments (lightly's `update_momentum`); BN
     moving statistics are not in `pairs`, so they are not averaged.
     """
+    from myol_keras import distribute
+
     for target, online in pairs:
-        tau_cast = tf.cast(tau, target.dtype)
-        target.assign(tau_cast * target + (1.0 - tau_cast) * tf.cast(online, target.dtype))
+        distribute.ema_assign(target, online, tau)
 
 
 @keras.saving.register_keras_serializable(package="myol_keras")
@@ -67,14 +68,20 @@ class EMATargetUpdate(keras.callbacks.Callback):
         # A method may own its update rule (TriBYOL alternates two targets).
         method_update = getattr(self.model, "update_targets", None)
 
+        # Under tf.distribute the update runs in cross-replica context inside
+        # the model's strategy scope, so `distribute.ema_assign` moves every
+        # mirrored copy with `strategy.extended.update`.
+        strategy = getattr(self.model, "distribute_strategy", None) or tf.distribute.get_strategy()
+
         @tf.function
         def update():
-            step = tf.maximum(tf.cast(iterations, tf.int64) - 1, 0)
-            tau = schedules.ema_tau(step, self.tau, self.schedule, self.total_steps)
-            if method_update is not None:
-                method_update(tau, step)
-            else:
-                ema_update(pairs, tau)
+            with strategy.scope():
+                step = tf.maximum(tf.cast(iterations, tf.int64) - 1, 0)
+                tau = schedules.ema_tau(step, self.tau, self.schedule, self.total_steps)
+                if method_update is not None:
+                    method_update(tau, step)
+                else:
+                    ema_update(pairs, tau)
 
         self._update_fn = update
 
@@ -171,13 +178,45 @@ class Throughput(keras.callbacks.Callback):
             logs["images_per_second"] = self._steps * self.batch_size / max(elapsed, 1e-9)
 
 
-class FaultPoint(keras.callbacks.Callback):
-    """Fault-injection at epoch boundaries: `MYOL_KERAS_FAULT=epoch_end:<n>`.
+def _global_step(model):
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
 
-    Kills the process after epoch `n` (1-based) has been checkpointed.
+
+class FaultPoint(keras.callbacks.Callback):
+    """SIGKILL at a point of `fit` named by `MYOL_KERAS_FAULT` (see `myol_keras.faults`).
+
+    Put it last in the callback list:
+
+    * `epoch_end:<n>`: after epoch `n` (1-based) has been checkpointed;
+    * `step_end:<k>`: after global step `k` (1-based), mid-epoch.
     """
+
+    def on_train_batch_end(self, batch, logs=None):
+        from myol_keras import faults
+
+        wanted = faults.requested()
+        if wanted and wanted.startswith("step_end:"):
+            faults.maybe_fail(f"step_end:{_global_step(self.model)}")
 
     def on_epoch_end(self, epoch, logs=None):
         from myol_keras import faults
 
         faults.maybe_fail(f"epoch_end:{epoch + 1}")
+
+
+class InjectNaN(keras.callbacks.Callback):
+    """`MYOL_KERAS_FAULT=nan_loss:<k>`: a diverging run, made deterministic.
+
+    Before global step `k` (1-based) the first trained variable is overwritten
+    with NaN, so step `k` reports a NaN loss. Put it first in the list.
+    """
+
+    def on_train_batch_begin(self, batch, logs=None):
+        from myol_keras import faults
+
+        wanted = faults.requested()
+        if wanted and wanted == f"nan_loss:{_global_step(self.model) + 1}":
+            model = self.model
+            variables = model.optimized_variables if hasattr(model, "optimized_variables") else model.trainable_variables
+            variable = variables[0]
+            variable.assign(keras.ops.full(variable.shape, float("nan"), dtype=variable.dtype))

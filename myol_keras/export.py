@@ -50,6 +50,19 @@ def next_version(export_root):
     return max(versions, default=0) + 1
 
 
+def remove_stale_temporaries(export_root):
+    """Delete `.tmp-*` directories an export killed mid-write left in `export_root`.
+
+    TF Serving ignores them (not integer versions), but they are partial
+    exports; one export writes to a model base path at a time.
+    """
+    if not os.path.isdir(export_root):
+        return
+    for name in os.listdir(export_root):
+        if name.startswith(".tmp-"):
+            shutil.rmtree(os.path.join(export_root, name), ignore_errors=True)
+
+
 def resolve_version_dir(path):
     """`path` itself if it holds a SavedModel, else its highest version sub-directory."""
     if os.path.exists(os.path.join(path, "saved_model.pb")):
@@ -65,6 +78,24 @@ def resolve_version_dir(path):
         "version sub-directory (e.g. saved_models/<run>/1/). Pass the export directory "
         "written by `python -m myol_keras.main`."
     )
+
+
+def check_image_batch(images):
+    """Fail clearly (InvalidArgumentError naming the contract) unless `images` is `[batch, H, W, 3]`.
+
+    The signature's `TensorSpec([None, None, None, 3])` checks the dtype but not
+    the shape when called, and a `[batch, H, W, 1]` batch would otherwise be
+    broadcast against the 3-channel mean and served silently.
+    """
+    message = "expected images shaped [batch, height, width, 3] (RGB; batch of one: [1, H, W, 3]); received shape"
+    shape = tf.shape(images)
+    checks = [
+        tf.debugging.Assert(tf.equal(tf.rank(images), 4), [message, shape]),
+    ]
+    with tf.control_dependencies(checks):
+        checks = [tf.debugging.Assert(tf.equal(shape[-1], 3), [message, shape])]
+    with tf.control_dependencies(checks):
+        return tf.identity(images)
 
 
 def preprocess_pixels(pixels, image_size, mean, std):
@@ -109,6 +140,7 @@ def export_encoder(
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
         raise ValueError(f"Expected 3 means and 3 positive stds. Received: mean={mean}, std={std}")
     os.makedirs(export_root, exist_ok=True)
+    remove_stale_temporaries(export_root)
     version = next_version(export_root) if version is None else int(version)
     final_dir = os.path.join(export_root, str(version))
     if os.path.exists(final_dir):
@@ -118,6 +150,7 @@ def export_encoder(
     std = tuple(float(s) for s in std)
 
     def embed(pixels):
+        pixels = check_image_batch(pixels)
         images = preprocess_pixels(pixels, image_size, mean, std)
         features = backbone(images, training=False)
         return {"embedding": tf.cast(features, tf.float32)}

@@ -90,6 +90,8 @@ flags.DEFINE_enum("lr_schedule", "constant", ["constant", "cosine"], "After the 
 # --- execution ----------------------------------------------------------------
 flags.DEFINE_enum("precision", "auto", ["auto", "float32", "mixed_float16", "mixed_bfloat16"], "auto: mixed_float16 on GPU, mixed_bfloat16 on CPUs with native bf16, else float32.")
 flags.DEFINE_bool("jit_compile", False, "Compile the training step with XLA.")
+flags.DEFINE_string("strategy", "auto", "tf.distribute strategy: auto (mirrored over several GPUs, else one device), one_device, mirrored (all local GPUs, or the logical CPUs), multi_worker (MultiWorkerMirroredStrategy from TF_CONFIG). --batch_size is the global batch.")
+flags.DEFINE_bool("sync_batchnorm", False, "Synchronised BatchNorm: statistics over the global batch across replicas (under --strategy=mirrored/multi_worker).")
 flags.DEFINE_integer("seed", 0, "Random seed (weights, augmentation, mixing).")
 flags.DEFINE_bool("deterministic", False, "Enable TensorFlow op determinism (slower).")
 flags.DEFINE_integer("shuffle_buffer", 10000, "tf.data shuffle buffer.")
@@ -107,7 +109,7 @@ flags.DEFINE_bool("overwrite", False, "Start the run again even if its run direc
 _OWN_FLAGS = None  # names of the flags defined above, filled lazily
 
 # Flags that may change between an interrupted run and its resumption.
-_RESUMABLE_CHANGES = {"epochs", "verbose", "overwrite", "download", "data_dir", "threads", "eval", "eval_dataset", "probe_epochs"}
+_RESUMABLE_CHANGES = {"epochs", "verbose", "overwrite", "download", "data_dir", "threads", "eval", "eval_dataset", "probe_epochs", "strategy"}
 
 
 class UsageError(ValueError):
@@ -201,6 +203,14 @@ def resolve_config():
         raise UsageError(f"unknown --eval={','.join(unknown_evals)}; choose from: {', '.join(EVALUATIONS)}")
     if FLAGS.probe_epochs < 1:
         raise UsageError(f"--probe_epochs={FLAGS.probe_epochs}: need at least 1 epoch")
+    from myol_keras import distribute
+
+    try:
+        distribute.validate_strategy(FLAGS.strategy)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if FLAGS.sync_batchnorm and FLAGS.strategy == "one_device":
+        raise UsageError("--sync_batchnorm synchronises BatchNorm across replicas, but --strategy=one_device has one replica; use --strategy=mirrored or drop --sync_batchnorm")
     if FLAGS.image_size < 0:
         raise UsageError(f"--image_size={FLAGS.image_size}: use 0 for the dataset default or a positive size")
 
@@ -285,55 +295,51 @@ def build_model(config):
     return method_cls(backbone, **kwargs)
 
 
-def build_dataset(config, num_views):
+def build_dataset(config, num_views, start_epoch=0):
+    """The pre-training stream from epoch `start_epoch` on (`data.epoch_pipeline`).
+
+    Data order and augmentation are a pure function of (seed, epoch, batch),
+    so a resumed run sees the batches an uninterrupted one would have seen.
+    """
     import tensorflow as tf
 
     from myol_keras import augment
     from myol_keras import data
-
     from myol_keras import methods
 
-    seed = config["flags"]["seed"]
-    view_recipe = methods.get_method(config["flags"]["method"]).view_recipe
+    flag_values = config["flags"]
+    seed = flag_values["seed"]
+    view_recipe = methods.get_method(flag_values["method"]).view_recipe
     if view_recipe == "counterpart_pairs":
         # Representation mixing (METHODS §2.6): each image x is paired with a
-        # counterpart r from the whole training set, and the batch holds
-        # (N(x), N(r), A(r), A(x)). r comes from an independent shuffle of the
-        # repeated image stream (uniform marginal; the reference samples with
-        # replacement). The zip is not cached, or the pairs would freeze.
+        # counterpart r from an independent shuffle of the whole training set
+        # (uniform marginal; the reference samples with replacement), and the
+        # batch holds (N(x), N(r), A(r), A(x)).
         from myol_keras.methods import repmix
 
-        images = config["images"].cache()
-        counterparts = images.repeat().shuffle(
-            max(int(config["flags"]["shuffle_buffer"]), 2), seed=seed + 1, reshuffle_each_iteration=True
-        )
-        ds = data.pretrain_pipeline(
-            tf_zip(images, counterparts),
-            repmix.counterpart_view_fn(config["image_size"], config["mean"], config["std"], seed=seed),
-            config["flags"]["batch_size"],
-            drop_remainder=config["flags"]["drop_remainder"],
-            shuffle_buffer=config["flags"]["shuffle_buffer"],
-            seed=seed,
-            cache=False,
-        )
-        return ds.repeat() if config["repeat"] else ds
-    recipes = [
-        augment.myol_view_recipe(config["image_size"], config["mean"], config["std"], seed=seed + 1000 * i)
-        for i in range(num_views)
-    ]
-    ds = data.pretrain_pipeline(
+        view_fn = repmix.counterpart_view_fn(config["image_size"], config["mean"], config["std"], seed=seed)
+    else:
+        recipes = [
+            augment.myol_view_recipe(config["image_size"], config["mean"], config["std"], seed=seed + 1000 * i)
+            for i in range(num_views)
+        ]
+        view_fn = augment.make_view_fn(recipes)
+    ds = data.epoch_pipeline(
         config["images"],
-        augment.make_view_fn(recipes),
-        config["flags"]["batch_size"],
-        drop_remainder=config["flags"]["drop_remainder"],
-        shuffle_buffer=config["flags"]["shuffle_buffer"],
+        view_fn,
+        flag_values["batch_size"],
         seed=seed,
+        start_epoch=start_epoch,
+        steps_per_epoch=config.get("steps_per_epoch"),
+        drop_remainder=flag_values["drop_remainder"],
+        shuffle_buffer=flag_values["shuffle_buffer"],
+        counterparts=view_recipe == "counterpart_pairs",
     )
-    if config["flags"].get("threads"):
+    if flag_values.get("threads"):
         options = tf.data.Options()
-        options.threading.private_threadpool_size = config["flags"]["threads"]
+        options.threading.private_threadpool_size = flag_values["threads"]
         ds = ds.with_options(options)
-    return ds.repeat() if config["repeat"] else ds
+    return ds
 
 
 def tf_zip(*datasets):
@@ -365,6 +371,8 @@ def pretrain(config):
     import tensorflow as tf
 
     from myol_keras import callbacks as callbacks_lib
+    from myol_keras import checkpoint
+    from myol_keras import distribute
     from myol_keras import export
     from myol_keras import faults
     from myol_keras import precision as precision_lib
@@ -389,72 +397,125 @@ def pretrain(config):
     if flag_values["deterministic"]:
         tf.config.experimental.enable_op_determinism()
 
-    model = build_model(config)
+    strategy = distribute.make_strategy(flag_values["strategy"])
+    chief = distribute.is_chief()
     steps = config["steps_per_epoch"]
     total_steps = steps * flag_values["epochs"]
-    schedule = schedules.WarmupSchedule(
-        config["lr"], steps, flag_values["warmup_epochs"], flag_values["warmup_mode"],
-        flag_values["lr_schedule"], total_steps,
-    )
-    model.compile(
-        optimizer=keras.optimizers.SGD(schedule, momentum=flag_values["momentum"]),
-        jit_compile=flag_values["jit_compile"],
-    )
-    dataset = build_dataset(config, model.num_views)
+    with strategy.scope(), distribute.batchnorm_options(synchronized=flag_values["sync_batchnorm"]):
+        model = build_model(config)
+        schedule = schedules.WarmupSchedule(
+            config["lr"], steps, flag_values["warmup_epochs"], flag_values["warmup_mode"],
+            flag_values["lr_schedule"], total_steps,
+        )
+        model.compile(
+            optimizer=keras.optimizers.SGD(schedule, momentum=flag_values["momentum"]),
+            jit_compile=flag_values["jit_compile"],
+        )
 
     os.makedirs(run_dir, exist_ok=True)
-    _write_json(
-        os.path.join(run_dir, "config.json"),
-        {
-            "flags": flag_values,
-            "precision": {"policy": policy, "reason": reason},
-            "image_size": config["image_size"], "stem": config["stem"],
-            "mean": config["mean"], "std": config["std"],
-            "num_images": config["num_images"], "steps_per_epoch": steps,
-            "learning_rate": config["lr"], "export_root": config["export_root"],
-        },
-    )
-    with open(os.path.join(run_dir, "flags.txt"), "w") as f:
-        f.writelines(f"--{k}={v}\n" for k, v in flag_values.items() if v is not None)
+    if chief:
+        _write_json(
+            os.path.join(run_dir, "config.json"),
+            {
+                "flags": flag_values,
+                "precision": {"policy": policy, "reason": reason},
+                "image_size": config["image_size"], "stem": config["stem"],
+                "mean": config["mean"], "std": config["std"],
+                "num_images": config["num_images"], "steps_per_epoch": steps,
+                "learning_rate": config["lr"], "export_root": config["export_root"],
+                "replicas": strategy.num_replicas_in_sync,
+            },
+        )
+        with open(os.path.join(run_dir, "flags.txt"), "w") as f:
+            f.writelines(f"--{k}={v}\n" for k, v in flag_values.items() if v is not None)
 
     backup_dir = os.path.join(run_dir, "backup")
-    if os.path.exists(os.path.join(backup_dir, "training_metadata.json")):
-        with open(os.path.join(backup_dir, "training_metadata.json")) as f:
-            print(f"{PROG}: resuming {run_dir} after epoch {json.load(f)['epoch']}")
-    print(f"{PROG}: precision {policy} ({reason}); {config['num_images']} images, {steps} steps/epoch")
+    history_path = os.path.join(run_dir, "history.csv")
+    backup = checkpoint.ResumableBackup(backup_dir, history_path, write=chief)
+    try:
+        start_epoch = backup.restore(model)
+    except OSError as e:
+        _fail(f"cannot resume {run_dir}: {e}. Pass --overwrite to start again.", status=1)
+    if start_epoch:
+        print(f"{PROG}: resuming {run_dir} after epoch {start_epoch}")
+    print(
+        f"{PROG}: precision {policy} ({reason}); {config['num_images']} images, {steps} steps/epoch"
+        + (f"; {strategy.num_replicas_in_sync} replicas" if strategy.num_replicas_in_sync > 1 else "")
+    )
+    dataset = build_dataset(config, model.num_views, start_epoch=start_epoch)
 
     callbacks = [
+        callbacks_lib.InjectNaN(),  # MYOL_KERAS_FAULT=nan_loss:<k> only
         callbacks_lib.EMATargetUpdate(flag_values["ema"], flag_values["ema_schedule"], total_steps),
         callbacks_lib.LearningRateLogger(),
         callbacks_lib.Throughput(flag_values["batch_size"]),
         keras.callbacks.TerminateOnNaN(raise_error=True),
-        keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True, delete_checkpoint=False),
-        callbacks_lib.EpochHistoryCSV(os.path.join(run_dir, "history.csv")),
+        callbacks_lib.EpochHistoryCSV(history_path),  # before the backup: each checkpoint holds its history
+        backup,
         keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False),
-        callbacks_lib.FaultPoint(),
+        callbacks_lib.FaultPoint(),  # last: epoch_end:<n> kills after the checkpoint
     ]
-    try:
-        model.fit(
-            dataset,
-            epochs=flag_values["epochs"],
-            steps_per_epoch=steps if config["repeat"] else None,
-            callbacks=callbacks,
-            verbose=flag_values["verbose"],
-            shuffle=False,  # the tf.data pipeline shuffles
-        )
-    except RuntimeError as e:
-        if "NaN" in str(e) or "nan" in str(e).lower():
-            _fail(
-                f"training stopped on a non-finite loss ({e}); the last good checkpoint is kept in "
-                f"{backup_dir}. Lower --lr or use --precision=float32, then rerun the same command to resume.",
-                status=1,
+    if not chief:
+        callbacks = [c for c in callbacks if not isinstance(c, (callbacks_lib.EpochHistoryCSV, keras.callbacks.TensorBoard))]
+    if start_epoch < flag_values["epochs"]:
+        try:
+            model.fit(
+                dataset,
+                epochs=flag_values["epochs"],
+                initial_epoch=start_epoch,
+                steps_per_epoch=steps,
+                callbacks=callbacks,
+                verbose=flag_values["verbose"],
+                shuffle=False,  # the tf.data pipeline shuffles
             )
-        raise
+        except RuntimeError as e:
+            if isinstance(e, checkpoint.NonFiniteError) or "nan" in str(e).lower():
+                last, _ = checkpoint.latest_checkpoint(backup_dir)
+                kept = f"the checkpoint after epoch {last} is kept in {backup_dir}" if last else "no epoch had completed, nothing to resume"
+                _fail(
+                    f"training stopped on a non-finite loss ({' '.join(str(e).split())}); {kept}. "
+                    "Lower --lr or use --precision=float32, then rerun the same command to resume.",
+                    status=1,
+                )
+            raise
+    if not chief:
+        print(f"{PROG}: worker finished; the chief exports the encoder")
+        return None
 
     faults.maybe_fail("before_export")
-    export_path = export.export_encoder(
+    # The version is fixed in the run directory before exporting: a run killed
+    # after its export was renamed into place (before DONE) reuses it on the
+    # rerun instead of exporting a duplicate version.
+    pending_path = os.path.join(run_dir, "EXPORTING")
+    pending = None
+    if os.path.exists(pending_path):
+        with open(pending_path) as f:
+            pending = json.load(f)
+    if pending and os.path.exists(os.path.join(pending["export"], "saved_model.pb")):
+        export_path = pending["export"]
+    else:
+        version = export.next_version(config["export_root"])
+        _write_json(pending_path, {"export": os.path.join(config["export_root"], str(version))})
+        export_path = _export(model, config, policy, version)
+    faults.maybe_fail("after_export")
+    done = {"run_dir": run_dir, "export": export_path, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    _write_json(done_path, done)
+    if os.path.exists(pending_path):
+        os.remove(pending_path)
+    print(f"{PROG}: exported the online encoder to {export_path}")
+    print(f"{PROG}: run directory {run_dir} (history.csv, tensorboard/, config.json)")
+    return export_path
+
+
+def _export(model, config, policy, version):
+    from myol_keras import export
+
+    flag_values = config["flags"]
+    run_dir = config["run_dir"]
+    return export.export_encoder(
         model.backbone,
         config["export_root"],
+        version=version,
         image_size=config["image_size"],
         mean=config["mean"],
         std=config["std"],
@@ -467,11 +528,6 @@ def pretrain(config):
             "flags": flag_values,
         },
     )
-    done = {"run_dir": run_dir, "export": export_path, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    _write_json(done_path, done)
-    print(f"{PROG}: exported the online encoder to {export_path}")
-    print(f"{PROG}: run directory {run_dir} (history.csv, tensorboard/, config.json)")
-    return export_path
 
 
 def run():
@@ -496,8 +552,11 @@ def run():
     finally:
         if quiet:
             logging.set_verbosity(logging.WARNING)  # SavedModel writing logs at INFO
-    export_path = pretrain(config)
-    if FLAGS.eval:
+    try:
+        export_path = pretrain(config)
+    except UsageError as e:  # e.g. a run directory written with other flags
+        _fail(str(e).replace("\n", " "))
+    if FLAGS.eval and export_path is not None:
         from myol_keras.evaluation import run_evaluations
 
         results = run_evaluations(

@@ -140,7 +140,11 @@ def _compare_export_with_in_process_backbone(args, run_dir, version_dir, npz_pat
     model = cli.build_model(config)
     schedule = WarmupSchedule(config["lr"], config["steps_per_epoch"], 1)  # as in training: no lr variable
     model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9))
-    model.load_weights(str(run_dir / "backup" / "latest.weights.h5"))
+    from myol_keras import checkpoint
+
+    epoch, path = checkpoint.latest_checkpoint(str(run_dir / "backup"))
+    assert epoch == 3
+    model.load_weights(os.path.join(path, checkpoint.WEIGHTS_FILE))
 
     images = np.load(npz_path)["x_test"][:12]
     normalised = export.preprocess_pixels(images / 255.0, 16, config["mean"], config["std"])
