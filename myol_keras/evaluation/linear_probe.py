@@ -187,6 +187,7 @@ def export_classifier(encoder_version_dir, kernel, bias, *, metadata=None, expor
     mean, std = tuple(encoder_meta["mean"]), tuple(encoder_meta["std"])
 
     def classify(pixels):
+        pixels = export_lib.check_image_batch(pixels)
         images = export_lib.preprocess_pixels(pixels, image_size, mean, std)
         features = tf.cast(backbone(images, training=False), tf.float32)
         logits = head(features)
