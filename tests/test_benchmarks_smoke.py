@@ -1,0 +1,69 @@
+"""The throughput benchmark cannot rot: its smoke mode runs one tiny step of each part.
+
+Not a timed test: it checks that `benchmarks/throughput.py --smoke` runs the
+library's real train step (through `fit`, with the EMA callback), the tf.data
+pipeline and the augmentation pipeline, and writes its table and JSON. The
+PyTorch reference and the comparison driver need the torch venv, which CI does
+not have, so only their command lines are checked here.
+"""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_throughput_smoke_runs_every_part(tmp_path, capsys):
+    throughput = _load("throughput")
+    output = tmp_path / "smoke.json"
+    payload = throughput.main(["--smoke", f"--output={output}"])
+
+    saved = json.loads(output.read_text())
+    assert saved["meta"]["settings"]["smoke"] is True
+    assert saved["meta"]["cpu_model"]
+    assert len(saved["meta"]["load_average_before"]) == 3
+    assert {"tensorflow", "keras"} <= set(saved["meta"]["versions"])
+    got = {(r["part"], r["method"], r["views"]) for r in saved["results"]}
+    assert got == {
+        ("train_step", "byol", 2), ("end_to_end", "byol", 2),
+        ("train_step", "myol", 2), ("end_to_end", "myol", 2),
+        ("augment", None, 2), ("augment", None, 3),
+    }
+    for record in saved["results"]:
+        assert record["images_per_second"]["median"] > 0
+        assert record["peak_rss_mb"][0] > 0
+    assert payload["results"][0]["ema"] == "callback"
+    table = capsys.readouterr().out
+    assert "| myol_keras | train_step | byol | 2 | float32 |" in table
+    assert "CPU" in table and "Load average before the run" in table
+
+
+@pytest.mark.parametrize("script", ["reference_torch.py", "compare.py"])
+def test_torch_side_command_lines_parse_without_torch(script):
+    # Both import torch lazily, so --help works in the project's environment.
+    shown = subprocess.run([sys.executable, str(BENCHMARKS / script), "--help"],
+                           capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert "--smoke" in shown.stdout and "--require_quiet" in shown.stdout
+
+
+def test_require_quiet_refuses_on_a_busy_machine(monkeypatch):
+    common = _load("bench_common")
+    monkeypatch.setattr(common, "load_average", lambda: (3.0, 3.0, 3.0))
+    args = common.add_common_args(__import__("argparse").ArgumentParser()).parse_args(["--require_quiet"])
+    with pytest.raises(SystemExit) as exit_info:
+        common.check_load(args, stream=sys.stderr)
+    assert exit_info.value.code == 3
