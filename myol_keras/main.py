@@ -15,18 +15,19 @@ Usage errors (unknown names, bad values, missing data) print one line and exit
 with status 2 before anything is written.
 """
 
-import contextlib
 import inspect
 import json
 import math
 import os
 import sys
-import tempfile
 import time
 
 from absl import app
 from absl import flags
 from absl import logging
+
+from myol_keras import cli
+from myol_keras.cli import UsageError
 
 # Keep TensorFlow's native INFO/WARNING chatter (grappler cost-model notes and
 # the like) out of the progress output; errors still show.
@@ -112,10 +113,6 @@ _OWN_FLAGS = None  # names of the flags defined above, filled lazily
 _RESUMABLE_CHANGES = {"epochs", "verbose", "overwrite", "download", "data_dir", "threads", "eval", "eval_dataset", "probe_epochs", "strategy"}
 
 
-class UsageError(ValueError):
-    """A bad command line or input: one line on stderr, exit status 2."""
-
-
 def _own_flag_names():
     global _OWN_FLAGS
     if _OWN_FLAGS is None:
@@ -124,48 +121,15 @@ def _own_flag_names():
 
 
 def _fail(message, status=2):
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    raise SystemExit(status)
+    cli.fail(PROG, message, status)
 
 
 def parse_flags(argv):
-    """absl parsing with one-line usage errors and exit status 2."""
-    FLAGS.unparse_flags()
-    try:
-        rest = FLAGS(argv)
-    except flags.Error as e:
-        _fail(str(e).replace("\n", " "))
-    if len(rest) > 1:
-        _fail(f"unexpected positional arguments: {' '.join(rest[1:])} (flags are written --name=value)")
-    return rest
+    """absl parsing with one-line usage errors and exit status 2 (`--help` exits 0)."""
+    return cli.parse_flags(PROG, FLAGS, argv, __doc__)
 
 
-@contextlib.contextmanager
-def _quiet_native_stderr():
-    """Hide TensorFlow's native start-up logging (written straight to fd 2).
-
-    What was written is replayed if the block raises, so no error is lost.
-    """
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    with tempfile.TemporaryFile(mode="w+b") as capture:
-        sys.stderr.flush()
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        except BaseException:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            capture.seek(0)
-            os.write(2, capture.read())
-            raise
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
+_quiet_native_stderr = cli.quiet_native_stderr
 
 
 def resolve_config():
