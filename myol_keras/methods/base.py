@@ -210,6 +210,18 @@ class BootstrapMethod(keras.Model):
         replica_id = 0 if replica is None else replica.replica_id_in_sync_group
         return losses.step_seed(self.seed, self.optimizer.iterations, replica_id)
 
+    def byol_terms(self, views, targets):
+        """BYOL's per-view online passes and loss (METHODS §2.1), shared by the family.
+
+        Returns:
+            `(z1, p1, p2, byol_loss)`: the online projection of view 1 (for the
+            collapse monitor), both predictions and the symmetrised loss.
+        """
+        x1, x2 = views[0], views[1]
+        z1, p1 = self.online_forward(x1)
+        _, p2 = self.online_forward(x2)
+        return z1, p1, p2, losses.byol_loss(p1, p2, targets[0], targets[1])
+
     def compute_targets(self, views):
         """Target projections of every view, computed outside the tape."""
         return [self.target_forward(view) for view in views]

@@ -2,7 +2,6 @@
 
 import keras
 
-from myol_keras import losses
 from myol_keras.methods.base import BootstrapMethod
 
 
@@ -35,9 +34,5 @@ class BYOL(BootstrapMethod):
     loss_term_names = ("byol_loss",)
 
     def compute_loss_terms(self, views, targets, seed):
-        x1, x2 = views
-        z1_target, z2_target = targets
-        z1, p1 = self.online_forward(x1)
-        _, p2 = self.online_forward(x2)
-        byol = losses.byol_loss(p1, p2, z1_target, z2_target)
+        z1, _, _, byol = self.byol_terms(views, targets)
         return {"loss": byol, "byol_loss": byol, "z": z1}

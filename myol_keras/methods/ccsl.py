@@ -39,11 +39,8 @@ class _PseudoPairBYOL(BootstrapMethod):
         raise NotImplementedError
 
     def compute_loss_terms(self, views, targets, seed):
-        x1, x2 = views
         z1_target, z2_target = targets
-        z1, p1 = self.online_forward(x1)
-        _, p2 = self.online_forward(x2)
-        byol = losses.byol_loss(p1, p2, z1_target, z2_target)
+        z1, p1, p2, byol = self.byol_terms(views, targets)
         positive, negative = losses.pseudo_pair_masks(z1_target, z2_target, self.theta_pos, self.theta_neg)
         # direction 1: p1_i vs z'2_j uses c_ij; direction 2: p2_i vs z'1_j uses c_ji.
         pos_a, neg_a = self.pair_terms(p1, z2_target, positive, negative)

@@ -56,9 +56,7 @@ class MYOL(BootstrapMethod):
     def compute_loss_terms(self, views, targets, seed):
         x1, x2 = views
         z1_target, z2_target = targets
-        z1, p1 = self.online_forward(x1)
-        _, p2 = self.online_forward(x2)
-        byol = losses.byol_loss(p1, p2, z1_target, z2_target)
+        z1, _, _, byol = self.byol_terms(views, targets)
 
         lam, permutation = self.sample_mixing(tf.shape(x1)[0], seed)
         _, p_mixed = self.online_forward(losses.mix_images(x1, x2, lam, permutation))

@@ -46,11 +46,9 @@ class UnMix(BootstrapMethod):
         return losses.sample_unmix(seed, shape[1], shape[2], self.mix_prob)
 
     def compute_loss_terms(self, views, targets, seed):
-        x1, x2 = views
+        x1, _ = views
         z1_target, z2_target = targets
-        z1, p1 = self.online_forward(x1)
-        _, p2 = self.online_forward(x2)
-        byol = losses.byol_loss(p1, p2, z1_target, z2_target)
+        z1, _, _, byol = self.byol_terms(views, targets)
 
         use_mixup, lam, cx, cy = self.sample_mixing(x1, seed)
         mixed, lam = losses.unmix_images(x1, use_mixup, lam, cx, cy)
