@@ -7,6 +7,7 @@ method. Randomness is *stateless*: a method derives a seed from
 distributed run draws exactly what it would have drawn (DESIGN §4.5, §4.11).
 """
 
+import numpy as np
 import tensorflow as tf
 
 L2_EPSILON = 1e-12  # torch.nn.functional.normalize default
@@ -68,11 +69,28 @@ def split_seed(seed, num):
     return tf.unstack(tf.random.experimental.stateless_split(seed, num=num))
 
 
+def _sample_gamma(seed, shape, alpha):
+    """Gamma(alpha, 1) draws; exact and XLA-compilable for integer alpha.
+
+    For an integer `alpha = k` (MYOL's 2, i-Mix's 1) Gamma(k) is the sum of k
+    unit exponentials, `-sum log U_i`, built from uniform draws that XLA can
+    compile (`tf.random.stateless_gamma` has no XLA CPU kernel, so
+    `--jit_compile` failed for MYOL). Other alphas use `stateless_gamma`.
+    """
+    if float(alpha).is_integer() and 1 <= alpha <= 16:
+        k = int(alpha)
+        uniform = tf.random.stateless_uniform(
+            [k, *shape], seed, minval=float(np.finfo(np.float32).tiny), maxval=1.0, dtype=tf.float32
+        )
+        return -tf.reduce_sum(tf.math.log(uniform), axis=0)
+    return tf.random.stateless_gamma(shape, seed, alpha=alpha, dtype=tf.float32)
+
+
 def sample_beta(seed, shape, alpha):
     """Beta(alpha, alpha) samples as `g1 / (g1 + g2)` of two Gamma draws."""
     seed_a, seed_b = split_seed(seed, 2)
-    g1 = tf.random.stateless_gamma(shape, seed_a, alpha=alpha, dtype=tf.float32)
-    g2 = tf.random.stateless_gamma(shape, seed_b, alpha=alpha, dtype=tf.float32)
+    g1 = _sample_gamma(seed_a, shape, alpha)
+    g2 = _sample_gamma(seed_b, shape, alpha)
     return g1 / (g1 + g2)
 
 

@@ -76,6 +76,21 @@ def test_beta_samples_are_per_sample_and_stateless():
     assert not np.allclose(lam, other_replica.numpy())
 
 
+@pytest.mark.parametrize("alpha", [1.0, 2.0, 0.5, 2.5])
+def test_beta_moments_for_integer_and_other_alphas(alpha):
+    lam = losses.sample_beta(losses.step_seed(3, tf.constant(9, tf.int64)), [40000], alpha).numpy()
+    assert lam.min() >= 0.0 and lam.max() <= 1.0
+    assert lam.mean() == pytest.approx(0.5, abs=0.01)
+    assert lam.var() == pytest.approx(1.0 / (4 * (2 * alpha + 1)), abs=0.004)
+
+
+def test_beta_draw_compiles_with_xla_for_integer_alpha():
+    draw = tf.function(lambda step: losses.sample_beta(losses.step_seed(0, step), [64], 2.0), jit_compile=True)
+    lam = draw(tf.constant(5, tf.int64)).numpy()  # XLA may pick another stateless RNG algorithm than eager
+    assert lam.shape == (64,) and lam.min() > 0.0 and lam.max() < 1.0 and len(np.unique(lam)) == 64
+    np.testing.assert_array_equal(lam, draw(tf.constant(5, tf.int64)).numpy())
+
+
 def test_permutation_is_a_permutation():
     perm = losses.sample_permutation(losses.step_seed(0, tf.constant(1)), 50).numpy()
     assert sorted(perm.tolist()) == list(range(50))
