@@ -20,6 +20,18 @@ def cifar_subset_path():
     return str(CIFAR_SUBSET.resolve())
 
 
+def run_main_in_process(argv, capsys):
+    """`myol_keras.main.main(argv)` in this process -> (exit status, stdout, stderr)."""
+    from myol_keras import main as cli
+
+    try:
+        status = cli.main(["myol_keras.main", *argv])
+    except SystemExit as e:
+        status = e.code
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
 def tiny_method(method_cls, width=4, hidden=32, dim=16, **kwargs):
     """A method on a width-`width` ResNet-18 with small heads."""
     from myol_keras.backbones import ResNet

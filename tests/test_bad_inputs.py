@@ -13,12 +13,11 @@ import re
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from myol_keras import main as cli
+from conftest import run_main_in_process
 
 TINY = ["--width=4", "--projector_hidden_dim=16", "--projection_dim=8", "--predictor_hidden_dim=16", "--epochs=1"]
 
@@ -34,13 +33,7 @@ def _one_error_line(err, prog):
     return lines[0]
 
 
-def run_main(argv, capsys):
-    try:
-        status = cli.main(["myol_keras.main", *argv])
-    except SystemExit as e:
-        status = e.code
-    out, err = capsys.readouterr()
-    return status, out, err
+run_main = run_main_in_process
 
 
 def _save_png(path, array, mode=None):

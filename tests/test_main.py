@@ -11,19 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import run_main_in_process
 from myol_keras import main as cli
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_main_in_process(argv, capsys):
-    """`main(argv)` -> (exit status, stdout, stderr)."""
-    try:
-        status = cli.main(["myol_keras.main", *argv])
-    except SystemExit as e:
-        status = e.code
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 @pytest.mark.parametrize(
