@@ -18,7 +18,6 @@ each section of `METHODS.md` adds a term to BYOL. The base owns:
 import keras
 import tensorflow as tf
 
-from myol_keras import distribute
 from myol_keras import heads as heads_lib
 from myol_keras import losses
 
@@ -171,8 +170,9 @@ class BootstrapMethod(keras.Model):
         alternate its two targets.
         """
         del step
-        for target, online in self.ema_pairs:
-            distribute.ema_assign(target, online, tau)
+        from myol_keras.callbacks import ema_update
+
+        ema_update(self.ema_pairs, tau)
 
     def compile(self, optimizer="sgd", **kwargs):
         """Compile, then build the optimizer on `optimized_variables` only.
