@@ -52,12 +52,16 @@ def batchnorm_options(synchronized=False):
 
 
 def batch_normalization(**kwargs):
-    """`keras.layers.BatchNormalization(**kwargs)`, synchronised inside `batchnorm_options(True)`."""
-    import keras
+    """The library's BatchNormalization, synchronised inside `batchnorm_options(True)`.
+
+    `batchnorm.FusedBatchNormalization` (Keras' layer on TF's fused kernel,
+    torch's running variance); a synchronised layer takes Keras' own path.
+    """
+    from myol_keras.batchnorm import FusedBatchNormalization
 
     if _BN_OPTIONS["synchronized"]:
         kwargs.setdefault("synchronized", True)
-    return keras.layers.BatchNormalization(**kwargs)
+    return FusedBatchNormalization(**kwargs)
 
 
 def validate_strategy(name, environ=None):

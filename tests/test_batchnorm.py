@@ -1,0 +1,129 @@
+"""FusedBatchNormalization: Keras' layer on TF's fused kernel, torch's running variance."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from myol_keras.batchnorm import FusedBatchNormalization
+
+MOMENTUM = 0.9
+EPSILON = 1e-5
+
+
+def _pair(shape, seed=0):
+    """A fused layer and a Keras layer with the same (non-trivial) weights."""
+    fused = FusedBatchNormalization(momentum=MOMENTUM, epsilon=EPSILON)
+    plain = keras.layers.BatchNormalization(momentum=MOMENTUM, epsilon=EPSILON)
+    fused.build(shape)
+    plain.build(shape)
+    rng = np.random.default_rng(seed)
+    channels = shape[-1]
+    weights = [
+        rng.uniform(0.5, 1.5, channels),  # gamma
+        rng.normal(0, 0.3, channels),  # beta
+        rng.normal(0, 0.2, channels),  # moving mean
+        rng.uniform(0.5, 2.0, channels),  # moving variance
+    ]
+    weights = [w.astype("float32") for w in weights]
+    fused.set_weights(weights)
+    plain.set_weights(weights)
+    return fused, plain, weights
+
+
+@pytest.mark.parametrize("shape", [(6, 5, 4, 3), (16, 7)])
+def test_training_matches_keras_output_gradients_and_torch_running_stats(shape):
+    fused, plain, (gamma, beta, mean0, var0) = _pair(shape)
+    x = tf.constant(np.random.default_rng(1).normal(2.0, 3.0, shape).astype("float32"))
+    upstream = tf.constant(np.random.default_rng(2).normal(size=shape).astype("float32"))
+    results = []
+    for layer in (fused, plain):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            objective = tf.reduce_sum(y * upstream)
+        grads = tape.gradient(objective, [x, layer.gamma, layer.beta])
+        results.append((y.numpy(), [g.numpy() for g in grads]))
+    (y_fused, g_fused), (y_plain, g_plain) = results
+    np.testing.assert_allclose(y_fused, y_plain, atol=2e-5)
+    for a, b in zip(g_fused, g_plain):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+
+    # Running statistics as torch's BatchNorm: unbiased batch variance.
+    axes = tuple(range(len(shape) - 1))
+    n = int(np.prod([shape[a] for a in axes]))
+    batch_mean = x.numpy().mean(axis=axes)
+    batch_var = x.numpy().var(axis=axes)
+    np.testing.assert_allclose(
+        fused.moving_mean.numpy(), MOMENTUM * mean0 + (1 - MOMENTUM) * batch_mean, rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        fused.moving_variance.numpy(),
+        MOMENTUM * var0 + (1 - MOMENTUM) * batch_var * n / (n - 1),
+        rtol=1e-5,
+    )
+    # ... where Keras' own layer uses the biased one.
+    np.testing.assert_allclose(
+        plain.moving_variance.numpy(), MOMENTUM * var0 + (1 - MOMENTUM) * batch_var, rtol=1e-5
+    )
+
+
+def test_inference_uses_moving_statistics_and_leaves_them_alone():
+    shape = (4, 3, 3, 5)
+    fused, plain, (gamma, beta, mean0, var0) = _pair(shape)
+    x = np.random.default_rng(3).normal(size=shape).astype("float32")
+    expected = gamma * (x - mean0) / np.sqrt(var0 + EPSILON) + beta
+    np.testing.assert_allclose(fused(x, training=False).numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(plain(x, training=False).numpy(), expected, atol=1e-5)
+    np.testing.assert_array_equal(fused.moving_mean.numpy(), mean0)
+    # trainable=False means inference mode even with training=True (Keras' rule).
+    fused.trainable = False
+    np.testing.assert_allclose(fused(x, training=True).numpy(), expected, atol=1e-5)
+    np.testing.assert_array_equal(fused.moving_variance.numpy(), var0)
+
+
+def test_epsilon_is_not_raised_to_the_fused_minimum():
+    # tf.nn.fused_batch_norm would clamp epsilon to 1.001e-5; the layer must not.
+    layer = FusedBatchNormalization(epsilon=1e-9, center=False, scale=False)
+    x = np.array([[0.0], [1e-3]], "float32")  # biased variance 2.5e-7
+    y = layer(x, training=True).numpy()
+    expected = 5e-4 / np.sqrt(2.5e-7 + 1e-9)  # 0.998; with 1.001e-5 it would be 0.156
+    np.testing.assert_allclose(y[:, 0], [-expected, expected], rtol=1e-4)
+
+
+def test_unsupported_cases_fall_back_to_keras():
+    x = np.random.default_rng(4).normal(size=(4, 3, 6)).astype("float32")  # 3-D
+    fused = FusedBatchNormalization()
+    plain = keras.layers.BatchNormalization()
+    np.testing.assert_allclose(
+        fused(x, training=True).numpy(), plain(x, training=True).numpy(), atol=1e-5
+    )
+    channels_first = FusedBatchNormalization(axis=1)
+    assert not channels_first._fused_applies(tf.zeros((2, 3, 4, 4)), None)
+    synced = FusedBatchNormalization(synchronized=True)
+    assert not synced._fused_applies(tf.zeros((2, 4, 4, 3)), None)
+    assert FusedBatchNormalization()._fused_applies(tf.zeros((2, 4, 4, 3)), None)
+
+
+def test_mixed_bfloat16_keeps_activations_in_bfloat16():
+    shape = (8, 4, 4, 6)
+    fused = FusedBatchNormalization(dtype="mixed_bfloat16")
+    reference = FusedBatchNormalization()
+    x = np.random.default_rng(5).normal(size=shape).astype("float32")
+    y = fused(x, training=True)
+    assert keras.backend.standardize_dtype(y.dtype) == "bfloat16"
+    assert keras.backend.standardize_dtype(fused.moving_mean.dtype) == "float32"
+    np.testing.assert_allclose(
+        np.asarray(y, "float32"), reference(x, training=True).numpy(), atol=0.05
+    )
+
+
+def test_serialisation_round_trip_and_functional_use():
+    layer = FusedBatchNormalization(momentum=0.8, epsilon=1e-4, name="bn")
+    restored = keras.layers.deserialize(keras.layers.serialize(layer))
+    assert isinstance(restored, FusedBatchNormalization)
+    assert (restored.momentum, restored.epsilon, restored.name) == (0.8, 1e-4, "bn")
+    inputs = keras.Input((4, 4, 3))
+    model = keras.Model(inputs, FusedBatchNormalization()(inputs))
+    assert model.output_shape == (None, 4, 4, 3)
+    assert model(np.ones((2, 4, 4, 3), "float32"), training=True).shape == (2, 4, 4, 3)
