@@ -49,6 +49,9 @@ Q1_FLAGS = [
 PROBE = {"epochs": 100, "batch_size": 64, "lr": 0.2, "momentum": 0.9}
 
 
+PRECISION_TAGS = {"float32": "float32", "mixed_bfloat16": "bf16", "mixed_float16": "fp16"}
+
+
 def cpu_model():
     try:
         with open("/proc/cpuinfo") as f:
@@ -117,7 +120,13 @@ def probe_backbone(backbone, data_path, seed, epochs=PROBE["epochs"]):
     return linear_probe(features(arrays["x_train"]), train_y, features(arrays["x_test"]), test_y, 10, seed, epochs)
 
 
-def worker(method, seed, data_path, work_dir, threads, epochs, probe_epochs):
+def run_name_for(method, seed, epochs, precision="float32"):
+    """`q1-<method>-s<seed>`, suffixed when epochs or precision leave protocol Q1."""
+    name = f"q1-{method}-s{seed}" + ("" if epochs == 50 else f"-e{epochs}")
+    return name + ("" if precision == "float32" else f"-{PRECISION_TAGS.get(precision, precision)}")
+
+
+def worker(method, seed, data_path, work_dir, threads, epochs, probe_epochs, precision="float32", steps_per_epoch=0):
     """Train one run through the CLI (resumable), probe its export; print a JSON result line."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
@@ -128,7 +137,7 @@ def worker(method, seed, data_path, work_dir, threads, epochs, probe_epochs):
     from myol_keras import export
     from myol_keras import main as cli
 
-    run_name = f"q1-{method}-s{seed}" + ("" if epochs == 50 else f"-e{epochs}")
+    run_name = run_name_for(method, seed, epochs, precision) + ("-smoke" if steps_per_epoch else "")
     start = time.time()
     images_per_second = None
     if method == "random":
@@ -141,7 +150,7 @@ def worker(method, seed, data_path, work_dir, threads, epochs, probe_epochs):
         pretrain_seconds = 0.0
     else:
         argv = ["myol_keras.main", f"--method={method}", f"--data_dir={data_path}", *Q1_FLAGS,
-                f"--epochs={epochs}", f"--seed={seed}", f"--threads={threads}",
+                f"--epochs={epochs}", f"--seed={seed}", f"--threads={threads}", f"--precision={precision}", f"--steps_per_epoch={steps_per_epoch}",
                 f"--run_dir={work_dir}/runs", f"--export_dir={work_dir}/saved_models", f"--run_name={run_name}"]
         cli.main(argv)
         pretrain_seconds = time.time() - start
@@ -161,7 +170,7 @@ def worker(method, seed, data_path, work_dir, threads, epochs, probe_epochs):
         "probe_seconds": round(time.time() - probe_start, 1),
         "images_per_second": images_per_second, "threads": threads,
         "cpu": cpu_model(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "run_name": run_name,
+        "run_name": run_name, "precision": precision,
     }
     print("Q1RESULT " + json.dumps(result), flush=True)
 
@@ -189,14 +198,14 @@ def markdown_table(results):
              "|---|---|---|---|---|---|"]
     by_method = {}
     for r in results:
-        by_method.setdefault((r["method"], r["epochs"]), []).append(r)
-    for (method, epochs), rows in sorted(by_method.items()):
+        by_method.setdefault((r["method"], r["epochs"], r.get("precision", "float32")), []).append(r)
+    for (method, epochs, precision), rows in sorted(by_method.items()):
         rows = sorted(rows, key=lambda r: r["seed"])
         accs = [r["top1"] for r in rows]
         std = statistics.stdev(accs) if len(accs) > 1 else 0.0
         speeds = [r["images_per_second"] for r in rows if r.get("images_per_second")]
         lines.append(
-            f"| {method}{'' if epochs in (0, 50) else f' ({epochs} ep)'} | {','.join(str(r['seed']) for r in rows)} | "
+            f"| {method}{'' if epochs in (0, 50) else f' ({epochs} ep)'}{'' if precision == 'float32' else f', {precision}'} | {','.join(str(r['seed']) for r in rows)} | "
             f"{statistics.mean(accs):.2f} ± {std:.2f} | {', '.join(f'{a:.2f}' for a in accs)} | "
             f"{statistics.mean(r['pretrain_seconds'] for r in rows) / 60:.1f} | "
             f"{(sum(speeds) / len(speeds)) if speeds else float('nan'):.1f} |"
@@ -214,25 +223,33 @@ def main(argv=None):
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "q1_results.json"))
     parser.add_argument("--epochs", type=int, default=50, help="pre-training epochs (50 in Q1; fewer for a smoke run)")
     parser.add_argument("--probe_epochs", type=int, default=PROBE["epochs"])
+    parser.add_argument("--precision", default="float32", choices=sorted(PRECISION_TAGS),
+                        help="float32 is protocol Q1; mixed_bfloat16 for the issue-11 accuracy check (run names get a suffix)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="plumbing check for CI: 1 epoch of 2 steps, 1 probe epoch (not a figure)")
+    parser.add_argument("--steps_per_epoch", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--worker", nargs=2, metavar=("METHOD", "SEED"), help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.epochs, args.probe_epochs, args.steps_per_epoch = 1, 1, 2
 
     if args.worker:
-        worker(args.worker[0], int(args.worker[1]), args.data, args.work_dir, args.threads, args.epochs, args.probe_epochs)
+        worker(args.worker[0], int(args.worker[1]), args.data, args.work_dir, args.threads, args.epochs, args.probe_epochs, args.precision,
+               args.steps_per_epoch)
         return 0
     if not os.path.exists(args.data):
         parser.exit(2, f"quality.py: error: {args.data} not found (the shared CIFAR-10 subset)\n")
     if args.jobs < 1:
         parser.exit(2, "quality.py: error: --jobs must be >= 1\n")
 
-    done = {(r["method"], r["seed"], r["epochs"]) for r in load_results(args.output)}
+    done = {(r["method"], r["seed"], r["epochs"], r.get("precision", "float32")) for r in load_results(args.output)}
     todo = []
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:  # seed-major: every method's seed 0 first
         for method in methods:
             epochs = 0 if method == "random" else args.epochs
-            if (method, seed, epochs) in done:
+            if (method, seed, epochs, args.precision) in done:
                 print(f"skip {method} seed {seed}: already in {args.output}")
             else:
                 todo.append((method, seed))
@@ -242,10 +259,11 @@ def main(argv=None):
     while todo or running:
         while todo and len(running) < args.jobs:
             method, seed = todo.pop(0)
-            log = open(Path(args.work_dir) / f"{method}-s{seed}.log", "a")
+            log = open(Path(args.work_dir) / f"{run_name_for(method, seed, args.epochs, args.precision)[3:]}.log", "a")
             cmd = [sys.executable, __file__, "--worker", method, str(seed), f"--data={args.data}",
                    f"--work_dir={args.work_dir}", f"--threads={threads}", f"--epochs={args.epochs}",
-                   f"--probe_epochs={args.probe_epochs}"]
+                   f"--probe_epochs={args.probe_epochs}", f"--precision={args.precision}",
+                   f"--steps_per_epoch={args.steps_per_epoch}"]
             print(f"start {method} seed {seed} ({threads} thread(s)); log: {log.name}", flush=True)
             running.append((method, seed, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True), log))
         time.sleep(5)

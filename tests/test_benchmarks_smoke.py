@@ -67,3 +67,26 @@ def test_require_quiet_refuses_on_a_busy_machine(monkeypatch):
     with pytest.raises(SystemExit) as exit_info:
         common.check_load(args, stream=sys.stderr)
     assert exit_info.value.code == 3
+
+
+@pytest.mark.slow
+def test_quality_smoke_runs_q1_end_to_end_and_skips_finished_runs(tmp_path, capsys):
+    # Protocol Q1's model and data, but 1 epoch of 2 steps and 1 probe epoch:
+    # the CLI run, the export, the probe and the JSON bookkeeping all execute.
+    quality = _load("quality")
+    output = tmp_path / "q1.json"
+    argv = ["--smoke", "--methods=byol", "--seeds=0", "--jobs=2",
+            f"--work_dir={tmp_path / 'work'}", f"--output={output}"]
+    assert quality.main(argv) == 0
+    results = json.loads(output.read_text())
+    assert len(results) == 1, capsys.readouterr().out
+    result = results[0]
+    assert (result["method"], result["seed"], result["epochs"], result["precision"]) == ("byol", 0, 1, "float32")
+    assert 0.0 <= result["top5"] <= 100.0 and result["top1"] <= result["top5"]
+    assert result["run_name"] == "q1-byol-s0-e1-smoke"
+    assert result["pretrain_seconds"] > 0 and result["threads"] == 1
+    assert "| byol (1 ep) | 0 |" in capsys.readouterr().out
+    # A second call finds the run in the JSON and does not train again.
+    assert quality.main(argv) == 0
+    assert "skip byol seed 0" in capsys.readouterr().out
+    assert len(json.loads(output.read_text())) == 1
