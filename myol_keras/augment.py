@@ -622,6 +622,66 @@ class RandomApply(keras.layers.Layer):
         return cls(**config)
 
 
+def _jitter(images, brightness, contrast, saturation, hue, order):
+    """ColorJitter's arithmetic: the four ops of each sample in its `order`."""
+    ones = tf.ones_like(brightness)
+    zeros = tf.zeros_like(brightness)
+    # Work on three (N, H*W) colour planes: per-sample factors then
+    # broadcast as (N, 1), much cheaper on CPU than (N, 1, 1, 1) against
+    # (N, H, W, 3), and the grey image needs no channel slicing.
+    shape = tf.shape(images)
+    batch = shape[0]
+    planes = tf.unstack(
+        tf.reshape(tf.transpose(images, [0, 3, 1, 2]), [batch, 3, -1]),
+        axis=1,
+    )
+    w_red, w_green, w_blue = _GRAY_WEIGHTS
+    for slot in range(4):
+        op = order[:, slot]
+        # Brightness, contrast and saturation are all torchvision blends
+        # `clip(f x + (1 - f) t)` with target t = 0, the mean grey value
+        # m, or the pixel's grey value g: one pass per slot covers all
+        # three, `clip(f x + u g + v m)` with per-sample f, u, v. Samples
+        # whose op in this slot is hue get f = 1, u = v = 0 (identity).
+        is_contrast = op == _CONTRAST
+        is_saturation = op == _SATURATION
+        f = tf.where(
+            op == _BRIGHTNESS,
+            brightness,
+            tf.where(
+                is_contrast,
+                contrast,
+                tf.where(is_saturation, saturation, ones),
+            ),
+        )
+        u = tf.where(is_saturation, 1.0 - f, zeros)
+        v = tf.where(is_contrast, 1.0 - f, zeros)
+        red, green, blue = planes
+        gray = w_red * red + w_green * green + w_blue * blue
+        mean = tf.reduce_mean(gray, axis=1)
+        offset = u[:, tf.newaxis] * gray + (v * mean)[:, tf.newaxis]
+        planes = [
+            _clip01(f[:, tf.newaxis] * plane + offset) for plane in planes
+        ]
+        # Hue (the expensive op) only on the samples that need it.
+        needs_hue = tf.where((op == _HUE) & tf.not_equal(hue, 0.0))
+        shifted = _shift_hue(
+            *[tf.gather_nd(plane, needs_hue) for plane in planes],
+            tf.gather_nd(hue, needs_hue)[:, tf.newaxis],
+        )
+        planes = [
+            tf.tensor_scatter_nd_update(plane, needs_hue, new_plane)
+            for plane, new_plane in zip(planes, shifted)
+        ]
+    return tf.reshape(tf.stack(planes, axis=-1), shape)
+
+
+# The jitter is ~250 small element-wise ops; XLA fuses them into a few loops
+# (about 3.5x faster on a CPU, also inside tf.data's map). Same arithmetic, so
+# results agree with `_jitter` to float32 rounding (~1e-6).
+_jitter_xla = tf.function(_jitter, jit_compile=True, reduce_retracing=True)
+
+
 @keras.saving.register_keras_serializable(package="myol_keras")
 class ColorJitter(keras.layers.Layer):
     """torchvision's `ColorJitter`, per sample, with a random order of ops.
@@ -649,6 +709,9 @@ class ColorJitter(keras.layers.Layer):
         saturation: float >= 0, saturation strength.
         hue: float in [0, 0.5], hue strength.
         seed: optional int, seed of the layer's `SeedGenerator`.
+        jit_compile: compile the colour arithmetic with XLA (default; about
+            3.5x faster on a CPU, including inside `tf.data`). `False` runs
+            the same ops without XLA.
         **kwargs: standard layer arguments (`name`, ...).
 
     Example:
@@ -669,6 +732,7 @@ class ColorJitter(keras.layers.Layer):
         saturation=0.4,
         hue=0.1,
         seed=None,
+        jit_compile=True,
         **kwargs,
     ):
         for name, value in (
@@ -693,6 +757,7 @@ class ColorJitter(keras.layers.Layer):
         self.saturation = float(saturation)
         self.hue = float(hue)
         self.seed = None if seed is None else int(seed)
+        self.jit_compile = bool(jit_compile)
         self.generator = keras.random.SeedGenerator(self.seed)
 
     def get_random_transformation(self, images, training=True, seed=None):
@@ -755,56 +820,8 @@ class ColorJitter(keras.layers.Layer):
         saturation = tf.cast(transformation["saturation"], dtype)
         hue = tf.cast(transformation["hue"], dtype)
         order = tf.cast(transformation["order"], tf.int32)
-        ones = tf.ones_like(brightness)
-        zeros = tf.zeros_like(brightness)
-        # Work on three (N, H*W) colour planes: per-sample factors then
-        # broadcast as (N, 1), much cheaper on CPU than (N, 1, 1, 1) against
-        # (N, H, W, 3), and the grey image needs no channel slicing.
-        shape = tf.shape(images)
-        batch = shape[0]
-        planes = tf.unstack(
-            tf.reshape(tf.transpose(images, [0, 3, 1, 2]), [batch, 3, -1]),
-            axis=1,
-        )
-        w_red, w_green, w_blue = _GRAY_WEIGHTS
-        for slot in range(4):
-            op = order[:, slot]
-            # Brightness, contrast and saturation are all torchvision blends
-            # `clip(f x + (1 - f) t)` with target t = 0, the mean grey value
-            # m, or the pixel's grey value g: one pass per slot covers all
-            # three, `clip(f x + u g + v m)` with per-sample f, u, v. Samples
-            # whose op in this slot is hue get f = 1, u = v = 0 (identity).
-            is_contrast = op == _CONTRAST
-            is_saturation = op == _SATURATION
-            f = tf.where(
-                op == _BRIGHTNESS,
-                brightness,
-                tf.where(
-                    is_contrast,
-                    contrast,
-                    tf.where(is_saturation, saturation, ones),
-                ),
-            )
-            u = tf.where(is_saturation, 1.0 - f, zeros)
-            v = tf.where(is_contrast, 1.0 - f, zeros)
-            red, green, blue = planes
-            gray = w_red * red + w_green * green + w_blue * blue
-            mean = tf.reduce_mean(gray, axis=1)
-            offset = u[:, tf.newaxis] * gray + (v * mean)[:, tf.newaxis]
-            planes = [
-                _clip01(f[:, tf.newaxis] * plane + offset) for plane in planes
-            ]
-            # Hue (the expensive op) only on the samples that need it.
-            needs_hue = tf.where((op == _HUE) & tf.not_equal(hue, 0.0))
-            shifted = _shift_hue(
-                *[tf.gather_nd(plane, needs_hue) for plane in planes],
-                tf.gather_nd(hue, needs_hue)[:, tf.newaxis],
-            )
-            planes = [
-                tf.tensor_scatter_nd_update(plane, needs_hue, new_plane)
-                for plane, new_plane in zip(planes, shifted)
-            ]
-        images = tf.reshape(tf.stack(planes, axis=-1), shape)
+        jitter = _jitter_xla if self.jit_compile else _jitter
+        images = jitter(images, brightness, contrast, saturation, hue, order)
         return _restore_rank(images, was_unbatched)
 
     def call(self, images, training=True):
@@ -825,6 +842,7 @@ class ColorJitter(keras.layers.Layer):
                 "saturation": self.saturation,
                 "hue": self.hue,
                 "seed": self.seed,
+                "jit_compile": self.jit_compile,
             }
         )
         return config

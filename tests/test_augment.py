@@ -535,3 +535,17 @@ def test_bad_arguments_raise_value_error(factory, kwargs, message):
 def test_bad_image_rank_raises_value_error():
     with pytest.raises(ValueError, match=r"Expected images of rank 3.*Received"):
         augment.ColorJitter().get_random_transformation(tf.zeros([2, 2]))
+
+
+def test_color_jitter_xla_path_matches_plain_graph_ops():
+    images = tf.random.stateless_uniform([16, 8, 8, 3], seed=[3, 4])
+    fast = augment.ColorJitter(0.4, 0.4, 0.4, 0.1, seed=1)
+    plain = augment.ColorJitter(0.4, 0.4, 0.4, 0.1, seed=1, jit_compile=False)
+    params = fast.get_random_transformation(images)
+    np.testing.assert_allclose(
+        fast.transform_images(images, params).numpy(),
+        plain.transform_images(images, params).numpy(),
+        atol=1e-5,
+    )
+    assert fast.get_config()["jit_compile"] is True
+    assert augment.ColorJitter.from_config(plain.get_config()).jit_compile is False
