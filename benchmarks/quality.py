@@ -183,12 +183,17 @@ def load_results(path):
 
 
 def append_result(path, result):
-    results = load_results(path)
-    results.append(result)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(results, f, indent=2)
-    os.replace(tmp, path)
+    """Append under an exclusive lock, so two invocations can share one JSON."""
+    import fcntl
+
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = load_results(path)
+        results.append(result)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(results, f, indent=2)
+        os.replace(tmp, path)
 
 
 def markdown_table(results):
@@ -213,6 +218,67 @@ def markdown_table(results):
     return "\n".join(lines)
 
 
+REFERENCE_MD = ROOT.parent / "shared" / "benchmarks" / "REFERENCE.md"
+
+
+def reference_results(path=REFERENCE_MD):
+    """`{method: [top-1, ...]}` from the official code's Q1 table (REFERENCE.md), if present."""
+    import re
+
+    found = {}
+    if not Path(path).exists():
+        return found
+    for line in Path(path).read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 4 and re.fullmatch(r"\d+", cells[1]) and re.fullmatch(r"\d+(\.\d+)?", cells[3]):
+            name = "random" if cells[0].lower().startswith("random") else cells[0].lower()
+            found.setdefault(name, []).append(float(cells[3]))
+    return found
+
+
+def plot_results(results, work_dir, plot_dir):
+    """Write `q1_accuracy.png` (top-1 per method, ours and the reference) and `q1_loss.png`."""
+    import statistics
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from myol_keras import report
+
+    q1 = [r for r in results if r.get("precision", "float32") == "float32" and r["epochs"] in (0, 50)]
+    methods = sorted({r["method"] for r in q1}, key=lambda m: (m != "random", m != "byol", m != "myol", m))
+    reference = reference_results()
+    fig, ax = plt.subplots(figsize=(1.2 * len(methods) + 2, 4))
+    for i, method in enumerate(methods):
+        accs = [r["top1"] for r in q1 if r["method"] == method]
+        mean = statistics.mean(accs)
+        se = statistics.stdev(accs) / len(accs) ** 0.5 if len(accs) > 1 else 0.0
+        ax.bar(i - 0.2, mean, width=0.4, yerr=se, color="tab:blue", alpha=0.7, capsize=3,
+               label="myol_keras (mean ± SE)" if i == 0 else None)
+        ax.scatter([i - 0.2] * len(accs), accs, color="k", s=10, zorder=3)
+        if reference.get(method):
+            ref = reference[method]
+            ax.bar(i + 0.2, statistics.mean(ref), width=0.4, color="tab:orange", alpha=0.7,
+                   label="official code (REFERENCE.md)" if "ref" not in ax.get_legend_handles_labels()[1][-1:] else None)
+            ax.scatter([i + 0.2] * len(ref), ref, color="k", s=10, zorder=3)
+    ax.set_xticks(range(len(methods)), methods)
+    ax.set_ylabel("linear top-1 % (932 test images)")
+    ax.set_ylim(20, max(r["top1"] for r in q1) + 5)
+    ax.set_title("Protocol Q1: ResNet-18 w16, 50 epochs, CIFAR-10 subset")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    os.makedirs(plot_dir, exist_ok=True)
+    accuracy_png = os.path.join(plot_dir, "q1_accuracy.png")
+    fig.savefig(accuracy_png, dpi=90)
+    plt.close(fig)
+    run_dirs = [str(Path(work_dir) / "runs" / r["run_name"]) for r in q1 if r["method"] != "random"]
+    run_dirs = [d for d in run_dirs if os.path.exists(os.path.join(d, "history.csv"))]
+    loss_png = report.plot_training(run_dirs, os.path.join(plot_dir, "q1_loss.png")) if run_dirs else None
+    return accuracy_png, loss_png
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", default="byol,myol", help="comma-separated methods (and 'random' for the floor)")
@@ -225,11 +291,14 @@ def main(argv=None):
     parser.add_argument("--probe_epochs", type=int, default=PROBE["epochs"])
     parser.add_argument("--precision", default="float32", choices=sorted(PRECISION_TAGS),
                         help="float32 is protocol Q1; mixed_bfloat16 for the issue-11 accuracy check (run names get a suffix)")
+    parser.add_argument("--plot_dir", default=None,
+                        help="also write q1_accuracy.png and q1_loss.png here (e.g. docs)")
     parser.add_argument("--smoke", action="store_true",
                         help="plumbing check for CI: 1 epoch of 2 steps, 1 probe epoch (not a figure)")
     parser.add_argument("--steps_per_epoch", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--worker", nargs=2, metavar=("METHOD", "SEED"), help=argparse.SUPPRESS)
-    parser.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="threads per run (default: cores / jobs); e.g. two invocations with --jobs=1 --threads=1")
     args = parser.parse_args(argv)
     if args.smoke:
         args.epochs, args.probe_epochs, args.steps_per_epoch = 1, 1, 2
@@ -253,7 +322,7 @@ def main(argv=None):
                 print(f"skip {method} seed {seed}: already in {args.output}")
             else:
                 todo.append((method, seed))
-    threads = max(1, (os.cpu_count() or 2) // args.jobs)
+    threads = args.threads or max(1, (os.cpu_count() or 2) // args.jobs)
     os.makedirs(args.work_dir, exist_ok=True)
     running = []
     while todo or running:
@@ -286,6 +355,10 @@ def main(argv=None):
     if results:
         print(f"\nQ1 on {cpu_model()}:\n")
         print(markdown_table(results))
+        if args.plot_dir:
+            for path in plot_results(results, args.work_dir, args.plot_dir):
+                if path:
+                    print(f"wrote {path}")
     return 0
 
 
