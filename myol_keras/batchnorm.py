@@ -5,8 +5,8 @@ normalisation as separate element-wise ops (`ops.moments`, then
 `ops.batch_normalization`), and so does its gradient. On a CPU these are many
 passes over every activation of a ResNet; TensorFlow's fused kernel
 (`FusedBatchNormV3` and its gradient, rewritten to oneDNN on x86) does each
-direction in one. `FusedBatchNormalization` keeps Keras' layer — the same
-variables, names, arguments, serialisation and `trainable` semantics — and
+direction in one. `myol_keras.batchnorm.BatchNormalization` keeps Keras'
+layer — the same variables, names, arguments and `trainable` semantics — and
 only swaps the arithmetic where the fused kernel applies:
 
 * 4-D channels-last inputs (`axis=-1`) and 2-D inputs (reshaped to
@@ -18,12 +18,16 @@ only swaps the arithmetic where the fused kernel applies:
   variance there). The two differ by the factor n/(n−1): 1.00008 for a
   batch of 128 at 32×32, so this is a correction towards the reference, not
   a change of method.
+* Weight files stay interchangeable with Keras' layer: Keras addresses a
+  layer in `.weights.h5` / `.keras` files by its snake-cased *class name*
+  (`batch_normalization_3`), which is why this class keeps Keras' name (a
+  differently named class could not load checkpoints written before it).
 * Mixed precision: the kernel takes float16/bfloat16 activations with float32
   statistics, so nothing is upcast to a float32 copy of the activations.
 
 Example:
 ```python
-bn = myol_keras.batchnorm.FusedBatchNormalization(momentum=0.9, epsilon=1e-5)
+bn = myol_keras.batchnorm.BatchNormalization(momentum=0.9, epsilon=1e-5)
 y = bn(np.random.rand(8, 4, 4, 16).astype("float32"), training=True)
 ```
 """
@@ -35,8 +39,11 @@ _FUSED_DTYPES = ("float32", "float16", "bfloat16")
 
 
 @keras.saving.register_keras_serializable(package="myol_keras")
-class FusedBatchNormalization(keras.layers.BatchNormalization):
+class BatchNormalization(keras.layers.BatchNormalization):
     """`keras.layers.BatchNormalization` computed with TensorFlow's fused kernel.
+
+    Registered as `myol_keras>BatchNormalization`, so configs name it apart
+    from Keras' own layer, while weight files address both the same way.
 
     Args:
         **kwargs: every argument of `keras.layers.BatchNormalization`
@@ -48,7 +55,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 
     Example:
     ```python
-    bn = FusedBatchNormalization(momentum=0.9, epsilon=1e-5, name="bn1")
+    bn = BatchNormalization(momentum=0.9, epsilon=1e-5, name="bn1")
     x = keras.Input((32, 32, 16))
     y = bn(x)
     ```

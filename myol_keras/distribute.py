@@ -54,14 +54,14 @@ def batchnorm_options(synchronized=False):
 def batch_normalization(**kwargs):
     """The library's BatchNormalization, synchronised inside `batchnorm_options(True)`.
 
-    `batchnorm.FusedBatchNormalization` (Keras' layer on TF's fused kernel,
+    `batchnorm.BatchNormalization` (Keras' layer on TF's fused kernel,
     torch's running variance); a synchronised layer takes Keras' own path.
     """
-    from myol_keras.batchnorm import FusedBatchNormalization
+    from myol_keras.batchnorm import BatchNormalization
 
     if _BN_OPTIONS["synchronized"]:
         kwargs.setdefault("synchronized", True)
-    return FusedBatchNormalization(**kwargs)
+    return BatchNormalization(**kwargs)
 
 
 def validate_strategy(name, environ=None):

@@ -1,11 +1,11 @@
-"""FusedBatchNormalization: Keras' layer on TF's fused kernel, torch's running variance."""
+"""BatchNormalization: Keras' layer on TF's fused kernel, torch's running variance."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from myol_keras.batchnorm import FusedBatchNormalization
+from myol_keras.batchnorm import BatchNormalization
 
 MOMENTUM = 0.9
 EPSILON = 1e-5
@@ -13,7 +13,7 @@ EPSILON = 1e-5
 
 def _pair(shape, seed=0):
     """A fused layer and a Keras layer with the same (non-trivial) weights."""
-    fused = FusedBatchNormalization(momentum=MOMENTUM, epsilon=EPSILON)
+    fused = BatchNormalization(momentum=MOMENTUM, epsilon=EPSILON)
     plain = keras.layers.BatchNormalization(momentum=MOMENTUM, epsilon=EPSILON)
     fused.build(shape)
     plain.build(shape)
@@ -84,7 +84,7 @@ def test_inference_uses_moving_statistics_and_leaves_them_alone():
 
 def test_epsilon_is_not_raised_to_the_fused_minimum():
     # tf.nn.fused_batch_norm would clamp epsilon to 1.001e-5; the layer must not.
-    layer = FusedBatchNormalization(epsilon=1e-9, center=False, scale=False)
+    layer = BatchNormalization(epsilon=1e-9, center=False, scale=False)
     x = np.array([[0.0], [1e-3]], "float32")  # biased variance 2.5e-7
     y = layer(x, training=True).numpy()
     expected = 5e-4 / np.sqrt(2.5e-7 + 1e-9)  # 0.998; with 1.001e-5 it would be 0.156
@@ -93,22 +93,22 @@ def test_epsilon_is_not_raised_to_the_fused_minimum():
 
 def test_unsupported_cases_fall_back_to_keras():
     x = np.random.default_rng(4).normal(size=(4, 3, 6)).astype("float32")  # 3-D
-    fused = FusedBatchNormalization()
+    fused = BatchNormalization()
     plain = keras.layers.BatchNormalization()
     np.testing.assert_allclose(
         fused(x, training=True).numpy(), plain(x, training=True).numpy(), atol=1e-5
     )
-    channels_first = FusedBatchNormalization(axis=1)
+    channels_first = BatchNormalization(axis=1)
     assert not channels_first._fused_applies(tf.zeros((2, 3, 4, 4)), None)
-    synced = FusedBatchNormalization(synchronized=True)
+    synced = BatchNormalization(synchronized=True)
     assert not synced._fused_applies(tf.zeros((2, 4, 4, 3)), None)
-    assert FusedBatchNormalization()._fused_applies(tf.zeros((2, 4, 4, 3)), None)
+    assert BatchNormalization()._fused_applies(tf.zeros((2, 4, 4, 3)), None)
 
 
 def test_mixed_bfloat16_keeps_activations_in_bfloat16():
     shape = (8, 4, 4, 6)
-    fused = FusedBatchNormalization(dtype="mixed_bfloat16")
-    reference = FusedBatchNormalization()
+    fused = BatchNormalization(dtype="mixed_bfloat16")
+    reference = BatchNormalization()
     x = np.random.default_rng(5).normal(size=shape).astype("float32")
     y = fused(x, training=True)
     assert keras.backend.standardize_dtype(y.dtype) == "bfloat16"
@@ -119,11 +119,33 @@ def test_mixed_bfloat16_keeps_activations_in_bfloat16():
 
 
 def test_serialisation_round_trip_and_functional_use():
-    layer = FusedBatchNormalization(momentum=0.8, epsilon=1e-4, name="bn")
+    layer = BatchNormalization(momentum=0.8, epsilon=1e-4, name="bn")
     restored = keras.layers.deserialize(keras.layers.serialize(layer))
-    assert isinstance(restored, FusedBatchNormalization)
+    assert type(restored) is BatchNormalization  # ours, not keras.layers.BatchNormalization
     assert (restored.momentum, restored.epsilon, restored.name) == (0.8, 1e-4, "bn")
     inputs = keras.Input((4, 4, 3))
-    model = keras.Model(inputs, FusedBatchNormalization()(inputs))
+    model = keras.Model(inputs, BatchNormalization()(inputs))
     assert model.output_shape == (None, 4, 4, 3)
     assert model(np.ones((2, 4, 4, 3), "float32"), training=True).shape == (2, 4, 4, 3)
+
+
+def test_weight_files_written_with_keras_batchnorm_load_into_ours(tmp_path):
+    # Keras keys layers in weight files by class name: checkpoints written
+    # before this layer existed (with Keras' BatchNormalization) must load.
+    def model(bn_class):
+        inputs = keras.Input((4, 4, 3))
+        x = keras.layers.Conv2D(5, 3, name="conv")(inputs)
+        x = bn_class(name="bn_a")(x)
+        x = keras.layers.Conv2D(2, 1, name="conv2")(x)
+        return keras.Model(inputs, bn_class(name="bn_b")(x))
+
+    old = model(keras.layers.BatchNormalization)
+    x = np.random.default_rng(6).normal(size=(8, 4, 4, 3)).astype("float32")
+    old(x, training=True)  # moving statistics away from their initial values
+    path = str(tmp_path / "old.weights.h5")
+    old.save_weights(path)
+    new = model(BatchNormalization)
+    new.load_weights(path)
+    for a, b in zip(old.weights, new.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    np.testing.assert_allclose(new(x, training=False).numpy(), old(x, training=False).numpy(), atol=1e-5)
