@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # measure the checkout this script is in, not whichever copy pip installed
 DEFAULT_DATA = ROOT / ".." / "shared" / "data" / "cifar10_subset.npz"
 
 Q1_FLAGS = [
@@ -140,6 +141,7 @@ def worker(method, seed, data_path, work_dir, threads, epochs, probe_epochs, pre
     run_name = run_name_for(method, seed, epochs, precision) + ("-smoke" if steps_per_epoch else "")
     start = time.time()
     images_per_second = None
+    history = None
     if method == "random":
         import keras
 
@@ -159,6 +161,8 @@ def worker(method, seed, data_path, work_dir, threads, epochs, probe_epochs, pre
             rows = list(csv.DictReader(f))
         speeds = [float(r["images_per_second"]) for r in rows[1:] if r.get("images_per_second")]
         images_per_second = sum(speeds) / len(speeds) if speeds else None
+        # The run directories live in the gitignored work dir; the loss curve travels in the JSON.
+        history = {"loss": [round(float(r["loss"]), 6) for r in rows if r.get("loss")]}
         with open(run_dir / "DONE") as f:
             backbone = export.load_backbone(json.load(f)["export"])
     probe_start = time.time()
@@ -172,6 +176,8 @@ def worker(method, seed, data_path, work_dir, threads, epochs, probe_epochs, pre
         "cpu": cpu_model(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "run_name": run_name, "precision": precision,
     }
+    if history:
+        result["history"] = history
     print("Q1RESULT " + json.dumps(result), flush=True)
 
 
@@ -236,6 +242,79 @@ def reference_results(path=REFERENCE_MD):
     return found
 
 
+def loss_history(result, work_dir):
+    """Per-epoch training loss of one run: from the JSON, else from its (gitignored) run directory."""
+    if result.get("history", {}).get("loss"):
+        return result["history"]["loss"]
+    path = Path(work_dir) / "runs" / result["run_name"] / "history.csv"
+    if not path.exists():
+        return None
+    with open(path) as f:
+        return [float(r["loss"]) for r in csv.DictReader(f) if r.get("loss")]
+
+
+def plot_losses(results, work_dir, path):
+    """One panel per method (their losses have different scales), one line per seed."""
+    import matplotlib.pyplot as plt
+
+    curves = {}
+    for r in sorted(results, key=lambda r: (r["method"], r["seed"])):
+        loss = loss_history(r, work_dir) if r["method"] != "random" else None
+        if loss:
+            curves.setdefault(r["method"], []).append((r["seed"], loss))
+    if not curves:
+        return None
+    cols = min(4, len(curves))
+    rows = math.ceil(len(curves) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)
+    for ax, (method, lines) in zip(axes.ravel(), sorted(curves.items(), key=lambda kv: (kv[0] != "byol", kv[0] != "myol", kv[0]))):
+        for seed, loss in lines:
+            ax.plot(range(1, len(loss) + 1), loss, label=f"seed {seed}")
+        ax.set_title(f"{method}: training loss")
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+    for ax in axes.ravel()[len(curves):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def binomial_se(top1, n=932):
+    """Standard error (points) of one run's top-1 on n test images."""
+    p = top1 / 100.0
+    return 100.0 * math.sqrt(p * (1.0 - p) / n)
+
+
+def mean_and_se(accs):
+    """Mean and its standard error: the spread of the seeds (n > 1), else one run's binomial SE."""
+    import statistics
+
+    mean = statistics.mean(accs)
+    se = statistics.stdev(accs) / math.sqrt(len(accs)) if len(accs) > 1 else binomial_se(mean)
+    return mean, se
+
+
+def reference_comparison(results, reference=None):
+    """Markdown: ours vs the official code under Q1, with the issue's tolerance max(2, 2 SE of the difference)."""
+    reference = reference_results() if reference is None else reference
+    q1 = [r for r in results if r.get("precision", "float32") == "float32" and r["epochs"] in (0, 50)]
+    lines = ["| method | ours: n, mean ± SE | official: n, mean ± SE | difference | tolerance max(2, 2·SE) | within |",
+             "|---|---|---|---|---|---|"]
+    for method in sorted(reference, key=lambda m: (m != "random", m != "byol", m != "myol", m)):
+        accs = [r["top1"] for r in q1 if r["method"] == method]
+        if not accs:
+            continue
+        mean, se = mean_and_se(accs)
+        ref_mean, ref_se = mean_and_se(reference[method])
+        diff = mean - ref_mean
+        tolerance = max(2.0, 2.0 * math.sqrt(se ** 2 + ref_se ** 2))
+        lines.append(f"| {method} | {len(accs)}, {mean:.2f} ± {se:.2f} | {len(reference[method])}, {ref_mean:.2f} ± {ref_se:.2f} | "
+                     f"{diff:+.2f} | {tolerance:.2f} | {'yes' if abs(diff) <= tolerance else 'NO'} |")
+    return "\n".join(lines)
+
+
 def plot_results(results, work_dir, plot_dir):
     """Write `q1_accuracy.png` (top-1 per method, ours and the reference) and `q1_loss.png`."""
     import statistics
@@ -273,9 +352,7 @@ def plot_results(results, work_dir, plot_dir):
     accuracy_png = os.path.join(plot_dir, "q1_accuracy.png")
     fig.savefig(accuracy_png, dpi=90)
     plt.close(fig)
-    run_dirs = [str(Path(work_dir) / "runs" / r["run_name"]) for r in q1 if r["method"] != "random"]
-    run_dirs = [d for d in run_dirs if os.path.exists(os.path.join(d, "history.csv"))]
-    loss_png = report.plot_training(run_dirs, os.path.join(plot_dir, "q1_loss.png")) if run_dirs else None
+    loss_png = plot_losses(q1, work_dir, os.path.join(plot_dir, "q1_loss.png"))
     return accuracy_png, loss_png
 
 
@@ -355,6 +432,10 @@ def main(argv=None):
     if results:
         print(f"\nQ1 on {cpu_model()}:\n")
         print(markdown_table(results))
+        comparison = reference_comparison(results)
+        if comparison.count("\n") > 1:
+            print("\nAgainst the official code (../shared/benchmarks/REFERENCE.md); SE of one run = its binomial SE:\n")
+            print(comparison)
         if args.plot_dir:
             for path in plot_results(results, args.work_dir, args.plot_dir):
                 if path:

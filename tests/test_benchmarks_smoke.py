@@ -9,6 +9,7 @@ not have, so only their command lines are checked here.
 
 import importlib.util
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -85,8 +86,24 @@ def test_quality_smoke_runs_q1_end_to_end_and_skips_finished_runs(tmp_path, caps
     assert 0.0 <= result["top5"] <= 100.0 and result["top1"] <= result["top5"]
     assert result["run_name"] == "q1-byol-s0-e1-smoke"
     assert result["pretrain_seconds"] > 0 and result["threads"] == 1
+    # The loss curve travels in the JSON (the run directory is gitignored scratch).
+    assert len(result["history"]["loss"]) == 1 and math.isfinite(result["history"]["loss"][0])
     assert "| byol (1 ep) | 0 |" in capsys.readouterr().out
     # A second call finds the run in the JSON and does not train again.
     assert quality.main(argv) == 0
     assert "skip byol seed 0" in capsys.readouterr().out
     assert len(json.loads(output.read_text())) == 1
+
+
+def test_quality_reference_comparison_uses_seed_spread_or_binomial_error():
+    quality = _load("quality")
+    # ours: 3 seeds, mean 42, SE = 2/sqrt(3); the official code: 1 run at 40 %, binomial SE on 932 images.
+    assert quality.binomial_se(40.0) == pytest.approx(100 * math.sqrt(0.4 * 0.6 / 932))
+    results = [{"method": "byol", "seed": s, "epochs": 50, "top1": a} for s, a in enumerate([40.0, 42.0, 44.0])]
+    results.append({"method": "byol", "seed": 0, "epochs": 50, "top1": 10.0, "precision": "mixed_bfloat16"})
+    table = quality.reference_comparison(results, {"byol": [40.0], "myol": [45.0]})
+    tolerance = 2 * math.sqrt(4 / 3 + quality.binomial_se(40.0) ** 2)
+    assert f"| byol | 3, 42.00 ± 1.15 | 1, 40.00 ± 1.60 | +2.00 | {tolerance:.2f} | yes |" in table
+    assert "myol" not in table  # no runs of ours: no row
+    far = quality.reference_comparison([{"method": "byol", "seed": 0, "epochs": 50, "top1": 30.0}], {"byol": [40.0]})
+    assert far.endswith("| NO |")
