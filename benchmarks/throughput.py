@@ -27,6 +27,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's myol_keras
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import bench_common as common  # noqa: E402
@@ -154,14 +155,17 @@ class KerasBench:
         else:
             self.model = cached
         task["views"] = self.model.num_views
-        pipeline = cli.build_dataset(self.config, self.model.num_views)
+        device = args.augment_on == "device" and task["part"] == "end_to_end"
+        self.model.set_device_augmentation(cli.build_view_fn(self.config, self.model.num_views) if device else None)
+        pipeline = cli.build_dataset(self.config, self.model.num_views, augment_on="device" if device else "host")
         if task["part"] == "train_step":
             batch = next(iter(pipeline))  # one real batch of views, kept in memory
             self.dataset = tf.data.Dataset.from_tensors(batch).repeat()
         else:
             self.dataset = pipeline
         self._callbacks = lambda: (
-            ([callbacks_lib.EMATargetUpdate(flag_values["ema"], flag_values["ema_schedule"], 10**6)]
+            ([callbacks_lib.EMATargetUpdate(flag_values["ema"], flag_values["ema_schedule"], 10**6,
+                                            in_step=args.steps_per_execution > 1)]
              if args.ema == "callback" else [])
             + [keras.callbacks.TerminateOnNaN(raise_error=True), callbacks_lib.Throughput(args.batch_size)]
         )
@@ -172,6 +176,7 @@ class KerasBench:
             "jit_compile": self.args.jit_compile,
             "steps_per_execution": self.args.steps_per_execution,
             "ema": self.args.ema,
+            "augment_on": self.args.augment_on,
             "pipeline": self.args.pipeline,
             "num_images": self.num_images,
         }
@@ -222,8 +227,11 @@ def build_parser():
     common.add_common_args(parser)
     parser.add_argument("--jit_compile", action="store_true", help="compile the train step with XLA")
     parser.add_argument("--steps_per_execution", type=int, default=1,
-                        help="Keras steps_per_execution (>1 runs the EMA callback once per execution: NOT the "
-                             "reference algorithm; diagnostic only)")
+                        help="Keras steps_per_execution; >1 moves the EMA into the train step (in_step=True), "
+                             "as the CLI does, so the algorithm is unchanged")
+    parser.add_argument("--augment_on", choices=["host", "device"], default="host",
+                        help="end_to_end part: augment in tf.data (host) or inside the train step (device), "
+                             "as the CLI's --augment_on")
     parser.add_argument("--ema", choices=["callback", "off"], default="callback",
                         help="off: drop EMATargetUpdate (diagnostic: measures the callback's cost)")
     parser.add_argument("--pipeline", choices=["cli", "pretrain_pipeline"], default="cli",
@@ -235,7 +243,7 @@ def build_parser():
 def main(argv=None):
     args = common.apply_smoke(build_parser().parse_args(argv))
     extra = {"variant": {"jit_compile": args.jit_compile, "steps_per_execution": args.steps_per_execution,
-                         "ema": args.ema}}
+                         "ema": args.ema, "augment_on": args.augment_on}}
     if args.serve:
         common.serve(LIBRARY, versions(), args, make_bench)
         return None

@@ -33,10 +33,17 @@ class EMATargetUpdate(keras.callbacks.Callback):
     moving statistics come from its own training-mode forward passes. The
     current tau is logged every epoch as `ema_tau`.
 
+    Keras calls batch callbacks once per *execution*: with
+    `compile(steps_per_execution=k)`, k > 1, an update here would run once
+    every k steps, a different algorithm. Pass `in_step=True` there: the
+    callback then hands the same update to the model's `train_step`
+    (`set_in_step_ema`) and only logs tau. Without it such a model is refused.
+
     Args:
         tau: base EMA momentum.
         schedule: `"constant"` or `"cosine"`.
         total_steps: total optimizer steps (needed for `cosine`).
+        in_step: run the update inside `train_step` (any `steps_per_execution`).
 
     Example:
     ```python
@@ -44,12 +51,13 @@ class EMATargetUpdate(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, tau=0.996, schedule="constant", total_steps=None):
+    def __init__(self, tau=0.996, schedule="constant", total_steps=None, in_step=False):
         super().__init__()
         schedules.ema_tau(0, tau, schedule, total_steps)  # validates
         self.tau = float(tau)
         self.schedule = schedule
         self.total_steps = total_steps
+        self.in_step = bool(in_step)
         self._update_fn = None
 
     def current_tau(self):
@@ -63,6 +71,27 @@ class EMATargetUpdate(keras.callbacks.Callback):
                 "EMATargetUpdate needs a model with `ema_pairs` (a myol_keras "
                 f"method). Received: {type(self.model).__name__}"
             )
+        if self.in_step:
+            if not hasattr(self.model, "set_in_step_ema"):
+                raise ValueError(
+                    "EMATargetUpdate(in_step=True) needs a myol_keras method model "
+                    f"(with `set_in_step_ema`). Received: {type(self.model).__name__}"
+                )
+            # Before the first call of the train function, which is when it is traced.
+            self.model.set_in_step_ema(self.tau, self.schedule, self.total_steps)
+            self.model.make_train_function()
+            self._update_fn = None
+            return
+        executions = int(keras.ops.convert_to_numpy(getattr(self.model, "steps_per_execution", 1) or 1))
+        if executions > 1:
+            raise ValueError(
+                f"The model runs {executions} steps per execution, but batch callbacks run once per "
+                "execution, so this EMA would move the target once every "
+                f"{executions} steps. Use EMATargetUpdate(..., in_step=True)."
+            )
+        if getattr(self.model, "in_step_ema", None) is not None:
+            self.model.set_in_step_ema(None)  # the callback owns the update again
+            self.model.make_train_function()
         pairs = self.model.ema_pairs
         iterations = self.model.optimizer.iterations
         # A method may own its update rule (TriBYOL alternates two targets).
@@ -86,14 +115,15 @@ class EMATargetUpdate(keras.callbacks.Callback):
         self._update_fn = update
 
     def on_train_batch_end(self, batch, logs=None):
-        self._update_fn()
+        if self._update_fn is not None:
+            self._update_fn()
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["ema_tau"] = float(self.current_tau())
 
     def get_config(self):
-        return {"tau": self.tau, "schedule": self.schedule, "total_steps": self.total_steps}
+        return {"tau": self.tau, "schedule": self.schedule, "total_steps": self.total_steps, "in_step": self.in_step}
 
 
 class LearningRateLogger(keras.callbacks.Callback):
@@ -165,17 +195,17 @@ class Throughput(keras.callbacks.Callback):
         import time
 
         self._start = time.perf_counter()
-        self._steps = 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._steps += 1
+        self._steps = _global_step(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
         import time
 
         if logs is not None and self._start is not None:
             elapsed = time.perf_counter() - self._start
-            logs["images_per_second"] = self._steps * self.batch_size / max(elapsed, 1e-9)
+            # Optimizer steps, not batch callbacks: with steps_per_execution = k
+            # Keras calls on_train_batch_end once per k steps.
+            steps = _global_step(self.model) - self._steps
+            logs["images_per_second"] = steps * self.batch_size / max(elapsed, 1e-9)
 
 
 def _global_step(model):

@@ -293,7 +293,11 @@ def epoch_pipeline(
     Args:
         images: un-batched `uint8` images, as from `load_pretrain_images`.
         view_fn: `(batch, seed) -> tuple of views` (`augment.make_view_fn`);
-            with `counterparts=True`, `(x, r, seed)`.
+            with `counterparts=True`, `(x, r, seed)`. None: no augmentation
+            here; each element is `{"images": batch (or (x, r)), "seed":
+            [batch, 2]}` (the batch seed on every row, so a distributed
+            dataset can split it) for a model that augments on the device
+            (`BootstrapMethod.set_device_augmentation`).
         batch_size: images per batch.
         seed: the run's integer seed.
         start_epoch: the first epoch of the stream (the resumed epoch).
@@ -343,6 +347,9 @@ def epoch_pipeline(
 
     def views(epoch, index, batch):
         batch_key = batch_seed(seed, epoch, index)
+        if view_fn is None:
+            rows = tf.shape(tf.nest.flatten(batch)[0])[0]
+            return {"images": batch, "seed": tf.tile(batch_key[None], [rows, 1])}
         if isinstance(batch, tuple):
             return view_fn(*batch, seed=batch_key)
         return view_fn(batch, seed=batch_key)

@@ -141,7 +141,10 @@ def ema_assign(target, online, tau):
 
     In cross-replica context (a callback, under MirroredStrategy) each mirrored
     copy of `target` is updated from the copy of `online` on the same device
-    with `strategy.extended.update`; elsewhere it is a plain `assign`.
+    with `strategy.extended.update`; in a replica context of several replicas
+    (the in-step EMA, called like Keras' optimizer through `maybe_merge_call`)
+    the same call updates this replica's copy from its own `online` copy;
+    without a strategy it is a plain `assign`.
     """
     import tensorflow as tf
 
@@ -149,7 +152,9 @@ def ema_assign(target, online, tau):
         tau_cast = tf.cast(tau, t.dtype)
         return t.assign(tau_cast * t + (1.0 - tau_cast) * tf.cast(o, t.dtype))
 
-    if tf.distribute.has_strategy() and tf.distribute.in_cross_replica_context():
+    replica = tf.distribute.get_replica_context()
+    several = replica is not None and replica.num_replicas_in_sync > 1
+    if tf.distribute.has_strategy() and (tf.distribute.in_cross_replica_context() or several):
         strategy = tf.distribute.get_strategy()
         t = getattr(target, "value", target)  # keras.Variable -> tf.Variable
         o = getattr(online, "value", online)

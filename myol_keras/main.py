@@ -90,7 +90,9 @@ flags.DEFINE_enum("warmup_mode", "linear", ["linear", "myol_faithful"], "linear:
 flags.DEFINE_enum("lr_schedule", "constant", ["constant", "cosine"], "After the warm-up: constant (MYOL reference) or cosine to 0.")
 # --- execution ----------------------------------------------------------------
 flags.DEFINE_enum("precision", "auto", ["auto", "float32", "mixed_float16", "mixed_bfloat16"], "auto: mixed_float16 on GPU, mixed_bfloat16 on CPUs with native bf16, else float32.")
-flags.DEFINE_bool("jit_compile", False, "Compile the training step with XLA.")
+flags.DEFINE_bool("jit_compile", False, "Compile the training step with XLA (for GPUs/TPUs; about 2x slower on the CPUs measured, docs/PERFORMANCE.md).")
+flags.DEFINE_enum("augment_on", "host", ["host", "device"], "Where the views are computed: host (tf.data CPU threads) or device (inside the training step, e.g. on the GPU; the same views for the same seed on one replica).")
+flags.DEFINE_integer("steps_per_execution", 1, "Training steps per tf.function call (fewer host round trips, mainly for GPUs); the EMA then runs inside the step, so results are unchanged. Must divide the steps per epoch.")
 flags.DEFINE_string("strategy", "auto", "tf.distribute strategy: auto (mirrored over several GPUs, else one device), one_device, mirrored (all local GPUs, or the logical CPUs), multi_worker (MultiWorkerMirroredStrategy from TF_CONFIG). --batch_size is the global batch.")
 flags.DEFINE_bool("sync_batchnorm", False, "Synchronised BatchNorm: statistics over the global batch across replicas (under --strategy=mirrored/multi_worker).")
 flags.DEFINE_integer("seed", 0, "Random seed (weights, augmentation, mixing).")
@@ -110,7 +112,8 @@ flags.DEFINE_bool("overwrite", False, "Start the run again even if its run direc
 _OWN_FLAGS = None  # names of the flags defined above, filled lazily
 
 # Flags that may change between an interrupted run and its resumption.
-_RESUMABLE_CHANGES = {"epochs", "verbose", "overwrite", "download", "data_dir", "threads", "eval", "eval_dataset", "probe_epochs", "strategy"}
+_RESUMABLE_CHANGES = {"epochs", "verbose", "overwrite", "download", "data_dir", "threads", "eval", "eval_dataset", "probe_epochs", "strategy",
+                      "augment_on", "steps_per_execution"}
 
 
 def _own_flag_names():
@@ -177,6 +180,8 @@ def resolve_config():
         raise UsageError("--sync_batchnorm synchronises BatchNorm across replicas, but --strategy=one_device has one replica; use --strategy=mirrored or drop --sync_batchnorm")
     if FLAGS.image_size < 0:
         raise UsageError(f"--image_size={FLAGS.image_size}: use 0 for the dataset default or a positive size")
+    if FLAGS.steps_per_execution < 1:
+        raise UsageError(f"--steps_per_execution={FLAGS.steps_per_execution}: must be 1 or more (1: one step per call)")
 
     images, info = data.load_pretrain_images(FLAGS.dataset, FLAGS.data_dir, download=FLAGS.download)
     image_size = FLAGS.image_size or info.image_size
@@ -193,6 +198,13 @@ def resolve_config():
 
     full_steps = num_images // FLAGS.batch_size if FLAGS.drop_remainder else math.ceil(num_images / FLAGS.batch_size)
     steps_per_epoch = min(full_steps, FLAGS.steps_per_epoch) if FLAGS.steps_per_epoch else full_steps
+    if steps_per_epoch % FLAGS.steps_per_execution:
+        divisors = [d for d in range(1, min(steps_per_epoch, 64) + 1) if steps_per_epoch % d == 0]
+        raise UsageError(
+            f"--steps_per_execution={FLAGS.steps_per_execution} does not divide the {steps_per_epoch} steps per epoch, "
+            f"so epochs would not end where checkpoints and schedules expect; use one of {', '.join(map(str, divisors))} "
+            "(or change --steps_per_epoch / --batch_size)"
+        )
     lr = FLAGS.lr * (FLAGS.batch_size / 256.0 if FLAGS.lr_scaling == "linear" else 1.0)
     run_name = FLAGS.run_name or (
         f"{FLAGS.method}-{FLAGS.dataset}-{FLAGS.backbone}w{FLAGS.width}-{image_size}px-b{FLAGS.batch_size}-s{FLAGS.seed}"
@@ -259,16 +271,9 @@ def build_model(config):
     return method_cls(backbone, **kwargs)
 
 
-def build_dataset(config, num_views, start_epoch=0):
-    """The pre-training stream from epoch `start_epoch` on (`data.epoch_pipeline`).
-
-    Data order and augmentation are a pure function of (seed, epoch, batch),
-    so a resumed run sees the batches an uninterrupted one would have seen.
-    """
-    import tensorflow as tf
-
+def build_view_fn(config, num_views):
+    """The augmentation of `config`'s method: `(batch[, counterparts], seed) -> views`."""
     from myol_keras import augment
-    from myol_keras import data
     from myol_keras import methods
 
     flag_values = config["flags"]
@@ -288,9 +293,28 @@ def build_dataset(config, num_views, start_epoch=0):
             for i in range(num_views)
         ]
         view_fn = augment.make_view_fn(recipes)
+    return view_fn
+
+
+def build_dataset(config, num_views, start_epoch=0, augment_on="host"):
+    """The pre-training stream from epoch `start_epoch` on (`data.epoch_pipeline`).
+
+    Data order and augmentation are a pure function of (seed, epoch, batch),
+    so a resumed run sees the batches an uninterrupted one would have seen.
+    With `augment_on="device"` the stream holds raw batches and their seeds;
+    the model computes the views with `build_view_fn(config, num_views)`.
+    """
+    import tensorflow as tf
+
+    from myol_keras import data
+    from myol_keras import methods
+
+    flag_values = config["flags"]
+    seed = flag_values["seed"]
+    view_recipe = methods.get_method(flag_values["method"]).view_recipe
     ds = data.epoch_pipeline(
         config["images"],
-        view_fn,
+        build_view_fn(config, num_views) if augment_on == "host" else None,
         flag_values["batch_size"],
         seed=seed,
         start_epoch=start_epoch,
@@ -362,6 +386,12 @@ def pretrain(config):
         tf.config.experimental.enable_op_determinism()
 
     strategy = distribute.make_strategy(flag_values["strategy"])
+    if strategy.num_replicas_in_sync > 1 and flag_values["steps_per_execution"] > 1:
+        _fail(
+            f"--steps_per_execution={flag_values['steps_per_execution']} cannot run with {strategy.num_replicas_in_sync} "
+            "replicas: Keras 3.15 / TensorFlow 2.21 fail on steps_per_execution > 1 under a distribution strategy "
+            "(even for a plain Sequential model); use --steps_per_execution=1 or one device"
+        )
     chief = distribute.is_chief()
     steps = config["steps_per_epoch"]
     total_steps = steps * flag_values["epochs"]
@@ -371,9 +401,15 @@ def pretrain(config):
             config["lr"], steps, flag_values["warmup_epochs"], flag_values["warmup_mode"],
             flag_values["lr_schedule"], total_steps,
         )
+        in_step_ema = flag_values["steps_per_execution"] > 1
+        if in_step_ema:  # batch callbacks run once per execution: the EMA goes into the step
+            model.set_in_step_ema(flag_values["ema"], flag_values["ema_schedule"], total_steps)
+        if flag_values["augment_on"] == "device":
+            model.set_device_augmentation(build_view_fn(config, model.num_views))
         model.compile(
             optimizer=keras.optimizers.SGD(schedule, momentum=flag_values["momentum"]),
             jit_compile=flag_values["jit_compile"],
+            steps_per_execution=flag_values["steps_per_execution"],
         )
 
     os.makedirs(run_dir, exist_ok=True)
@@ -406,11 +442,11 @@ def pretrain(config):
         f"{PROG}: precision {policy} ({reason}); {config['num_images']} images, {steps} steps/epoch"
         + (f"; {strategy.num_replicas_in_sync} replicas" if strategy.num_replicas_in_sync > 1 else "")
     )
-    dataset = build_dataset(config, model.num_views, start_epoch=start_epoch)
+    dataset = build_dataset(config, model.num_views, start_epoch=start_epoch, augment_on=flag_values["augment_on"])
 
     callbacks = [
         callbacks_lib.InjectNaN(),  # MYOL_KERAS_FAULT=nan_loss:<k> only
-        callbacks_lib.EMATargetUpdate(flag_values["ema"], flag_values["ema_schedule"], total_steps),
+        callbacks_lib.EMATargetUpdate(flag_values["ema"], flag_values["ema_schedule"], total_steps, in_step=in_step_ema),
         callbacks_lib.LearningRateLogger(),
         callbacks_lib.Throughput(flag_values["batch_size"]),
         keras.callbacks.TerminateOnNaN(raise_error=True),

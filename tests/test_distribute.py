@@ -45,6 +45,12 @@ def test_mirrored_myol_finite_and_replicas_draw_different_lambda(step_result):
     assert not np.allclose(first, second)
 
 
+def test_mirrored_in_step_ema_equals_the_callback(step_result):
+    r = step_result
+    assert r["in_step_iterations"] == 2 and r["in_step_target_moved"]
+    assert r["in_step_ema_max_diff"] < 1e-5
+
+
 def test_strategy_validation():
     from myol_keras import distribute
 

@@ -13,6 +13,17 @@ each section of `METHODS.md` adds a term to BYOL. The base owns:
   as torch's SGD `weight_decay`), loss scaling for `mixed_float16`, and
   stateless per-step seeds for the mixing randomness;
 * loss trackers and the collapse monitor `z_std`.
+
+Two optional fast paths leave the algorithm unchanged:
+
+* **in-step EMA** (`set_in_step_ema`, or `EMATargetUpdate(in_step=True)`): the
+  target update runs inside `train_step`, right after the optimizer step, with
+  the same tau, instead of in a callback. Keras runs batch callbacks once per
+  *execution*, so this is what makes `compile(steps_per_execution=k)` exact;
+* **on-device augmentation** (`set_device_augmentation`): the dataset yields
+  raw `uint8` batches with their stateless batch seed
+  (`data.epoch_pipeline(images, None, ...)`) and the views are computed inside
+  the training step, on the accelerator, with the very same view function.
 """
 
 import keras
@@ -102,6 +113,9 @@ class BootstrapMethod(keras.Model):
             self.target_backbone = self.target_projector = None
         self._build_networks()
 
+        self._in_step_ema = None  # (tau, schedule, total_steps) when the EMA runs in train_step
+        self._device_view_fn = None  # views computed in train_step from raw batches
+
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.term_trackers = [
             keras.metrics.Mean(name=name) for name in self.loss_term_names
@@ -174,6 +188,63 @@ class BootstrapMethod(keras.Model):
 
         ema_update(self.ema_pairs, tau)
 
+    def set_in_step_ema(self, tau=0.996, schedule="constant", total_steps=None):
+        """Run the EMA target update inside `train_step`, after the optimizer step.
+
+        Same update and tau as `EMATargetUpdate` (tau a function of the step
+        just taken), but in the step's graph: exact with
+        `compile(steps_per_execution=k)`, where a batch callback would run only
+        once every k steps. `EMATargetUpdate(in_step=True)` calls this for you.
+        `set_in_step_ema(None)` goes back to the callback.
+
+        Args:
+            tau: base EMA momentum, or None to turn the in-step update off.
+            schedule: `"constant"` or `"cosine"`.
+            total_steps: total optimizer steps (needed for `cosine`).
+
+        Example:
+            model.set_in_step_ema(0.996)
+            model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), steps_per_execution=8)
+        """
+        from myol_keras import schedules
+
+        config = None
+        if tau is not None:
+            schedules.ema_tau(0, tau, schedule, total_steps)  # validates
+            config = (float(tau), schedule, total_steps)
+        if config != self._in_step_ema:
+            self._in_step_ema = config
+            self.train_function = None  # the next fit traces the step again
+
+    @property
+    def in_step_ema(self):
+        """`(tau, schedule, total_steps)` when the EMA runs in `train_step`, else None."""
+        return self._in_step_ema
+
+    def set_device_augmentation(self, view_fn):
+        """Compute the views inside `train_step` from raw batches.
+
+        The dataset then yields `{"images": uint8 batch, "seed": [batch, 2]}`
+        (`myol_keras.data.epoch_pipeline(images, None, ...)`), so the
+        augmentation runs where the step runs (a GPU, say) instead of in
+        tf.data's CPU threads. With one replica the views equal the host
+        pipeline's for the same seed; each extra replica folds its id into
+        the batch seed.
+
+        Args:
+            view_fn: `(batch, seed) -> tuple of views`, e.g.
+                `augment.make_view_fn(recipes)`; None turns it off.
+
+        Example:
+            model.set_device_augmentation(augment.make_view_fn([recipe1, recipe2]))
+            model.fit(data.epoch_pipeline(images, None, 256), steps_per_epoch=195)
+        """
+        if view_fn is not None and not callable(view_fn):
+            raise ValueError(f"Expected `view_fn` to be callable or None. Received: view_fn={view_fn!r}")
+        if view_fn is not self._device_view_fn:
+            self._device_view_fn = view_fn
+            self.train_function = None
+
     def compile(self, optimizer="sgd", **kwargs):
         """Compile, then build the optimizer on `optimized_variables` only.
 
@@ -235,8 +306,27 @@ class BootstrapMethod(keras.Model):
     def after_step(self, views, targets, terms):
         """Runs after the optimizer update (MoCo enqueues its keys here)."""
 
+    def _device_views(self, data):
+        """The views of a raw batch `{"images", "seed"}`, computed here (on the device)."""
+        if self._device_view_fn is None:
+            raise ValueError(
+                f"{type(self).__name__} received raw image batches (a dataset built with "
+                "`view_fn=None`) but has no view function: call "
+                "`model.set_device_augmentation(view_fn)` first, or augment in tf.data."
+            )
+        seed = tf.cast(data["seed"][0], tf.int64)  # every row holds the batch seed
+        replica = tf.distribute.get_replica_context()
+        if replica is not None and replica.num_replicas_in_sync > 1:
+            seed = tf.random.experimental.stateless_fold_in(seed, replica.replica_id_in_sync_group)
+        images = data["images"]
+        if isinstance(images, (tuple, list)):
+            return self._device_view_fn(*images, seed=seed)
+        return self._device_view_fn(images, seed=seed)
+
     def _unpack_views(self, data):
-        if isinstance(data, dict):
+        if isinstance(data, dict) and "images" in data:
+            data = self._device_views(data)
+        elif isinstance(data, dict):
             data = data["views"]
         views = list(data) if isinstance(data, (tuple, list)) else [data]
         if len(views) < self.num_views:
@@ -273,12 +363,29 @@ class BootstrapMethod(keras.Model):
             ]
         self.optimizer.apply(gradients, variables)
         self.after_step(views, targets, terms)
+        if self._in_step_ema is not None:
+            self._update_targets_in_step()
 
         self.loss_tracker.update_state(loss)
         for tracker in self.term_trackers:
             tracker.update_state(terms[tracker.name])
         self.z_std_tracker.update_state(losses.embedding_std(terms["z"]))
         return {m.name: m.result() for m in self.metrics}
+
+    def _update_targets_in_step(self):
+        """The EMA of `EMATargetUpdate`, inside the step (see `set_in_step_ema`)."""
+        from myol_keras import schedules
+
+        base_tau, schedule, total_steps = self._in_step_ema
+        step = tf.maximum(tf.cast(self.optimizer.iterations, tf.int64) - 1, 0)
+        tau = schedules.ema_tau(step, base_tau, schedule, total_steps)
+        # Like Keras' optimizer: under a strategy this runs in replica context
+        # (each replica moves its own copy of the mirrored targets, see
+        # `distribute.ema_assign`) or, where the strategy needs it, in a merge
+        # call; plain merge_call fails inside the steps_per_execution loop.
+        tf.__internal__.distribute.interim.maybe_merge_call(
+            lambda _: self.update_targets(tau, step), tf.distribute.get_strategy()
+        )
 
     def test_step(self, data):
         views = self._unpack_views(data)

@@ -105,6 +105,21 @@ def main():
 
     lams = mirrored.experimental_local_results(mirrored.run(tf.function(draw)))
     result["myol_lams"] = [np.asarray(lam).round(6).tolist() for lam in lams]
+
+    # The in-step EMA (each replica moves its copy of the mirrored targets, in replica
+    # context) equals the callback's EMA (cross-replica context), two steps each. Keras
+    # 3.15 / TF 2.21 cannot run steps_per_execution > 1 under MirroredStrategy at all
+    # (even a plain Sequential model fails), so both run one step per execution here.
+    two_steps = tf.data.Dataset.from_tensors(views()).repeat(2)
+    a = build(mirrored, BYOL, backbone)
+    b = build(mirrored, BYOL, backbone)
+    b.set_weights(a.get_weights())
+    a.fit(two_steps, epochs=1, callbacks=[EMATargetUpdate(0.9)], verbose=0, shuffle=False)
+    b.fit(two_steps, epochs=1, callbacks=[EMATargetUpdate(0.9, in_step=True)], verbose=0, shuffle=False)
+    result["in_step_ema_max_diff"] = max(float(np.max(np.abs(x - y))) for x, y in zip(a.get_weights(), b.get_weights()))
+    result["in_step_iterations"] = int(b.optimizer.iterations.numpy())
+    result["in_step_target_moved"] = bool(any(
+        not np.allclose(t.numpy(), o.numpy()) for t, o in b.ema_pairs))
     print(json.dumps(result))
 
 
