@@ -330,6 +330,7 @@ def plot_results(results, work_dir, plot_dir):
     methods = sorted({r["method"] for r in q1}, key=lambda m: (m != "random", m != "byol", m != "myol", m))
     reference = reference_results()
     fig, ax = plt.subplots(figsize=(1.2 * len(methods) + 2, 4))
+    reference_labelled = False
     for i, method in enumerate(methods):
         accs = [r["top1"] for r in q1 if r["method"] == method]
         mean = statistics.mean(accs)
@@ -340,8 +341,12 @@ def plot_results(results, work_dir, plot_dir):
         if reference.get(method):
             ref = reference[method]
             ax.bar(i + 0.2, statistics.mean(ref), width=0.4, color="tab:orange", alpha=0.7,
-                   label="official code (REFERENCE.md)" if "ref" not in ax.get_legend_handles_labels()[1][-1:] else None)
+                   label=None if reference_labelled else "official code (REFERENCE.md)")
+            reference_labelled = True
             ax.scatter([i + 0.2] * len(ref), ref, color="k", s=10, zorder=3)
+    byol = [r["top1"] for r in q1 if r["method"] == "byol"]
+    if byol:
+        ax.axhline(statistics.mean(byol), color="tab:blue", linestyle=":", linewidth=1, label="our BYOL mean")
     ax.set_xticks(range(len(methods)), methods)
     ax.set_ylabel("linear top-1 % (932 test images)")
     ax.set_ylim(20, max(r["top1"] for r in q1) + 5)
