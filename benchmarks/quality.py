@@ -324,8 +324,6 @@ def plot_results(results, work_dir, plot_dir):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from myol_keras import report
-
     q1 = [r for r in results if r.get("precision", "float32") == "float32" and r["epochs"] in (0, 50)]
     methods = sorted({r["method"] for r in q1}, key=lambda m: (m != "random", m != "byol", m != "myol", m))
     reference = reference_results()

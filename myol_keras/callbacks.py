@@ -21,6 +21,23 @@ def ema_update(pairs, tau):
         distribute.ema_assign(target, online, tau)
 
 
+def ema_after_step(model, tau, schedule="constant", total_steps=None):
+    """The EMA that follows the optimizer step just taken (`iterations - 1`).
+
+    tau comes from the schedule at that step; the model's own rule is used
+    when it has one (`update_targets`: TriBYOL alternates two targets), else
+    `ema_update` over `model.ema_pairs`. `EMATargetUpdate` runs it after each
+    batch, `BootstrapMethod` inside `train_step` (`set_in_step_ema`).
+    """
+    step = tf.maximum(tf.cast(model.optimizer.iterations, tf.int64) - 1, 0)
+    tau = schedules.ema_tau(step, tau, schedule, total_steps)
+    method_update = getattr(model, "update_targets", None)
+    if method_update is not None:
+        method_update(tau, step)
+    else:
+        ema_update(model.ema_pairs, tau)
+
+
 @keras.saving.register_keras_serializable(package="myol_keras")
 class EMATargetUpdate(keras.callbacks.Callback):
     """Moves the target network towards the online one after every step.
@@ -92,25 +109,16 @@ class EMATargetUpdate(keras.callbacks.Callback):
         if getattr(self.model, "in_step_ema", None) is not None:
             self.model.set_in_step_ema(None)  # the callback owns the update again
             self.model.make_train_function()
-        pairs = self.model.ema_pairs
-        iterations = self.model.optimizer.iterations
-        # A method may own its update rule (TriBYOL alternates two targets).
-        method_update = getattr(self.model, "update_targets", None)
-
+        model = self.model
         # Under tf.distribute the update runs in cross-replica context inside
         # the model's strategy scope, so `distribute.ema_assign` moves every
         # mirrored copy with `strategy.extended.update`.
-        strategy = getattr(self.model, "distribute_strategy", None) or tf.distribute.get_strategy()
+        strategy = getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
 
         @tf.function
         def update():
             with strategy.scope():
-                step = tf.maximum(tf.cast(iterations, tf.int64) - 1, 0)
-                tau = schedules.ema_tau(step, self.tau, self.schedule, self.total_steps)
-                if method_update is not None:
-                    method_update(tau, step)
-                else:
-                    ema_update(pairs, tau)
+                ema_after_step(model, self.tau, self.schedule, self.total_steps)
 
         self._update_fn = update
 
@@ -189,13 +197,13 @@ class Throughput(keras.callbacks.Callback):
         super().__init__()
         self.batch_size = batch_size
         self._start = None
-        self._steps = 0
+        self._start_step = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         import time
 
         self._start = time.perf_counter()
-        self._steps = _global_step(self.model)
+        self._start_step = _global_step(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
         import time
@@ -204,7 +212,7 @@ class Throughput(keras.callbacks.Callback):
             elapsed = time.perf_counter() - self._start
             # Optimizer steps, not batch callbacks: with steps_per_execution = k
             # Keras calls on_train_batch_end once per k steps.
-            steps = _global_step(self.model) - self._steps
+            steps = _global_step(self.model) - self._start_step
             logs["images_per_second"] = steps * self.batch_size / max(elapsed, 1e-9)
 
 

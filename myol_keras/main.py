@@ -401,9 +401,6 @@ def pretrain(config):
             config["lr"], steps, flag_values["warmup_epochs"], flag_values["warmup_mode"],
             flag_values["lr_schedule"], total_steps,
         )
-        in_step_ema = flag_values["steps_per_execution"] > 1
-        if in_step_ema:  # batch callbacks run once per execution: the EMA goes into the step
-            model.set_in_step_ema(flag_values["ema"], flag_values["ema_schedule"], total_steps)
         if flag_values["augment_on"] == "device":
             model.set_device_augmentation(build_view_fn(config, model.num_views))
         model.compile(
@@ -446,7 +443,10 @@ def pretrain(config):
 
     callbacks = [
         callbacks_lib.InjectNaN(),  # MYOL_KERAS_FAULT=nan_loss:<k> only
-        callbacks_lib.EMATargetUpdate(flag_values["ema"], flag_values["ema_schedule"], total_steps, in_step=in_step_ema),
+        # Batch callbacks run once per execution: with several steps per call the
+        # callback hands the same EMA to the training step (exact, tested).
+        callbacks_lib.EMATargetUpdate(flag_values["ema"], flag_values["ema_schedule"], total_steps,
+                                      in_step=flag_values["steps_per_execution"] > 1),
         callbacks_lib.LearningRateLogger(),
         callbacks_lib.Throughput(flag_values["batch_size"]),
         keras.callbacks.TerminateOnNaN(raise_error=True),

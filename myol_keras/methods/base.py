@@ -374,17 +374,14 @@ class BootstrapMethod(keras.Model):
 
     def _update_targets_in_step(self):
         """The EMA of `EMATargetUpdate`, inside the step (see `set_in_step_ema`)."""
-        from myol_keras import schedules
+        from myol_keras.callbacks import ema_after_step
 
-        base_tau, schedule, total_steps = self._in_step_ema
-        step = tf.maximum(tf.cast(self.optimizer.iterations, tf.int64) - 1, 0)
-        tau = schedules.ema_tau(step, base_tau, schedule, total_steps)
         # Like Keras' optimizer: under a strategy this runs in replica context
         # (each replica moves its own copy of the mirrored targets, see
         # `distribute.ema_assign`) or, where the strategy needs it, in a merge
         # call; plain merge_call fails inside the steps_per_execution loop.
         tf.__internal__.distribute.interim.maybe_merge_call(
-            lambda _: self.update_targets(tau, step), tf.distribute.get_strategy()
+            lambda _: ema_after_step(self, *self._in_step_ema), tf.distribute.get_strategy()
         )
 
     def test_step(self, data):
