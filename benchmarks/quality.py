@@ -121,14 +121,34 @@ def probe_backbone(backbone, data_path, seed, epochs=PROBE["epochs"]):
     return linear_probe(features(arrays["x_train"]), train_y, features(arrays["x_test"]), test_y, 10, seed, epochs)
 
 
-def run_name_for(method, seed, epochs, precision="float32"):
-    """`q1-<method>-s<seed>`, suffixed when epochs or precision leave protocol Q1."""
-    name = f"q1-{method}-s{seed}" + ("" if epochs == 50 else f"-e{epochs}")
+def run_name_for(method, seed, epochs, precision="float32", batch_size=128):
+    """`q1-<method>-s<seed>`, suffixed when batch size, epochs or precision leave protocol Q1."""
+    name = f"q1-{method}-s{seed}" + ("" if batch_size == 128 else f"-b{batch_size}")
+    name += "" if epochs == q1_batch_schedule(batch_size)[0] else f"-e{epochs}"
     return name + ("" if precision == "float32" else f"-{PRECISION_TAGS.get(precision, precision)}")
 
 
-def worker(method, seed, data_path, work_dir, threads, epochs, probe_epochs, precision="float32", steps_per_epoch=0):
-    """Train one run through the CLI (resumable), probe its export; print a JSON result line."""
+def q1_batch_schedule(batch_size):
+    """Q1-batch (METHODS §3.5 at Q1 scale): epochs and warm-up epochs for batch `batch_size`.
+
+    The number of iterations stays about Q1's (50 epochs at B = 128: 50 * B / 128
+    epochs, rounded down) and so does the warm-up's (10 * B / 128 epochs, which
+    may be fractional); the learning rate is unchanged.
+
+    >>> q1_batch_schedule(32), q1_batch_schedule(64), q1_batch_schedule(128)
+    ((12, 2.5), (25, 5.0), (50, 10.0))
+    """
+    return 50 * batch_size // 128, 10 * batch_size / 128
+
+
+def worker(method, seed, data_path, work_dir, threads, epochs, probe_epochs, precision="float32", steps_per_epoch=0,
+           batch_size=128, encoder_only=False):
+    """Train one run through the CLI (resumable), probe its export; print a JSON result line.
+
+    With `encoder_only` the run is trained (or found finished) and not probed:
+    the robustness and semi-supervised protocols need the encoders of runs whose
+    Q1 row is already in the JSON (run directories are gitignored scratch).
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
@@ -138,7 +158,7 @@ def worker(method, seed, data_path, work_dir, threads, epochs, probe_epochs, pre
     from myol_keras import export
     from myol_keras import main as cli
 
-    run_name = run_name_for(method, seed, epochs, precision) + ("-smoke" if steps_per_epoch else "")
+    run_name = run_name_for(method, seed, epochs, precision, batch_size) + ("-smoke" if steps_per_epoch else "")
     start = time.time()
     images_per_second = None
     history = None
@@ -152,7 +172,8 @@ def worker(method, seed, data_path, work_dir, threads, epochs, probe_epochs, pre
         pretrain_seconds = 0.0
     else:
         argv = ["myol_keras.main", f"--method={method}", f"--data_dir={data_path}", *Q1_FLAGS,
-                f"--epochs={epochs}", f"--seed={seed}", f"--threads={threads}", f"--precision={precision}", f"--steps_per_epoch={steps_per_epoch}",
+                f"--epochs={epochs}", f"--batch_size={batch_size}", f"--warmup_epochs={q1_batch_schedule(batch_size)[1]}",
+                f"--seed={seed}", f"--threads={threads}", f"--precision={precision}", f"--steps_per_epoch={steps_per_epoch}",
                 f"--run_dir={work_dir}/runs", f"--export_dir={work_dir}/saved_models", f"--run_name={run_name}"]
         cli.main(argv)
         pretrain_seconds = time.time() - start
@@ -164,11 +185,17 @@ def worker(method, seed, data_path, work_dir, threads, epochs, probe_epochs, pre
         # The run directories live in the gitignored work dir; the loss curve travels in the JSON.
         history = {"loss": [round(float(r["loss"]), 6) for r in rows if r.get("loss")]}
         with open(run_dir / "DONE") as f:
-            backbone = export.load_backbone(json.load(f)["export"])
+            export_path = json.load(f)["export"]
+        if encoder_only:
+            print("Q1ENCODER " + json.dumps({"method": method, "seed": seed, "batch_size": batch_size, "export": export_path,
+                                             "pretrain_seconds": round(pretrain_seconds, 1)}), flush=True)
+            return
+        backbone = export.load_backbone(export_path)
     probe_start = time.time()
     top1, top5 = probe_backbone(backbone, data_path, seed, probe_epochs)
     result = {
         "method": method, "seed": seed, "epochs": epochs if method != "random" else 0,
+        "batch_size": batch_size if method != "random" else 0,
         "top1": top1, "top5": top5,
         "pretrain_seconds": round(pretrain_seconds, 1),
         "probe_seconds": round(time.time() - probe_start, 1),
@@ -179,6 +206,17 @@ def worker(method, seed, data_path, work_dir, threads, epochs, probe_epochs, pre
     if history:
         result["history"] = history
     print("Q1RESULT " + json.dumps(result), flush=True)
+
+
+def batch_size_of(result):
+    """A row's batch size (rows written before Q1-batch have none: 128; the random floor 0)."""
+    return result.get("batch_size", 0 if result["method"] == "random" else 128)
+
+
+def is_q1(result):
+    """Protocol Q1 proper: float32, B = 128, 50 epochs (or the random floor)."""
+    return (result.get("precision", "float32") == "float32" and batch_size_of(result) in (0, 128)
+            and result["epochs"] in (0, 50))
 
 
 def load_results(path):
@@ -209,14 +247,14 @@ def markdown_table(results):
              "|---|---|---|---|---|---|"]
     by_method = {}
     for r in results:
-        by_method.setdefault((r["method"], r["epochs"], r.get("precision", "float32")), []).append(r)
-    for (method, epochs, precision), rows in sorted(by_method.items()):
+        by_method.setdefault((r["method"], batch_size_of(r), r["epochs"], r.get("precision", "float32")), []).append(r)
+    for (method, batch_size, epochs, precision), rows in sorted(by_method.items()):
         rows = sorted(rows, key=lambda r: r["seed"])
         accs = [r["top1"] for r in rows]
         std = statistics.stdev(accs) if len(accs) > 1 else 0.0
         speeds = [r["images_per_second"] for r in rows if r.get("images_per_second")]
         lines.append(
-            f"| {method}{'' if epochs in (0, 50) else f' ({epochs} ep)'}{'' if precision == 'float32' else f', {precision}'} | {','.join(str(r['seed']) for r in rows)} | "
+            f"| {method}{'' if batch_size in (0, 128) else f' B={batch_size}'}{'' if epochs in (0, q1_batch_schedule(batch_size or 128)[0]) else f' ({epochs} ep)'}{'' if precision == 'float32' else f', {precision}'} | {','.join(str(r['seed']) for r in rows)} | "
             f"{statistics.mean(accs):.2f} ± {std:.2f} | {', '.join(f'{a:.2f}' for a in accs)} | "
             f"{statistics.mean(r['pretrain_seconds'] for r in rows) / 60:.1f} | "
             f"{(sum(speeds) / len(speeds)) if speeds else float('nan'):.1f} |"
@@ -299,7 +337,7 @@ def mean_and_se(accs):
 def reference_comparison(results, reference=None):
     """Markdown: ours vs the official code under Q1, with the issue's tolerance max(2, 2 SE of the difference)."""
     reference = reference_results() if reference is None else reference
-    q1 = [r for r in results if r.get("precision", "float32") == "float32" and r["epochs"] in (0, 50)]
+    q1 = [r for r in results if is_q1(r)]
     lines = ["| method | ours: n, mean ± SE | official: n, mean ± SE | difference | tolerance max(2, 2·SE) | within |",
              "|---|---|---|---|---|---|"]
     for method in sorted(reference, key=lambda m: (m != "random", m != "byol", m != "myol", m)):
@@ -324,7 +362,7 @@ def plot_results(results, work_dir, plot_dir):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    q1 = [r for r in results if r.get("precision", "float32") == "float32" and r["epochs"] in (0, 50)]
+    q1 = [r for r in results if is_q1(r)]
     methods = sorted({r["method"] for r in q1}, key=lambda m: (m != "random", m != "byol", m != "myol", m))
     reference = reference_results()
     fig, ax = plt.subplots(figsize=(1.2 * len(methods) + 2, 4))
@@ -367,7 +405,12 @@ def main(argv=None):
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--work_dir", default=str(ROOT / "benchmarks" / "q1"))
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "q1_results.json"))
-    parser.add_argument("--epochs", type=int, default=50, help="pre-training epochs (50 in Q1; fewer for a smoke run)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="pre-training epochs (default: Q1's 50 at B = 128, 50 * B / 128 for Q1-batch; fewer for a smoke run)")
+    parser.add_argument("--batch_sizes", default="128",
+                        help="Q1-batch: comma-separated batch sizes, e.g. 32,64,128 (epochs and warm-up scale with B, lr unchanged)")
+    parser.add_argument("--encoders_only", action="store_true",
+                        help="train (or find) the runs' encoders without probing or recording them, even when their rows exist")
     parser.add_argument("--probe_epochs", type=int, default=PROBE["epochs"])
     parser.add_argument("--precision", default="float32", choices=sorted(PRECISION_TAGS),
                         help="float32 is protocol Q1; mixed_bfloat16 for the issue-11 accuracy check (run names get a suffix)")
@@ -384,36 +427,47 @@ def main(argv=None):
         args.epochs, args.probe_epochs, args.steps_per_epoch = 1, 1, 2
 
     if args.worker:
-        worker(args.worker[0], int(args.worker[1]), args.data, args.work_dir, args.threads, args.epochs, args.probe_epochs, args.precision,
-               args.steps_per_epoch)
+        batch_size = int(args.batch_sizes)
+        epochs = args.epochs if args.epochs is not None else q1_batch_schedule(batch_size)[0]
+        worker(args.worker[0], int(args.worker[1]), args.data, args.work_dir, args.threads, epochs, args.probe_epochs, args.precision,
+               args.steps_per_epoch, batch_size=batch_size, encoder_only=args.encoders_only)
         return 0
     if not os.path.exists(args.data):
         parser.exit(2, f"quality.py: error: {args.data} not found (the shared CIFAR-10 subset)\n")
     if args.jobs < 1:
         parser.exit(2, "quality.py: error: --jobs must be >= 1\n")
 
-    done = {(r["method"], r["seed"], r["epochs"], r.get("precision", "float32")) for r in load_results(args.output)}
+    done = {(r["method"], r["seed"], batch_size_of(r), r["epochs"], r.get("precision", "float32")) for r in load_results(args.output)}
     todo = []
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:  # seed-major: every method's seed 0 first
-        for method in methods:
-            epochs = 0 if method == "random" else args.epochs
-            if (method, seed, epochs, args.precision) in done:
-                print(f"skip {method} seed {seed}: already in {args.output}")
-            else:
-                todo.append((method, seed))
+        for batch_size in batch_sizes:
+            for method in methods:
+                if method == "random":
+                    if batch_size != batch_sizes[0] or args.encoders_only:
+                        continue
+                    key = (method, seed, 0, 0, args.precision)
+                else:
+                    epochs = args.epochs if args.epochs is not None else q1_batch_schedule(batch_size)[0]
+                    key = (method, seed, batch_size, epochs, args.precision)
+                if key in done and not args.encoders_only:
+                    print(f"skip {method} seed {seed} B={batch_size}: already in {args.output}")
+                else:
+                    todo.append((method, seed, batch_size))
     threads = args.threads or max(1, (os.cpu_count() or 2) // args.jobs)
     os.makedirs(args.work_dir, exist_ok=True)
     running = []
     while todo or running:
         while todo and len(running) < args.jobs:
-            method, seed = todo.pop(0)
-            log = open(Path(args.work_dir) / f"{run_name_for(method, seed, args.epochs, args.precision)[3:]}.log", "a")
+            method, seed, batch_size = todo.pop(0)
+            epochs = args.epochs if args.epochs is not None else q1_batch_schedule(batch_size)[0]
+            log = open(Path(args.work_dir) / f"{run_name_for(method, seed, epochs, args.precision, batch_size)[3:]}.log", "a")
             cmd = [sys.executable, __file__, "--worker", method, str(seed), f"--data={args.data}",
-                   f"--work_dir={args.work_dir}", f"--threads={threads}", f"--epochs={args.epochs}",
-                   f"--probe_epochs={args.probe_epochs}", f"--precision={args.precision}",
-                   f"--steps_per_epoch={args.steps_per_epoch}"]
-            print(f"start {method} seed {seed} ({threads} thread(s)); log: {log.name}", flush=True)
+                   f"--work_dir={args.work_dir}", f"--threads={threads}", f"--epochs={epochs}",
+                   f"--batch_sizes={batch_size}", f"--probe_epochs={args.probe_epochs}", f"--precision={args.precision}",
+                   f"--steps_per_epoch={args.steps_per_epoch}"] + (["--encoders_only"] if args.encoders_only else [])
+            print(f"start {method} seed {seed} B={batch_size} ({threads} thread(s)); log: {log.name}", flush=True)
             running.append((method, seed, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True), log))
         time.sleep(5)
         for item in list(running):
@@ -424,11 +478,13 @@ def main(argv=None):
             out = proc.stdout.read()
             log.write(out)
             log.close()
-            lines = [line for line in out.splitlines() if line.startswith("Q1RESULT ")]
-            if proc.returncode == 0 and lines:
+            lines = [line for line in out.splitlines() if line.startswith(("Q1RESULT ", "Q1ENCODER "))]
+            if proc.returncode == 0 and lines and lines[-1].startswith("Q1ENCODER "):
+                print(f"encoder {method} seed {seed}: {json.loads(lines[-1][len('Q1ENCODER '):])['export']}", flush=True)
+            elif proc.returncode == 0 and lines:
                 result = json.loads(lines[-1][len("Q1RESULT "):])
                 append_result(args.output, result)
-                print(f"done {method} seed {seed}: top-1 {result['top1']:.2f} %", flush=True)
+                print(f"done {method} seed {seed} B={result['batch_size']}: top-1 {result['top1']:.2f} %", flush=True)
             else:
                 print(f"FAILED {method} seed {seed} (exit {proc.returncode}); see {log.name}", flush=True)
     results = load_results(args.output)

@@ -85,7 +85,7 @@ flags.DEFINE_float("lr", 0.05, "Learning rate (absolute; see --lr_scaling).")
 flags.DEFINE_enum("lr_scaling", "none", ["none", "linear"], "linear: multiply --lr by batch_size/256.")
 flags.DEFINE_float("weight_decay", 1e-4, "Coupled L2 weight decay on every parameter (torch SGD semantics).")
 flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
-flags.DEFINE_integer("warmup_epochs", 10, "Warm-up epochs.")
+flags.DEFINE_float("warmup_epochs", 10, "Warm-up epochs (may be fractional: W = round(warmup_epochs * steps per epoch) steps).")
 flags.DEFINE_enum("warmup_mode", "linear", ["linear", "myol_faithful"], "linear: to --lr; myol_faithful: the reference's warm-up to a 1.1x plateau.")
 flags.DEFINE_enum("lr_schedule", "constant", ["constant", "cosine"], "After the warm-up: constant (MYOL reference) or cosine to 0.")
 # --- execution ----------------------------------------------------------------
