@@ -119,7 +119,7 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         )
         self.base_lr = float(base_lr)
         self.steps_per_epoch = int(steps_per_epoch)
-        self.warmup_epochs = int(warmup_epochs)
+        self.warmup_epochs = float(warmup_epochs)  # fractional warm-ups (Q1-batch: 2.5 epochs at B=32)
         self.warmup_mode = warmup_mode
         self.decay = decay
         self.total_steps = None if total_steps is None else int(total_steps)
