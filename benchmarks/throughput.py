@@ -11,7 +11,7 @@ Parts (images/s counts source images; see bench_common.py for the protocol):
   (`EMATargetUpdate`, `TerminateOnNaN`, `Throughput`), on one in-memory batch
   of views (`Dataset.from_tensors(batch).repeat()`).
 * `end_to_end`: the same, fed by the CLI's own tf.data pipeline
-  (`myol_keras.main.build_dataset`: `augment.myol_view_recipe` /
+  (`myol_keras.training.build_dataset`: `augment.myol_view_recipe` /
   `make_view_fn` views in `data.epoch_pipeline`, or `data.pretrain_pipeline` in
   older versions) on the shared CIFAR-10 subset or random uint8 images.
 * `augment`: the two-view (and three-view) pipeline alone, iterated: the CLI's
@@ -77,8 +77,9 @@ class KerasBench:
         import keras
         import tensorflow as tf
 
-        from myol_keras import main as cli
         from myol_keras import precision as precision_lib
+        from myol_keras import training
+        from myol_keras.config import PretrainConfig
 
         self.task, self.args = task, args
         policy, self.precision_reason = precision_lib.resolve_precision(args.precision)
@@ -96,31 +97,29 @@ class KerasBench:
 
         images = common.load_images(args)
         self.num_images = len(images)
-        flag_values = {name: cli.FLAGS[name].default for name in cli._own_flag_names()}
-        flag_values.update(
+        # The CLI's defaults, with this benchmark's network and batch.
+        config = PretrainConfig(
             method=task["method"] or "byol", backbone=f"resnet{args.depth}", width=args.width,
             batch_size=args.batch_size, seed=args.seed, precision=args.precision,
-            jit_compile=args.jit_compile, drop_remainder=True, threads=0,
+            jit_compile=args.jit_compile, drop_remainder=True, threads=0, image_size=args.image_size,
         )
         steps_per_epoch = max(self.num_images // args.batch_size, 1)
-        self.config = {
-            "images": tf.data.Dataset.from_tensor_slices(images),
-            "flags": flag_values,
-            "image_size": args.image_size,
-            "stem": "64px" if args.image_size >= 64 else "cifar",
-            "mean": common.CIFAR10_MEAN,
-            "std": common.CIFAR10_STD,
-            "num_images": self.num_images,
-            "steps_per_epoch": steps_per_epoch,
-            "repeat": True,
-            "lr": flag_values["lr"],
-        }
+        self.config = config
+        self.plan = training.RunPlan(
+            images=tf.data.Dataset.from_tensor_slices(images), info=None, image_size=args.image_size,
+            stem="64px" if args.image_size >= 64 else "cifar", mean=common.CIFAR10_MEAN, std=common.CIFAR10_STD,
+            num_images=self.num_images, steps_per_epoch=steps_per_epoch, learning_rate=config.lr,
+            run=None, export_root=None, epochs=config.epochs,
+        )
         self.model = None
         if task["part"] == "augment":
             if args.pipeline == "cli":
-                # Whatever the CLI feeds `fit` (myol_keras.main.build_dataset),
+                # Whatever the CLI feeds `fit` (myol_keras.training.build_dataset),
                 # with `views` MYOL-recipe views per image.
-                self.dataset = cli.build_dataset(self.config, task["views"])
+                from myol_keras.methods import BootstrapMethod
+
+                views = type("Views", (BootstrapMethod,), {"num_views": task["views"]})
+                self.dataset = training.build_dataset(config, self.plan, views)
             else:
                 from myol_keras import augment
                 from myol_keras import data as data_lib
@@ -131,8 +130,8 @@ class KerasBench:
                     for i in range(task["views"])
                 ]
                 self.dataset = data_lib.pretrain_pipeline(
-                    self.config["images"], augment.make_view_fn(recipes), args.batch_size,
-                    drop_remainder=True, shuffle_buffer=flag_values["shuffle_buffer"], seed=args.seed,
+                    self.plan.images, augment.make_view_fn(recipes), args.batch_size,
+                    drop_remainder=True, shuffle_buffer=config.shuffle_buffer, seed=args.seed,
                 ).repeat()
             return
 
@@ -140,31 +139,33 @@ class KerasBench:
         from myol_keras import schedules
 
         if cached is None:
-            self.model = cli.build_model(self.config)
+            self.model = training.build_model(config, self.plan)
             schedule = schedules.WarmupSchedule(
-                self.config["lr"], steps_per_epoch, flag_values["warmup_epochs"], flag_values["warmup_mode"],
-                flag_values["lr_schedule"], steps_per_epoch * flag_values["epochs"],
+                config.lr, steps_per_epoch, config.warmup_epochs, config.warmup_mode,
+                config.lr_schedule, steps_per_epoch * config.epochs,
             )
             compile_kwargs = {"jit_compile": args.jit_compile}
             if args.steps_per_execution > 1:
                 compile_kwargs["steps_per_execution"] = args.steps_per_execution
             self.model.compile(
-                optimizer=keras.optimizers.SGD(schedule, momentum=flag_values["momentum"]), **compile_kwargs
+                optimizer=keras.optimizers.SGD(schedule, momentum=config.momentum), **compile_kwargs
             )
             _MODEL_CACHE[key] = self.model
         else:
             self.model = cached
         task["views"] = self.model.num_views
         device = args.augment_on == "device" and task["part"] == "end_to_end"
-        self.model.set_device_augmentation(cli.build_view_fn(self.config, self.model.num_views) if device else None)
-        pipeline = cli.build_dataset(self.config, self.model.num_views, augment_on="device" if device else "host")
+        method_cls = type(self.model)
+        self.model.set_device_augmentation(
+            method_cls.make_view_fn(args.image_size, self.plan.mean, self.plan.std, seed=config.seed) if device else None)
+        pipeline = training.build_dataset(config.replace(augment_on="device" if device else "host"), self.plan, method_cls)
         if task["part"] == "train_step":
             batch = next(iter(pipeline))  # one real batch of views, kept in memory
             self.dataset = tf.data.Dataset.from_tensors(batch).repeat()
         else:
             self.dataset = pipeline
         self._callbacks = lambda: (
-            ([callbacks_lib.EMATargetUpdate(flag_values["ema"], flag_values["ema_schedule"], 10**6,
+            ([callbacks_lib.EMATargetUpdate(config.ema, config.ema_schedule, 10**6,
                                             in_step=args.steps_per_execution > 1)]
              if args.ema == "callback" else [])
             + [keras.callbacks.TerminateOnNaN(raise_error=True), callbacks_lib.Throughput(args.batch_size)]
@@ -235,7 +236,7 @@ def build_parser():
     parser.add_argument("--ema", choices=["callback", "off"], default="callback",
                         help="off: drop EMATargetUpdate (diagnostic: measures the callback's cost)")
     parser.add_argument("--pipeline", choices=["cli", "pretrain_pipeline"], default="cli",
-                        help="augment part: the CLI's own input pipeline (myol_keras.main.build_dataset), or "
+                        help="augment part: the CLI's own input pipeline (myol_keras.training.build_dataset), or "
                              "data.pretrain_pipeline + make_view_fn")
     return parser
 

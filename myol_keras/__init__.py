@@ -55,7 +55,7 @@ _EXPORTS = {
     "LearningRateLogger": "myol_keras.callbacks",
     "WarmupSchedule": "myol_keras.schedules",
     "warmup_learning_rate": "myol_keras.schedules",
-    "ema_tau": "myol_keras.schedules",
+    "ema_tau": "myol_keras.ema",
     # export
     "export_encoder": "myol_keras.export",
     "load_backbone": "myol_keras.export",

@@ -6,36 +6,7 @@ import os
 import keras
 import tensorflow as tf
 
-from myol_keras import schedules
-
-
-def ema_update(pairs, tau):
-    """`target <- tau * target + (1 - tau) * online` for each `(target, online)`.
-
-    A stateless function of its arguments (lightly's `update_momentum`); BN
-    moving statistics are not in `pairs`, so they are not averaged.
-    """
-    from myol_keras import distribute
-
-    for target, online in pairs:
-        distribute.ema_assign(target, online, tau)
-
-
-def ema_after_step(model, tau, schedule="constant", total_steps=None):
-    """The EMA that follows the optimizer step just taken (`iterations - 1`).
-
-    tau comes from the schedule at that step; the model's own rule is used
-    when it has one (`update_targets`: TriBYOL alternates two targets), else
-    `ema_update` over `model.ema_pairs`. `EMATargetUpdate` runs it after each
-    batch, `BootstrapMethod` inside `train_step` (`set_in_step_ema`).
-    """
-    step = tf.maximum(tf.cast(model.optimizer.iterations, tf.int64) - 1, 0)
-    tau = schedules.ema_tau(step, tau, schedule, total_steps)
-    method_update = getattr(model, "update_targets", None)
-    if method_update is not None:
-        method_update(tau, step)
-    else:
-        ema_update(model.ema_pairs, tau)
+from myol_keras import ema
 
 
 @keras.saving.register_keras_serializable(package="myol_keras")
@@ -70,7 +41,7 @@ class EMATargetUpdate(keras.callbacks.Callback):
 
     def __init__(self, tau=0.996, schedule="constant", total_steps=None, in_step=False):
         super().__init__()
-        schedules.ema_tau(0, tau, schedule, total_steps)  # validates
+        ema.ema_tau(0, tau, schedule, total_steps)  # validates
         self.tau = float(tau)
         self.schedule = schedule
         self.total_steps = total_steps
@@ -80,7 +51,7 @@ class EMATargetUpdate(keras.callbacks.Callback):
     def current_tau(self):
         """tau for the update that follows the last completed step."""
         step = max(int(self.model.optimizer.iterations.numpy()) - 1, 0)
-        return schedules.ema_tau(step, self.tau, self.schedule, self.total_steps)
+        return ema.ema_tau(step, self.tau, self.schedule, self.total_steps)
 
     def on_train_begin(self, logs=None):
         if not hasattr(self.model, "ema_pairs"):
@@ -111,14 +82,14 @@ class EMATargetUpdate(keras.callbacks.Callback):
             self.model.make_train_function()
         model = self.model
         # Under tf.distribute the update runs in cross-replica context inside
-        # the model's strategy scope, so `distribute.ema_assign` moves every
+        # the model's strategy scope, so `ema.ema_assign` moves every
         # mirrored copy with `strategy.extended.update`.
         strategy = getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
 
         @tf.function
         def update():
             with strategy.scope():
-                ema_after_step(model, self.tau, self.schedule, self.total_steps)
+                ema.ema_after_step(model, self.tau, self.schedule, self.total_steps)
 
         self._update_fn = update
 

@@ -14,12 +14,12 @@ def main(argv=None):
 ```
 """
 
-import contextlib
 import os
 import sys
-import tempfile
 
 from absl import flags
+
+from myol_keras.native_logs import quiet_native_stderr
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -50,34 +50,6 @@ def parse_flags(prog, flag_values, argv, doc=None):
     if len(rest) > 1:
         fail(prog, f"unexpected positional arguments: {' '.join(rest[1:])} (flags are written --name=value)")
     return rest
-
-
-@contextlib.contextmanager
-def quiet_native_stderr():
-    """Hide TensorFlow's native start-up logging (written straight to fd 2).
-
-    What was written is replayed if the block raises, so no error is lost.
-    """
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    with tempfile.TemporaryFile(mode="w+b") as capture:
-        sys.stderr.flush()
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        except BaseException:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            capture.seek(0)
-            os.write(2, capture.read())
-            raise
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 def run_tool(prog, flag_values, argv, body, doc=None):

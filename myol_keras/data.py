@@ -314,13 +314,9 @@ def epoch_pipeline(
         ds = epoch_pipeline(images, augment.make_view_fn([r, r]), 256, seed=0, start_epoch=12)
     """
     num_images = int(images.cardinality())
-    validate_batch_size(batch_size, num_images if num_images >= 0 else None, drop_remainder)
     if num_images < 0:
         num_images = sum(1 for _ in images)
-    full = num_images // batch_size if drop_remainder else -(-num_images // batch_size)
-    steps = int(steps_per_epoch or full)
-    if not 0 < steps <= full:
-        raise ValueError(f"steps_per_epoch={steps_per_epoch} must be in 1..{full} for {num_images} images and batch_size={batch_size}.")
+    steps = steps_in_epoch(num_images, batch_size, drop_remainder, steps_per_epoch)
     source = images.cache() if cache else images
     shuffle = bool(shuffle_buffer and shuffle_buffer > 1)
 
@@ -415,6 +411,29 @@ def validate_batch_size(batch_size, num_images, drop_remainder):
             f"With {num_images} images and batch_size={batch_size} the last batch holds one image, "
             "which breaks BatchNorm; use --drop_remainder or another batch size."
         )
+
+
+def steps_in_epoch(num_images, batch_size, drop_remainder=True, cap=None):
+    """Optimizer steps in one epoch: one pass over `num_images`, or `cap` if it is smaller.
+
+    Validates the batch size first (`validate_batch_size`); the one place the
+    number of steps per epoch is decided (the pipeline and the schedules agree).
+
+    Args:
+        num_images: images per epoch.
+        batch_size: images per batch.
+        drop_remainder: whether the last partial batch is dropped.
+        cap: at most this many steps (None or 0: a full pass).
+
+    Example:
+    >>> steps_in_epoch(4660, 128), steps_in_epoch(4660, 128, drop_remainder=False), steps_in_epoch(4660, 128, cap=10)
+    (36, 37, 10)
+    """
+    validate_batch_size(batch_size, num_images, drop_remainder)
+    full = num_images // batch_size if drop_remainder else -(-num_images // batch_size)
+    if cap is not None and cap < 0:
+        raise ValueError(f"steps_per_epoch={cap} must be 0 (a full pass) or a positive cap.")
+    return min(full, int(cap)) if cap else full
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ library does it:
   documented deviation from one-device training;
 * the EMA of the target runs in cross-replica context, through
   `strategy.extended.update` on each mirrored target variable
-  (`ema_assign`), never as an `assign` in replica context;
+  (`ema.ema_assign`), never as an `assign` in replica context;
 * `--sync_batchnorm` builds every BatchNormalization with
   `synchronized=True` (statistics over the global batch, TF backend only), so
   a mirrored step equals a one-device step with the same global batch.
@@ -127,36 +127,3 @@ def is_chief():
     if "chief" in config.get("cluster", {}):
         return task.get("type") == "chief"
     return task.get("type", "worker") == "worker" and int(task.get("index", 0)) == 0
-
-
-def num_replicas():
-    """Replicas in sync of the current strategy (1 outside any strategy)."""
-    import tensorflow as tf
-
-    return tf.distribute.get_strategy().num_replicas_in_sync
-
-
-def ema_assign(target, online, tau):
-    """`target <- tau * target + (1 - tau) * online`, correct under a strategy.
-
-    In cross-replica context (a callback, under MirroredStrategy) each mirrored
-    copy of `target` is updated from the copy of `online` on the same device
-    with `strategy.extended.update`; in a replica context of several replicas
-    (the in-step EMA, called like Keras' optimizer through `maybe_merge_call`)
-    the same call updates this replica's copy from its own `online` copy;
-    without a strategy it is a plain `assign`.
-    """
-    import tensorflow as tf
-
-    def update(t, o):
-        tau_cast = tf.cast(tau, t.dtype)
-        return t.assign(tau_cast * t + (1.0 - tau_cast) * tf.cast(o, t.dtype))
-
-    replica = tf.distribute.get_replica_context()
-    several = replica is not None and replica.num_replicas_in_sync > 1
-    if tf.distribute.has_strategy() and (tf.distribute.in_cross_replica_context() or several):
-        strategy = tf.distribute.get_strategy()
-        t = getattr(target, "value", target)  # keras.Variable -> tf.Variable
-        o = getattr(online, "value", online)
-        return strategy.extended.update(t, update, args=(o,), group=False)
-    return update(target, online)

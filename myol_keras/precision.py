@@ -3,6 +3,8 @@
 import keras
 import tensorflow as tf
 
+from myol_keras.native_logs import quiet_native_stderr
+
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -37,8 +39,10 @@ def resolve_precision(precision="auto", cpuinfo_path="/proc/cpuinfo"):
     if precision not in PRECISIONS:
         raise ValueError(f"Unknown precision {precision!r}. Choose one of: {', '.join(PRECISIONS)}.")
     if precision != "auto":
-        return precision, "set by --precision"
-    if tf.config.list_physical_devices("GPU"):
+        return precision, "set by the precision setting"
+    with quiet_native_stderr():  # listing devices logs CUDA probing on machines without a GPU
+        gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
         return "mixed_float16", "auto: a GPU is visible"
     model, flags = cpu_description(cpuinfo_path)
     native = sorted(flags.intersection(NATIVE_BF16_FLAGS))

@@ -1,4 +1,4 @@
-"""Learning-rate and EMA-momentum schedules: pure functions of the global step.
+"""Learning-rate schedules: pure functions of the global step (the EMA momentum's is `ema.ema_tau`).
 
 Both are computed from `optimizer.iterations`, which `BackupAndRestore`
 restores, so a resumed run continues the schedule exactly (DESIGN §4.3, §4.8).
@@ -18,7 +18,6 @@ import tensorflow as tf
 
 WARMUP_MODES = ("linear", "myol_faithful")
 LR_DECAYS = ("constant", "cosine")
-TAU_SCHEDULES = ("constant", "cosine")
 
 
 def _check_choice(name, value, choices):
@@ -144,27 +143,3 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
             "decay": self.decay,
             "total_steps": self.total_steps,
         }
-
-
-def ema_tau(step, base_tau=0.996, schedule="constant", total_steps=None):
-    """EMA momentum for the update after global step `step`.
-
-    `constant` is the MYOL reference (tau = 0.996 throughout); `cosine` is the
-    BYOL paper's `1 - (1 - base) (cos(pi k / K) + 1) / 2`, rising to 1 at K.
-
-    Example:
-    >>> ema_tau(500, 0.996, "cosine", total_steps=1000)
-    0.998
-    """
-    _check_choice("schedule", schedule, TAU_SCHEDULES)
-    if not 0.0 <= base_tau <= 1.0:
-        raise ValueError(f"Expected 0 <= `base_tau` <= 1. Received: base_tau={base_tau}")
-    if schedule == "constant":
-        return base_tau
-    if not total_steps:
-        raise ValueError("`schedule='cosine'` needs `total_steps`. Received: total_steps=None")
-    if tf.is_tensor(step):
-        progress = tf.minimum(tf.cast(step, tf.float32) / float(total_steps), 1.0)
-        return 1.0 - (1.0 - base_tau) * (tf.cos(math.pi * progress) + 1.0) / 2.0
-    progress = min(float(step) / float(total_steps), 1.0)
-    return 1.0 - (1.0 - base_tau) * (math.cos(math.pi * progress) + 1.0) / 2.0

@@ -10,7 +10,6 @@ import tensorflow as tf
 
 from conftest import random_views, tiny_method
 from myol_keras import losses
-from myol_keras import main as cli
 from myol_keras.callbacks import EMATargetUpdate
 from myol_keras.methods import CCSL, CSSL, METHODS, IMix, MoCo, RepMix, SimCLR, TriBYOL, UnMix
 
@@ -263,28 +262,35 @@ def test_every_method_trains_and_round_trips(name):
     assert len(clone.weights) == len(model.weights)
 
 
-def test_cli_method_names_and_flag_params_match_the_registry():
-    assert set(cli.METHOD_NAMES) == set(METHODS)
+def test_config_maps_every_method_setting_onto_a_constructor_argument():
     import inspect
 
+    from myol_keras.config import METHOD_ARGUMENTS, SHARED_METHOD_ARGUMENTS, PretrainConfig
+
+    assert set(METHOD_ARGUMENTS) == set(METHODS)
     for name, method_cls in METHODS.items():
         accepted = set()
         for klass in method_cls.__mro__:  # CSSL takes the thresholds through **kwargs
             if "__init__" in vars(klass):
                 accepted |= set(inspect.signature(klass.__init__).parameters)
-        for param, flag in method_cls.flag_params.items():
+        for param, setting in METHOD_ARGUMENTS[name].items():
             assert param in accepted, (name, param)
-            assert flag in cli.FLAGS, (name, flag)
+            assert hasattr(PretrainConfig, setting), (name, setting)
+        assert set(SHARED_METHOD_ARGUMENTS) <= accepted, name
+        kwargs = PretrainConfig(method=name).method_kwargs()
+        assert set(kwargs) <= accepted, (name, set(kwargs) - accepted)
 
 
 def test_repmix_dataset_pairs_each_image_with_a_counterpart():
     images = np.random.default_rng(0).integers(0, 255, size=(12, 16, 16, 3), dtype=np.uint8)
-    config = {
-        "images": tf.data.Dataset.from_tensor_slices(images),
-        "image_size": 16, "mean": (0.5,) * 3, "std": (0.25,) * 3, "repeat": False,
-        "flags": {"seed": 0, "method": "repmix", "batch_size": 4, "drop_remainder": True, "shuffle_buffer": 100},
-    }
-    batch = next(iter(cli.build_dataset(config, RepMix.num_views)))
+    from myol_keras import training
+    from myol_keras.config import PretrainConfig
+
+    config = PretrainConfig(method="repmix", batch_size=4, seed=0, shuffle_buffer=100)
+    plan = training.RunPlan(images=tf.data.Dataset.from_tensor_slices(images), info=None, image_size=16, stem="cifar",
+                            mean=(0.5,) * 3, std=(0.25,) * 3, num_images=12, steps_per_epoch=3, learning_rate=0.05,
+                            run=None, export_root=None, epochs=1)
+    batch = next(iter(training.build_dataset(config, plan, RepMix)))
     assert len(batch) == 4 and all(v.shape == (4, 16, 16, 3) for v in batch)
     normalised = (images / 255.0 - 0.5) / 0.25
     for view in batch[:2]:  # N(x), N(r): exactly normalised training images

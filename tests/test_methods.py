@@ -8,7 +8,8 @@ import tensorflow as tf
 
 from conftest import random_views, tiny_method
 from myol_keras import losses
-from myol_keras.callbacks import EMATargetUpdate, ema_update
+from myol_keras.callbacks import EMATargetUpdate
+from myol_keras.ema import ema_update
 from myol_keras.methods import BYOL, MYOL, get_method
 
 

@@ -4,7 +4,8 @@ import pytest
 import tensorflow as tf
 
 from myol_keras import schedules
-from myol_keras.schedules import ema_tau, warmup_learning_rate
+from myol_keras.ema import ema_tau
+from myol_keras.schedules import warmup_learning_rate
 
 T = 196  # CIFAR-10 at B=256
 W = 10 * T

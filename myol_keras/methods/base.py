@@ -29,6 +29,8 @@ Two optional fast paths leave the algorithm unchanged:
 import keras
 import tensorflow as tf
 
+from myol_keras import augment
+from myol_keras import ema
 from myol_keras import heads as heads_lib
 from myol_keras import losses
 
@@ -57,16 +59,14 @@ class BootstrapMethod(keras.Model):
     loss_term_names = ()
     #: how many augmented views a training batch must hold.
     num_views = 2
-    #: the data the method needs: "views" (`num_views` MYOL-recipe views of
-    #: each image) or "counterpart_pairs" (representation mixing, §2.6).
-    #: `myol_keras.main.build_dataset` reads it; the method never sees the dataset.
-    view_recipe = "views"
+    #: whether each image comes with a counterpart drawn from the whole
+    #: training set (representation mixing, §2.6); `training.build_dataset`
+    #: reads it, and `make_view_fn` turns (image, counterpart) into views.
+    needs_counterparts = False
     #: whether the online branch has a predictor (SimCLR and MoCo have none).
     uses_predictor = True
     #: whether there is an EMA target encoder (SimCLR has none).
     uses_target = True
-    #: constructor argument -> absl flag that `main.build_model` passes.
-    flag_params = {}
 
     def __init__(
         self,
@@ -121,6 +121,23 @@ class BootstrapMethod(keras.Model):
             keras.metrics.Mean(name=name) for name in self.loss_term_names
         ]
         self.z_std_tracker = keras.metrics.Mean(name="z_std")
+
+    # --- what the method trains on ------------------------------------------
+
+    @classmethod
+    def make_view_fn(cls, image_size, mean, std, seed=0):
+        """The augmentation the method trains on: `(batch, seed) -> num_views views`.
+
+        The default is `num_views` MYOL-recipe views (METHODS §1.6), view `i`
+        seeded with `seed + 1000 i`; a method with other needs overrides it.
+
+        Args:
+            image_size: output size of every view.
+            mean, std: normalisation statistics (three floats each).
+            seed: the run's seed.
+        """
+        recipes = [augment.myol_view_recipe(image_size, mean, std, seed=seed + 1000 * i) for i in range(cls.num_views)]
+        return augment.make_view_fn(recipes)
 
     # --- construction -----------------------------------------------------
 
@@ -184,9 +201,7 @@ class BootstrapMethod(keras.Model):
         alternate its two targets.
         """
         del step
-        from myol_keras.callbacks import ema_update
-
-        ema_update(self.ema_pairs, tau)
+        ema.ema_update(self.ema_pairs, tau)
 
     def set_in_step_ema(self, tau=0.996, schedule="constant", total_steps=None):
         """Run the EMA target update inside `train_step`, after the optimizer step.
@@ -206,11 +221,9 @@ class BootstrapMethod(keras.Model):
             model.set_in_step_ema(0.996)
             model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), steps_per_execution=8)
         """
-        from myol_keras import schedules
-
         config = None
         if tau is not None:
-            schedules.ema_tau(0, tau, schedule, total_steps)  # validates
+            ema.ema_tau(0, tau, schedule, total_steps)  # validates
             config = (float(tau), schedule, total_steps)
         if config != self._in_step_ema:
             self._in_step_ema = config
@@ -374,14 +387,12 @@ class BootstrapMethod(keras.Model):
 
     def _update_targets_in_step(self):
         """The EMA of `EMATargetUpdate`, inside the step (see `set_in_step_ema`)."""
-        from myol_keras.callbacks import ema_after_step
-
         # Like Keras' optimizer: under a strategy this runs in replica context
         # (each replica moves its own copy of the mirrored targets, see
-        # `distribute.ema_assign`) or, where the strategy needs it, in a merge
+        # `ema.ema_assign`) or, where the strategy needs it, in a merge
         # call; plain merge_call fails inside the steps_per_execution loop.
         tf.__internal__.distribute.interim.maybe_merge_call(
-            lambda _: ema_after_step(self, *self._in_step_ema), tf.distribute.get_strategy()
+            lambda _: ema.ema_after_step(self, *self._in_step_ema), tf.distribute.get_strategy()
         )
 
     def test_step(self, data):

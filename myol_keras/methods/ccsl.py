@@ -23,10 +23,6 @@ class _PseudoPairBYOL(BootstrapMethod):
     """
 
     loss_term_names = ("byol_loss", "pos_loss", "neg_loss")
-    flag_params = {
-        "theta_pos": "theta_pos", "theta_neg": "theta_neg",
-        "pos_weight": "pos_weight", "neg_weight": "neg_weight",
-    }
 
     def __init__(self, backbone, theta_pos=0.8, theta_neg=0.2, pos_weight=1.0, neg_weight=1.0, **kwargs):
         super().__init__(backbone, **kwargs)
@@ -91,7 +87,6 @@ class CSSL(_PseudoPairBYOL):
         Others as `CCSL`.
     """
 
-    flag_params = {**_PseudoPairBYOL.flag_params, "temperature": "cssl_temperature"}
 
     def __init__(self, backbone, temperature=1.0, **kwargs):
         if not temperature > 0:

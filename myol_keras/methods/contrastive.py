@@ -27,7 +27,6 @@ class SimCLR(BootstrapMethod):
     loss_term_names = ()
     uses_predictor = False
     uses_target = False
-    flag_params = {"temperature": "simclr_temperature"}
 
     def __init__(self, backbone, temperature=0.07, **kwargs):
         if not temperature > 0:
@@ -76,7 +75,6 @@ class MoCo(BootstrapMethod):
 
     loss_term_names = ()
     uses_predictor = False
-    flag_params = {"queue_size": "queue_size", "temperature": "moco_temperature"}
 
     def __init__(self, backbone, queue_size=4096, temperature=0.07, **kwargs):
         if not isinstance(queue_size, int) or queue_size < 1:

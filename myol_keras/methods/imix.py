@@ -25,7 +25,6 @@ class IMix(BootstrapMethod):
     """
 
     loss_term_names = ("imix_loss",)
-    flag_params = {"alpha": "imix_alpha"}
 
     def __init__(self, backbone, alpha=1.0, **kwargs):
         if not alpha > 0:

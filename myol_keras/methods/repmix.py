@@ -110,7 +110,7 @@ class RepMix(BootstrapMethod):
     A batch holds, for each source image `x_b` and a counterpart `r_b` drawn
     from the whole training set, four views `(N(x), N(r), A(r), A(x))`
     (`N` normalise-only, `A` strong augmentation; the data pipeline builds
-    them, see `view_recipe`). With `D = [x0, r0, x1, r1, ...]` under `N` and
+    them, see `needs_counterparts` and `make_view_fn`). With `D = [x0, r0, x1, r1, ...]` under `N` and
     `D' = [r0, x0, r1, x1, ...]` under `A`, one forward each (own BatchNorm
     statistics), `M = e(D) + e(D')` (un-normalised projections summed), so
     `m_2b = e(N(x_b)) + e(A(r_b))` and `m_2b+1 = e(N(r_b)) + e(A(x_b))` are
@@ -123,10 +123,9 @@ class RepMix(BootstrapMethod):
 
     loss_term_names = ()
     num_views = 4
-    view_recipe = "counterpart_pairs"
+    needs_counterparts = True
     uses_predictor = False
     uses_target = False
-    flag_params = {"temperature": "repmix_temperature", "reduction": "repmix_reduction"}
 
     def __init__(self, backbone, temperature=0.5, reduction="log_mean", **kwargs):
         if reduction not in ("log_mean", "mean_log"):
@@ -136,6 +135,13 @@ class RepMix(BootstrapMethod):
         super().__init__(backbone, **kwargs)
         self.temperature = float(temperature)
         self.reduction = reduction
+
+    @classmethod
+    def make_view_fn(cls, image_size, mean, std, seed=0):
+        """`(batch, counterparts, seed) -> (N(x), N(r), A(r), A(x))`: each image
+        with a counterpart `r` from an independent shuffle of the whole training
+        set (uniform marginal; the reference samples with replacement)."""
+        return counterpart_view_fn(image_size, mean, std, seed=seed)
 
     def make_projector(self, name):
         return ContrastiveHead(

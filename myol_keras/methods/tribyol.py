@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from myol_keras import distribute
+from myol_keras import ema
 from myol_keras import losses
 from myol_keras.methods.base import BootstrapMethod, _clone_layer
 
@@ -63,7 +63,7 @@ class TriBYOL(BootstrapMethod):
         for pairs, active in ((self.ema_pairs_a, even), (self.ema_pairs_b, tf.logical_not(even))):
             tau_eff = tf.where(active, tau, 1.0)
             for target, online in pairs:
-                distribute.ema_assign(target, online, tau_eff)
+                ema.ema_assign(target, online, tau_eff)
 
     def target_forward_b(self, images):
         h = self.target_backbone_b(images, training=True)

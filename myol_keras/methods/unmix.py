@@ -29,7 +29,6 @@ class UnMix(BootstrapMethod):
     """
 
     loss_term_names = ("byol_loss", "unmix_loss")
-    flag_params = {"mix_prob": "unmix_prob", "target_view": "unmix_target_view"}
 
     def __init__(self, backbone, mix_prob=0.5, target_view="x1", **kwargs):
         if not 0.0 <= mix_prob <= 1.0:

@@ -1,0 +1,361 @@
+"""Pre-training from a `PretrainConfig`: plan, build, fit, export.
+
+    export_path = myol_keras.pretrain(myol_keras.PretrainConfig(method="myol", dataset="digits", epochs=2))
+
+`pretrain` is what `python -m myol_keras.main` runs, and writes the same run
+directory (`rundir.RunDirectory`): config, history, checkpoints, TensorBoard
+logs, then the export and the `DONE` marker. Calling it again resumes an
+interrupted run from its last checkpoint, or returns the export of a finished
+one. Everything that can be checked is checked before anything is written:
+the settings (`PretrainConfig.validate`), then what depends on the data
+(`plan_run`).
+
+The pieces are public for scripts that want one of them:
+
+* `plan_run(config)`: load the data and resolve sizes, statistics, steps,
+  paths (`RunPlan`), writing nothing;
+* `build_model(config, plan)`: the method model (not compiled);
+* `build_dataset(config, plan, model_cls, start_epoch)`: the deterministic,
+  resumable pre-training stream.
+"""
+
+import dataclasses
+import os
+
+from myol_keras import rundir as rundir_lib
+
+PROG = "myol_keras"
+
+
+class SetupError(ValueError):
+    """A run that cannot start as configured, found before anything was written
+    (a run directory holding other settings, an unsupported combination)."""
+
+
+class TrainingStopped(RuntimeError):
+    """Training stopped after it had started (a non-finite loss, an unreadable checkpoint).
+
+    The run directory is kept: fix the cause and rerun to resume.
+    """
+
+
+@dataclasses.dataclass
+class RunPlan:
+    """What a config resolves to once the data is known (nothing written yet).
+
+    Args:
+        images: the un-batched `uint8` pre-training images (`tf.data.Dataset`).
+        info: the dataset's `data.DatasetInfo`.
+        image_size, stem: the training image size and the ResNet stem.
+        mean, std: normalisation statistics.
+        num_images, steps_per_epoch: images and optimizer steps per epoch.
+        learning_rate: the absolute learning rate (after `lr_scaling`).
+        run: the `RunDirectory`; export_root: where the versions go.
+        epochs: the number of epochs (with `steps_per_epoch`: `total_steps`).
+    """
+
+    images: object
+    info: object
+    image_size: int
+    stem: str
+    mean: tuple
+    std: tuple
+    num_images: int
+    steps_per_epoch: int
+    learning_rate: float
+    run: rundir_lib.RunDirectory
+    export_root: str
+    epochs: int
+
+    @property
+    def total_steps(self):
+        return self.steps_per_epoch * self.epochs
+
+    def resolved(self):
+        """The JSON-able facts `config.json` records beside the settings."""
+        return {"image_size": self.image_size, "stem": self.stem, "mean": list(self.mean), "std": list(self.std),
+                "num_images": self.num_images, "steps_per_epoch": self.steps_per_epoch,
+                "learning_rate": self.learning_rate, "export_root": self.export_root}
+
+
+def plan_run(config):
+    """Validate `config` against its data; returns a `RunPlan`. Raises `ValueError` / `FileNotFoundError`.
+
+    Example:
+    ```python
+    plan = plan_run(PretrainConfig(dataset="digits", batch_size=64))
+    plan.steps_per_epoch
+    ```
+    """
+    from myol_keras import backbones
+    from myol_keras import data
+
+    config.validate()
+    images, info = data.load_pretrain_images(config.dataset, config.data_dir, download=config.download)
+    image_size = config.image_size or info.image_size
+    stem = config.stem if config.stem != "auto" else ("64px" if image_size >= 64 else "cifar")
+    minimum = backbones.minimum_image_size(stem)
+    if image_size < minimum:
+        raise ValueError(f"--image_size={image_size} is below the minimum of {minimum} px for the {stem!r} stem; "
+                         f"use --image_size={minimum} or more")
+    mean, std = data.resolve_normalization(config.normalization, info)
+    num_images = info.num_pretrain_images
+    if num_images is None:
+        cardinality = int(images.cardinality())
+        num_images = cardinality if cardinality >= 0 else sum(1 for _ in images)
+    steps = data.steps_in_epoch(num_images, config.batch_size, config.drop_remainder, config.steps_per_epoch)
+    if steps % config.steps_per_execution:
+        divisors = [d for d in range(1, min(steps, 64) + 1) if steps % d == 0]
+        raise ValueError(
+            f"--steps_per_execution={config.steps_per_execution} does not divide the {steps} steps per epoch, "
+            f"so epochs would not end where checkpoints and schedules expect; use one of {', '.join(map(str, divisors))} "
+            "(or change --steps_per_epoch / --batch_size)"
+        )
+    run_name = config.default_run_name(image_size)
+    plan = RunPlan(
+        images=images, info=info, image_size=int(image_size), stem=stem, mean=tuple(mean), std=tuple(std),
+        num_images=int(num_images), steps_per_epoch=int(steps), learning_rate=config.learning_rate(),
+        run=rundir_lib.RunDirectory(os.path.join(config.run_dir, run_name)),
+        export_root=os.path.join(config.export_dir, run_name), epochs=config.epochs,
+    )
+    return plan
+
+
+def build_model(config, plan):
+    """The method model of `config` (built, not compiled)."""
+    from myol_keras import backbones
+    from myol_keras import methods
+
+    backbone = backbones.ResNet(depth=config.depth, stem=plan.stem, width=config.width)
+    return methods.get_method(config.method)(backbone, **config.method_kwargs())
+
+
+def build_dataset(config, plan, method_cls, start_epoch=0):
+    """The pre-training stream from epoch `start_epoch` on (`data.epoch_pipeline`).
+
+    Data order and augmentation are a pure function of (seed, epoch, batch),
+    so a resumed run sees the batches an uninterrupted one would have seen.
+    With `config.augment_on == "device"` the stream holds raw batches and their
+    seeds; the model computes the views (`set_device_augmentation`).
+    """
+    import tensorflow as tf
+
+    from myol_keras import data
+
+    view_fn = method_cls.make_view_fn(plan.image_size, plan.mean, plan.std, seed=config.seed)
+    ds = data.epoch_pipeline(
+        plan.images,
+        view_fn if config.augment_on == "host" else None,
+        config.batch_size,
+        seed=config.seed,
+        start_epoch=start_epoch,
+        steps_per_epoch=plan.steps_per_epoch,
+        drop_remainder=config.drop_remainder,
+        shuffle_buffer=config.shuffle_buffer,
+        counterparts=method_cls.needs_counterparts,
+    )
+    if config.threads:
+        options = tf.data.Options()
+        options.threading.private_threadpool_size = config.threads
+        ds = ds.with_options(options)
+    return ds
+
+
+def check_resumable(config, run):
+    """Raise `SetupError` if `run` holds a run written with other settings (`RESUMABLE_CHANGES` aside)."""
+    saved = run.read_config()
+    if not saved:
+        return
+    saved = saved.get("flags", saved)  # run directories written before PretrainConfig
+    changed = config.changed_from(saved)
+    if changed:
+        mine = config.to_dict()
+        diffs = ", ".join(f"--{k}={saved[k]!r} before, {mine[k]!r} now" for k in changed)
+        raise SetupError(f"{run.path} holds a run with different flags ({diffs}); pass --overwrite to start "
+                         "again or --run_name=NEW for a new run")
+
+
+def set_threads(threads):
+    """Use `threads` CPU threads for TensorFlow ops (0: its default). Warns if TF already runs."""
+    import warnings
+
+    import tensorflow as tf
+
+    if not threads:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        warnings.warn("threads ignored: TensorFlow is already initialised in this process", stacklevel=2)
+
+
+def pretrain(config=None, *, plan=None, **settings):
+    """Pre-train, export the online encoder and mark the run done; returns the export directory.
+
+    Args:
+        config: a `PretrainConfig`; or leave it out and pass its settings as
+            keywords (`pretrain(method="byol", dataset="digits", epochs=2)`).
+        plan: the `plan_run(config)` result, if the caller already has it.
+
+    Returns:
+        The export version directory (None on a non-chief worker).
+
+    Raises:
+        ValueError / FileNotFoundError: a bad setting or unusable data, before
+            anything is written (`SetupError` for a run that cannot start here).
+        TrainingStopped: training started but stopped (the run is resumable).
+
+    Example:
+    ```python
+    path = myol_keras.pretrain(myol_keras.PretrainConfig(method="myol", dataset="digits", epochs=2, width=4))
+    backbone = myol_keras.load_backbone(path)
+    ```
+    """
+    from myol_keras.config import PretrainConfig
+
+    if config is None:
+        config = PretrainConfig(**settings)
+    elif settings:
+        config = config.replace(**settings)
+    plan = plan or plan_run(config)
+    run = plan.run
+    if run.is_done() and not config.overwrite:
+        done = run.read_done()
+        print(f"{PROG}: run {run.path} is finished. Encoder: {done['export']} ; history: {run.history_path} ; "
+              f"TensorBoard: {run.tensorboard_dir}. Pass --overwrite to train it again.")
+        return done["export"]
+    if config.overwrite and run.exists():
+        run.remove()
+    check_resumable(config, run)
+    model, strategy, policy, reason = _compile_model(config, plan)
+    return _fit_and_export(config, plan, model, strategy, policy, reason)
+
+
+def _compile_model(config, plan):
+    import keras
+    import tensorflow as tf
+
+    from myol_keras import distribute
+    from myol_keras import precision as precision_lib
+    from myol_keras import schedules
+
+    policy, reason = precision_lib.resolve_precision(config.precision)
+    precision_lib.set_precision(policy)
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    strategy = distribute.make_strategy(config.strategy)
+    if strategy.num_replicas_in_sync > 1 and config.steps_per_execution > 1:
+        raise SetupError(
+            f"--steps_per_execution={config.steps_per_execution} cannot run with {strategy.num_replicas_in_sync} "
+            "replicas: Keras 3.15 / TensorFlow 2.21 fail on steps_per_execution > 1 under a distribution strategy "
+            "(even for a plain Sequential model); use --steps_per_execution=1 or one device"
+        )
+    with strategy.scope(), distribute.batchnorm_options(synchronized=config.sync_batchnorm):
+        model = build_model(config, plan)
+        schedule = schedules.WarmupSchedule(plan.learning_rate, plan.steps_per_epoch, config.warmup_epochs,
+                                            config.warmup_mode, config.lr_schedule, plan.total_steps)
+        if config.augment_on == "device":
+            model.set_device_augmentation(type(model).make_view_fn(plan.image_size, plan.mean, plan.std, seed=config.seed))
+        model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=config.momentum),
+                      jit_compile=config.jit_compile, steps_per_execution=config.steps_per_execution)
+    return model, strategy, policy, reason
+
+
+def _callbacks(config, plan, backup, chief):
+    import keras
+
+    from myol_keras import callbacks as callbacks_lib
+
+    run = plan.run
+    callbacks = [
+        callbacks_lib.InjectNaN(),  # MYOL_KERAS_FAULT=nan_loss:<k> only
+        # Batch callbacks run once per execution: with several steps per call the
+        # callback hands the same EMA to the training step (exact, tested).
+        callbacks_lib.EMATargetUpdate(config.ema, config.ema_schedule, plan.total_steps,
+                                      in_step=config.steps_per_execution > 1),
+        callbacks_lib.LearningRateLogger(),
+        callbacks_lib.Throughput(config.batch_size),
+        keras.callbacks.TerminateOnNaN(raise_error=True),
+    ]
+    if chief:
+        callbacks.append(callbacks_lib.EpochHistoryCSV(run.history_path))  # before the backup: each checkpoint holds its history
+    callbacks.append(backup)
+    if chief:
+        callbacks.append(keras.callbacks.TensorBoard(run.tensorboard_dir, write_graph=False))
+    callbacks.append(callbacks_lib.FaultPoint())  # last: epoch_end:<n> kills after the checkpoint
+    return callbacks
+
+
+def _fit_and_export(config, plan, model, strategy, policy, reason):
+    from myol_keras import checkpoint
+    from myol_keras import distribute
+    from myol_keras import faults
+
+    run = plan.run
+    chief = distribute.is_chief()
+    run.create()
+    if chief:
+        run.write_config({**config.to_dict(), "resolved": {
+            **plan.resolved(), "precision": {"policy": policy, "reason": reason},
+            "replicas": strategy.num_replicas_in_sync}})
+        run.write_flagfile(config.to_dict())
+    backup = checkpoint.ResumableBackup(run.backup_dir, run.history_path, write=chief)
+    try:
+        start_epoch = backup.restore(model)
+    except OSError as e:
+        raise TrainingStopped(f"cannot resume {run.path}: {e}. Pass --overwrite to start again.") from None
+    if start_epoch:
+        print(f"{PROG}: resuming {run.path} after epoch {start_epoch}")
+    print(f"{PROG}: precision {policy} ({reason}); {plan.num_images} images, {plan.steps_per_epoch} steps/epoch"
+          + (f"; {strategy.num_replicas_in_sync} replicas" if strategy.num_replicas_in_sync > 1 else ""))
+    dataset = build_dataset(config, plan, type(model), start_epoch=start_epoch)
+    if start_epoch < config.epochs:
+        try:
+            model.fit(dataset, epochs=config.epochs, initial_epoch=start_epoch, steps_per_epoch=plan.steps_per_epoch,
+                      callbacks=_callbacks(config, plan, backup, chief), verbose=config.verbose,
+                      shuffle=False)  # the tf.data pipeline shuffles
+        except RuntimeError as e:
+            if isinstance(e, checkpoint.NonFiniteError) or "nan" in str(e).lower():
+                last, _ = checkpoint.latest_checkpoint(run.backup_dir)
+                kept = (f"the checkpoint after epoch {last} is kept in {run.backup_dir}" if last
+                        else "no epoch had completed, nothing to resume")
+                raise TrainingStopped(
+                    f"training stopped on a non-finite loss ({' '.join(str(e).split())}); {kept}. "
+                    "Lower --lr or use --precision=float32, then rerun the same command to resume."
+                ) from None
+            raise
+    if not chief:
+        print(f"{PROG}: worker finished; the chief exports the encoder")
+        return None
+
+    faults.maybe_fail("before_export")
+    export_path = _export_once(config, plan, model, policy)
+    faults.maybe_fail("after_export")
+    run.mark_done(export_path)
+    run.clear_claim()
+    print(f"{PROG}: exported the online encoder to {export_path}")
+    print(f"{PROG}: run directory {run.path} (history.csv, tensorboard/, config.json)")
+    return export_path
+
+
+def _export_once(config, plan, model, policy):
+    """Export the online backbone to a version claimed in the run directory first.
+
+    A run killed after its export was renamed into place (before DONE) reuses
+    that version on the rerun instead of exporting a duplicate.
+    """
+    from myol_keras import export
+
+    pending = plan.run.pending_export()
+    if pending and os.path.exists(os.path.join(pending, "saved_model.pb")):
+        return pending
+    version = rundir_lib.next_version(plan.export_root)
+    plan.run.claim_export(os.path.join(plan.export_root, str(version)))
+    return export.export_encoder(
+        model.backbone, plan.export_root, version=version, image_size=plan.image_size, mean=plan.mean, std=plan.std,
+        metadata={"method": config.method, "dataset": config.dataset, "data_dir": config.data_dir,
+                  "num_classes": plan.info.num_classes, "run_dir": os.path.abspath(plan.run.path),
+                  "precision": policy, "config": config.to_dict()},
+    )
