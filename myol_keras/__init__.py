@@ -3,7 +3,14 @@
 Public names are imported lazily, so `python -m myol_keras.main --help` and
 start-up errors do not pay for importing TensorFlow first.
 
-Example:
+Example (one call, the command line's run directory):
+```python
+import myol_keras
+
+path = myol_keras.pretrain(myol_keras.PretrainConfig(method="myol", dataset="digits", epochs=10, width=16))
+```
+
+Example (your own `fit`):
 ```python
 import keras
 import myol_keras
@@ -51,6 +58,8 @@ _EXPORTS = {
     "DatasetInfo": "myol_keras.data",
     "DataUnavailableError": "myol_keras.data",
     # training
+    "PretrainConfig": "myol_keras.config",
+    "pretrain": "myol_keras.training",
     "EMATargetUpdate": "myol_keras.callbacks",
     "LearningRateLogger": "myol_keras.callbacks",
     "WarmupSchedule": "myol_keras.schedules",

@@ -1,12 +1,14 @@
 """Training callbacks: the EMA target update and schedule/history logging."""
 
 import csv
+import io
 import os
 
 import keras
 import tensorflow as tf
 
 from myol_keras import ema
+from myol_keras import rundir
 
 
 @keras.saving.register_keras_serializable(package="myol_keras")
@@ -149,12 +151,11 @@ class EpochHistoryCSV(keras.callbacks.Callback):
         fields = ["epoch"]
         for r in rows:
             fields += [k for k in r if k not in fields]
-        tmp = self.filename + ".tmp"
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, self.filename)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+        rundir.atomic_write(self.filename, text.getvalue())
 
 
 class Throughput(keras.callbacks.Callback):

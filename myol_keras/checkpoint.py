@@ -38,33 +38,16 @@ import keras
 import numpy as np
 
 from myol_keras import faults
+from myol_keras import rundir
 
 WEIGHTS_FILE = "model.weights.h5"
-HISTORY_FILE = "history.csv"
+HISTORY_FILE = rundir.HISTORY_FILE
 STATE_FILE = "state.json"
 _NAME = re.compile(r"^epoch-(\d{6,})$")
 
 
 class NonFiniteError(RuntimeError):
     """Training produced NaN/Inf (loss or weights); nothing was checkpointed."""
-
-
-def _fsync_file(path):
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path):
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def checkpoints(backup_dir):
@@ -84,12 +67,6 @@ def latest_checkpoint(backup_dir):
     """`(epoch, path)` of the newest complete checkpoint, or `(0, None)`."""
     found = checkpoints(backup_dir)
     return found[-1] if found else (0, None)
-
-
-def _atomic_copy(src, dst):
-    tmp = dst + ".tmp"
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
 
 
 def weights_finite(model):
@@ -164,7 +141,7 @@ class ResumableBackup(keras.callbacks.Callback):
             history = os.path.join(path, HISTORY_FILE)
             if self.history_path and self.write:
                 if os.path.exists(history):
-                    _atomic_copy(history, self.history_path)
+                    rundir.atomic_copy(history, self.history_path)
                 elif os.path.exists(self.history_path):
                     os.remove(self.history_path)
             self.restored_epoch = epoch
@@ -200,11 +177,11 @@ class ResumableBackup(keras.callbacks.Callback):
         try:
             weights = os.path.join(tmp, WEIGHTS_FILE)
             self.model.save_weights(weights)
-            _fsync_file(weights)
+            rundir.fsync_file(weights)
             faults.maybe_fail("checkpoint_first_file")
             if self.history_path and os.path.exists(self.history_path):
                 shutil.copyfile(self.history_path, os.path.join(tmp, HISTORY_FILE))
-                _fsync_file(os.path.join(tmp, HISTORY_FILE))
+                rundir.fsync_file(os.path.join(tmp, HISTORY_FILE))
             state = {
                 "epoch": epoch,
                 "iterations": int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)),
@@ -214,7 +191,7 @@ class ResumableBackup(keras.callbacks.Callback):
                 json.dump(state, f)
                 f.flush()
                 os.fsync(f.fileno())
-            _fsync_dir(tmp)
+            rundir.fsync_dir(tmp)
             faults.maybe_fail("checkpoint_before_rename")
             if os.path.exists(final):  # a re-run epoch after a fallback: replace it
                 stale = tempfile.mkdtemp(prefix=".tmp-stale-", dir=self.backup_dir)
@@ -224,7 +201,7 @@ class ResumableBackup(keras.callbacks.Callback):
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        _fsync_dir(self.backup_dir)
+        rundir.fsync_dir(self.backup_dir)
         faults.maybe_fail("checkpoint_after_rename")
         for _, old in checkpoints(self.backup_dir)[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)

@@ -208,29 +208,15 @@ class RunDirectory:
 
     def __init__(self, path):
         self.path = os.fspath(path)
+        self.config_path = self.file(CONFIG_FILE)
+        self.history_path = self.file(HISTORY_FILE)
+        self.backup_dir = self.file(BACKUP_DIR)
+        self.tensorboard_dir = self.file(TENSORBOARD_DIR)
+        self.results_path = self.file(RESULTS_FILE)
 
     def file(self, name):
+        """The path of `name` inside the run directory."""
         return os.path.join(self.path, name)
-
-    @property
-    def config_path(self):
-        return self.file(CONFIG_FILE)
-
-    @property
-    def history_path(self):
-        return self.file(HISTORY_FILE)
-
-    @property
-    def backup_dir(self):
-        return self.file(BACKUP_DIR)
-
-    @property
-    def tensorboard_dir(self):
-        return self.file(TENSORBOARD_DIR)
-
-    @property
-    def results_path(self):
-        return self.file(RESULTS_FILE)
 
     def exists(self):
         return os.path.isdir(self.path)
