@@ -5,17 +5,17 @@ import math
 import numpy as np
 import pytest
 
-from myol_keras.evaluation import knn, linear_probe, semisup
+from myol_keras.evaluation import common, knn, linear_probe, semisup
 
 
 def test_probe_cosine_lr_is_half_at_mid_training():
     total = 100 * 73
-    assert linear_probe.probe_learning_rate(0, total) == pytest.approx(0.2)
-    assert linear_probe.probe_learning_rate(total / 2, total) == pytest.approx(0.1)
-    assert linear_probe.probe_learning_rate(total, total) == pytest.approx(0.0, abs=1e-12)
-    schedule = linear_probe.cosine_schedule(0.2, total)
+    assert common.probe_learning_rate(0, total) == pytest.approx(0.2)
+    assert common.probe_learning_rate(total / 2, total) == pytest.approx(0.1)
+    assert common.probe_learning_rate(total, total) == pytest.approx(0.0, abs=1e-12)
+    schedule = common.cosine_schedule(0.2, total)
     for step in (0, total // 4, total // 2, total - 1):
-        assert float(schedule(step)) == pytest.approx(linear_probe.probe_learning_rate(step, total), rel=1e-5, abs=1e-7)
+        assert float(schedule(step)) == pytest.approx(common.probe_learning_rate(step, total), rel=1e-5, abs=1e-7)
     assert float(schedule(total // 2)) == pytest.approx(0.1, rel=1e-6)
 
 
@@ -73,7 +73,7 @@ def test_class_balanced_subset_depends_on_the_seed_only():
 
 def test_topk_accuracy():
     logits = np.array([[0.1, 0.9, 0.0], [0.8, 0.05, 0.15]])
-    acc = linear_probe.topk_accuracy(logits, np.array([1, 2]), ks=(1, 2, 5))
+    acc = common.topk_accuracy(logits, np.array([1, 2]), ks=(1, 2, 5))
     assert acc == {"top1": 0.5, "top2": 1.0, "top5": 1.0}
 
 

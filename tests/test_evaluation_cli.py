@@ -110,7 +110,7 @@ def test_bad_inputs_are_one_line_with_exit_status_2(case, pretrained, tmp_path, 
         np.savez(path, x_train=np.zeros((8, 32, 32, 3), np.uint8))
         module, argv, match = linear_probe, [f"--saved_model={export}", "--dataset=npz", f"--data_dir={path}"], "label"
     elif case == "eps":
-        module, argv, match = attack, [f"--classifier={classifier}", "--fgsm_eps=1.5"], r"outside \[0, 1\]"
+        module, argv, match = attack, [f"--classifier={classifier}", "--fgsm_eps=1.5"], r"--fgsm_eps=1.5: 1.5 is not a number in the range \[0, 1\]"
     elif case == "empty_folder":
         (tmp_path / "empty").mkdir()
         module, argv, match = embed, [f"--saved_model={export}", f"--images={tmp_path / 'empty'}"], "no images"
