@@ -16,8 +16,12 @@ Example:
 FLAGS = flags.FlagValues()
 flags.DEFINE_string("saved_model", None, "Encoder export.", flag_values=FLAGS)
 
-def main(argv=None):
-    return cli.run_tool("myol_keras.embed", FLAGS, argv, _run, __doc__)
+cli.require(FLAGS, "saved_model", "an encoder export, saved_models/<name>")
+
+def _run():
+    cli.call_with_flags(embed_folder, FLAGS)  # flags named after the arguments
+
+main = cli.entry_point("myol_keras.embed", FLAGS, _run, __doc__)
 ```
 """
 
@@ -105,6 +109,40 @@ def run_tool(prog, flag_values, argv, body, doc=None):
     except (UsageError, FileNotFoundError, ValueError) as e:
         fail(prog, e)
     return 0 if status is None else status
+
+
+def entry_point(prog, flag_values, body, doc=None):
+    """The `main(argv=None)` of a `python -m` tool: `run_tool(prog, flag_values, argv, body, doc)`.
+
+    Example:
+    ```python
+    main = cli.entry_point(PROG, FLAGS, _run, __doc__)
+
+    if __name__ == "__main__":
+        raise SystemExit(main())
+    ```
+    """
+
+    def main(argv=None):
+        return run_tool(prog, flag_values, argv, body, doc)
+
+    main.__doc__ = f"Entry point of `python -m {prog}`, usable in-process: `main([prog, '--flag=value', ...])`."
+    return main
+
+
+def call_with_flags(function, flag_values, **overrides):
+    """`function(**arguments)`, each argument taken from the flag of the same name (or `overrides`).
+
+    The tools name their flags after the arguments of the library function they
+    run, so the flags reach it without a hand-written list; arguments without a
+    flag keep their defaults.
+    """
+    import inspect
+
+    arguments = {name: flag_values[name].value for name in inspect.signature(function).parameters
+                 if name in flag_values}
+    arguments.update(overrides)
+    return function(**arguments)
 
 
 def parse_fraction(text, name=None):

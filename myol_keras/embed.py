@@ -126,15 +126,12 @@ def embed_folder(saved_model, images, output=None, *, batch_size=64, verbose=Tru
 
 
 def _run():
-    list_images(FLAGS.images)  # fail before loading the model
-    out = embed_folder(FLAGS.saved_model, FLAGS.images, FLAGS.output, batch_size=FLAGS.batch_size)
+    out = cli.call_with_flags(embed_folder, FLAGS)
     print(f"{PROG}: {out['embeddings'].shape[0]} embeddings of size {out['embeddings'].shape[1]} -> "
           f"{out['output']} (names: {out['names_file']})")
 
 
-def main(argv=None):
-    """Entry point usable in-process."""
-    return cli.run_tool(PROG, FLAGS, argv, _run, __doc__)
+main = cli.entry_point(PROG, FLAGS, _run, __doc__)
 
 
 if __name__ == "__main__":

@@ -252,9 +252,7 @@ def _run():
     print(f"{PROG}: wrote {out['report']} ({len(out['rows'])} run(s), {len(out['plots'])} plot(s))")
 
 
-def main(argv=None):
-    """Entry point usable in-process."""
-    return cli.run_tool(PROG, FLAGS, argv, _run, __doc__)
+main = cli.entry_point(PROG, FLAGS, _run, __doc__)
 
 
 if __name__ == "__main__":

@@ -113,9 +113,7 @@ def _run():
         print(f"{PROG}: wrote {os.path.join(FLAGS.output or os.path.join(FLAGS.run_dir, FLAGS.name), 'sweep.md')}")
 
 
-def main(argv=None):
-    """Entry point usable in-process."""
-    return cli.run_tool(PROG, FLAGS, argv, _run, __doc__)
+main = cli.entry_point(PROG, FLAGS, _run, __doc__)
 
 
 if __name__ == "__main__":

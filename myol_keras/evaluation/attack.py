@@ -234,18 +234,12 @@ def attack_evaluate(classifier, dataset="", data_dir=None, *, attack_space="pixe
 
 
 def _run():
-    result = attack_evaluate(
-        FLAGS.classifier, FLAGS.dataset, FLAGS.data_dir, attack_space=FLAGS.attack_space, fgsm_eps=FLAGS.fgsm_eps,
-        pgd_eps=FLAGS.pgd_eps, pgd_steps=FLAGS.pgd_steps, pgd_alpha=FLAGS.pgd_alpha, batch_size=FLAGS.batch_size,
-        max_images=FLAGS.max_images, seed=FLAGS.seed, download=FLAGS.download,
-    )
+    result = cli.call_with_flags(attack_evaluate, FLAGS)
     table = "  ".join(f"{k} {v:.4f}" for k, v in result["accuracy"].items())
     print(f"{PROG}: {result['attack_space']} space, {result['num_test']} images: {table} ({result['seconds']:.1f} s)")
 
 
-def main(argv=None):
-    """Entry point usable in-process."""
-    return cli.run_tool(PROG, FLAGS, argv, _run, __doc__)
+main = cli.entry_point(PROG, FLAGS, _run, __doc__)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 * `build_linear_head`: `Linear(D, C)` with torch's initialisation (probe,
   fine-tuning, transfer);
 * `probe_learning_rate` / `cosine_schedule`: cosine annealing to 0 per iteration;
-* `topk_accuracy`: top-1 / top-5 from scores;
+* `topk_accuracy`: top-1 / top-5 from scores; `record_test`: one tested epoch;
 * `encoder_features`: train and test features of an encoder export, extracted
   once through its `serving_default` endpoint and reusable through a cache
   dict (the linear probe and kNN of one `run_evaluations` share it);
@@ -15,8 +15,8 @@ Reading exports, data and results is `myol_keras.evaluation.features`.
 Example:
 ```python
 cache = {}
-feats = encoder_features(load_export("saved_models/byol-c10"), "cifar10", cache=cache)
-head = build_linear_head(feats["train_features"].shape[1], 10)
+feats = encoder_features("saved_models/byol-c10", "cifar10", cache=cache)
+head = build_linear_head(feats["train_features"].shape[1], feats["num_classes"])
 ```
 """
 
@@ -101,31 +101,49 @@ def resolve_dataset(metadata, dataset, data_dir):
     return dataset, data_dir
 
 
-def encoder_features(encoder, dataset="", data_dir=None, *, download=True, feature_batch_size=256,
+def record_test(history, epoch, epochs, logs, scores, labels, description, verbose=True):
+    """Append `{"epoch", "loss", "top1", "top5"}` of one tested epoch to `history` (and print it if `verbose`)."""
+    row = {"epoch": epoch, "loss": float((logs or {}).get("loss", float("nan")))}
+    row.update(topk_accuracy(scores, labels))
+    history.append(row)
+    if verbose:
+        print(f"{description}: epoch {epoch}/{epochs} loss {row['loss']:.4f} top-1 {row['top1']:.4f} "
+              f"top-5 {row['top5']:.4f}", flush=True)
+    return row
+
+
+def encoder_features(saved_model, dataset="", data_dir=None, *, download=True, feature_batch_size=256,
                      max_train_images=0, max_test_images=0, cache=None, verbose=True):
-    """Train and test features of a `LoadedExport` encoder on a labelled dataset, extracted once.
+    """Train and test features of an encoder export on a labelled dataset, extracted once.
 
     Args:
-        encoder: a `features.LoadedExport` of kind "encoder".
+        saved_model: encoder export (`saved_models/<name>` or a version directory).
         dataset, data_dir: labelled data (default: the export's pre-training dataset).
         feature_batch_size: images per call of the encoder's `serving_default`.
         max_train_images, max_test_images: caps (0: all).
-        cache: optional dict; a second call with the same encoder, data and caps
-            returns the features it holds instead of extracting them again.
+        cache: optional dict; a second call with the same export, data and caps
+            returns the features it holds without loading the SavedModel again.
 
     Returns:
         dict with train_features, train_labels, test_features, test_labels, info,
-        dataset, data_dir and extract_seconds.
+        num_classes, dataset, data_dir, encoder (the version directory), run_dir
+        and extract_seconds.
+
+    Raises:
+        FileNotFoundError: no export at `saved_model`.
+        ValueError: a classifier export, a bad batch size, a dataset without labels.
     """
     from myol_keras.evaluation import features
 
     check_positive_ints(feature_batch_size=feature_batch_size)
-    dataset, data_dir = resolve_dataset(encoder.metadata, dataset, data_dir)
-    key = (encoder.path, dataset, data_dir, max_train_images, max_test_images)
+    version_dir, metadata = features.read_export_metadata(saved_model, expect="encoder")
+    dataset, data_dir = resolve_dataset(metadata, dataset, data_dir)
+    key = (version_dir, dataset, data_dir, max_train_images, max_test_images)
     if cache is not None and cache.get("key") == key:
         return cache["features"]
     start = time.perf_counter()
-    out = {"dataset": dataset, "data_dir": data_dir}
+    encoder = features.load_export(version_dir, expect="encoder")
+    out = {"dataset": dataset, "data_dir": data_dir, "encoder": version_dir, "run_dir": encoder.run_dir}
     for split, cap in (("train", max_train_images), ("test", max_test_images)):
         images, labels, info = features.load_labelled_arrays(dataset, split, data_dir, download, cap or None)
         out[f"{split}_features"] = features.extract_features(
@@ -133,6 +151,7 @@ def encoder_features(encoder, dataset="", data_dir=None, *, download=True, featu
         )
         out[f"{split}_labels"] = labels
         out["info"] = info
+    out["num_classes"] = count_classes(out["info"], out["train_labels"], out["test_labels"])
     out["extract_seconds"] = time.perf_counter() - start
     if cache is not None:
         cache["key"] = key

@@ -85,20 +85,18 @@ def knn_evaluate(saved_model, dataset="", data_dir=None, *, k=200, temperature=0
     """
     from myol_keras.evaluation import features
 
-    common.check_positive_ints(k=k, feature_batch_size=feature_batch_size)
+    common.check_positive_ints(k=k)
     common.check_positive(temperature=temperature)
     start = time.perf_counter()
-    encoder = features.load_export(saved_model, expect="encoder")
-    feats = common.encoder_features(encoder, dataset, data_dir, download=download,
+    feats = common.encoder_features(saved_model, dataset, data_dir, download=download,
                                     feature_batch_size=feature_batch_size, max_train_images=max_train_images,
                                     max_test_images=max_test_images, cache=cache, verbose=verbose)
-    num_classes = common.count_classes(feats["info"], feats["train_labels"], feats["test_labels"])
     vote_start = time.perf_counter()
     acc = knn_accuracy(feats["train_features"], feats["train_labels"], feats["test_features"],
-                       feats["test_labels"], num_classes, k, temperature)
+                       feats["test_labels"], feats["num_classes"], k, temperature)
     result = {
         "evaluation": "knn",
-        "encoder": encoder.path,
+        "encoder": feats["encoder"],
         "dataset": feats["dataset"],
         "k": int(k),
         "temperature": float(temperature),
@@ -108,7 +106,7 @@ def knn_evaluate(saved_model, dataset="", data_dir=None, *, k=200, temperature=0
         "vote_seconds": time.perf_counter() - vote_start,
         "seconds": time.perf_counter() - start,
     }
-    result["results_file"] = features.append_result(encoder.run_dir, result)
+    result["results_file"] = features.append_result(feats["run_dir"], result)
     return result
 
 
@@ -198,18 +196,12 @@ class KNNMonitor(_monitor_base()):
 
 
 def _run():
-    result = knn_evaluate(
-        FLAGS.saved_model, FLAGS.dataset, FLAGS.data_dir, k=FLAGS.k, temperature=FLAGS.temperature,
-        feature_batch_size=FLAGS.feature_batch_size, download=FLAGS.download,
-        max_train_images=FLAGS.max_train_images, max_test_images=FLAGS.max_test_images,
-    )
+    result = cli.call_with_flags(knn_evaluate, FLAGS)
     print(f"{PROG}: kNN (k={result['k']}, T={result['temperature']}) top-1 {result['top1']:.4f} "
           f"top-5 {result['top5']:.4f} on {result['dataset']} ({result['seconds']:.1f} s)")
 
 
-def main(argv=None):
-    """Entry point usable in-process."""
-    return cli.run_tool(PROG, FLAGS, argv, _run, __doc__)
+main = cli.entry_point(PROG, FLAGS, _run, __doc__)
 
 
 if __name__ == "__main__":

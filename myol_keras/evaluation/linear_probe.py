@@ -94,12 +94,8 @@ def train_linear_classifier(
             if done % eval_every and done != epochs:
                 return
             kernel, bias = head.get_weights()
-            row = {"epoch": done, "loss": float((logs or {}).get("loss", float("nan")))}
-            row.update(common.topk_accuracy(test_features @ kernel + bias, test_labels))
-            history.append(row)
-            if verbose:
-                print(f"linear probe: epoch {done}/{epochs} loss {row['loss']:.4f} top-1 {row['top1']:.4f} "
-                      f"top-5 {row['top5']:.4f}", flush=True)
+            common.record_test(history, done, epochs, logs, test_features @ kernel + bias, test_labels,
+                               "linear probe", verbose)
 
     start = time.perf_counter()
     model.fit(ds, epochs=epochs, callbacks=[_Test()], verbose=0, shuffle=False)
@@ -204,22 +200,20 @@ def linear_probe(saved_model, dataset="", data_dir=None, *, epochs=100, batch_si
     """
     from myol_keras.evaluation import features
 
-    common.check_positive_ints(epochs=epochs, batch_size=batch_size, eval_every=eval_every,
-                               feature_batch_size=feature_batch_size)
+    common.check_positive_ints(epochs=epochs, batch_size=batch_size, eval_every=eval_every)
     common.check_positive(lr=lr)
     start = time.perf_counter()
-    encoder = features.load_export(saved_model, expect="encoder")
-    feats = common.encoder_features(encoder, dataset, data_dir, download=download,
+    feats = common.encoder_features(saved_model, dataset, data_dir, download=download,
                                     feature_batch_size=feature_batch_size, max_train_images=max_train_images,
                                     max_test_images=max_test_images, cache=cache, verbose=verbose)
-    num_classes = common.count_classes(feats["info"], feats["train_labels"], feats["test_labels"])
+    num_classes = feats["num_classes"]
     trained = train_linear_classifier(
         feats["train_features"], feats["train_labels"], feats["test_features"], feats["test_labels"], num_classes,
         epochs=epochs, batch_size=batch_size, lr=lr, eval_every=eval_every, seed=seed, verbose=verbose,
     )
     result = {
         "evaluation": "linear",
-        "encoder": encoder.path,
+        "encoder": feats["encoder"],
         "dataset": feats["dataset"],
         "num_classes": num_classes,
         "num_train": int(len(feats["train_labels"])),
@@ -234,23 +228,18 @@ def linear_probe(saved_model, dataset="", data_dir=None, *, epochs=100, batch_si
     }
     if export:
         result["classifier"] = export_classifier(
-            encoder.path, trained["kernel"], trained["bias"],
+            feats["encoder"], trained["kernel"], trained["bias"],
             metadata={"dataset": feats["dataset"], "data_dir": feats["data_dir"],
                       "linear_top1": trained["top1"], "linear_top5": trained["top5"]},
         )
     result["seconds"] = time.perf_counter() - start
-    result["results_file"] = features.append_result(encoder.run_dir, result)
-    features.save_embedding_sample(encoder.run_dir, feats["test_features"], feats["test_labels"])
+    result["results_file"] = features.append_result(feats["run_dir"], result)
+    features.save_embedding_sample(feats["run_dir"], feats["test_features"], feats["test_labels"])
     return result
 
 
 def _run():
-    result = linear_probe(
-        FLAGS.saved_model, FLAGS.dataset, FLAGS.data_dir, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
-        lr=FLAGS.lr, eval_every=FLAGS.eval_every, seed=FLAGS.seed, feature_batch_size=FLAGS.feature_batch_size,
-        download=FLAGS.download, max_train_images=FLAGS.max_train_images, max_test_images=FLAGS.max_test_images,
-        export=FLAGS.export,
-    )
+    result = cli.call_with_flags(linear_probe, FLAGS)
     print(f"{PROG}: top-1 {result['top1']:.4f} top-5 {result['top5']:.4f} on {result['dataset']} "
           f"({result['seconds']:.1f} s)")
     if result.get("classifier"):
@@ -259,9 +248,7 @@ def _run():
         print(f"{PROG}: appended to {result['results_file']}")
 
 
-def main(argv=None):
-    """Entry point usable in-process: `main(["prog", "--saved_model=...", ...])`."""
-    return cli.run_tool(PROG, FLAGS, argv, _run, __doc__)
+main = cli.entry_point(PROG, FLAGS, _run, __doc__)
 
 
 if __name__ == "__main__":

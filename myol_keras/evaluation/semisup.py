@@ -173,13 +173,8 @@ def finetune(backbone, train_images, train_labels, test_images, test_labels, num
 
     class _Test(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            logits = model.predict(test_ds, verbose=0)
-            row = {"epoch": epoch + 1, "loss": float((logs or {}).get("loss", float("nan")))}
-            row.update(common.topk_accuracy(logits, test_labels))
-            history.append(row)
-            if verbose:
-                print(f"{description}: epoch {epoch + 1}/{epochs} loss {row['loss']:.4f} "
-                      f"top-1 {row['top1']:.4f} top-5 {row['top5']:.4f}", flush=True)
+            common.record_test(history, epoch + 1, epochs, logs, model.predict(test_ds, verbose=0), test_labels,
+                               description, verbose)
 
     start = time.perf_counter()
     model.fit(train_ds, epochs=epochs, callbacks=[_Test()], verbose=0, shuffle=False)
@@ -258,18 +253,12 @@ def semisup_evaluate(saved_model, dataset="", data_dir=None, *, label_fraction=0
 
 def _run():
     for ratio in FLAGS.label_fraction:
-        result = semisup_evaluate(
-            FLAGS.saved_model, FLAGS.dataset, FLAGS.data_dir, label_fraction=ratio, epochs=FLAGS.epochs,
-            batch_size=FLAGS.batch_size, encoder_lr=FLAGS.encoder_lr or None, head_lr=FLAGS.head_lr or None,
-            seed=FLAGS.seed, download=FLAGS.download, max_test_images=FLAGS.max_test_images,
-        )
+        result = cli.call_with_flags(semisup_evaluate, FLAGS, label_fraction=ratio)
         print(f"{PROG}: {ratio:g} labels ({result['num_labelled']} images): top-1 {result['top1']:.4f} "
               f"top-5 {result['top5']:.4f} ({result['seconds']:.1f} s)")
 
 
-def main(argv=None):
-    """Entry point usable in-process."""
-    return cli.run_tool(PROG, FLAGS, argv, _run, __doc__)
+main = cli.entry_point(PROG, FLAGS, _run, __doc__)
 
 
 if __name__ == "__main__":

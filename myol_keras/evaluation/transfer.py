@@ -122,7 +122,14 @@ def transfer_one(saved_model, target, data_dir=None, *, mode="linear", epochs=0,
 
 
 def transfer_evaluate(saved_model, targets=PAPER_TARGETS, data_dirs=None, **kwargs):
-    """Transfer to every target that is available; returns {"results": [...], "skipped": {target: reason}}."""
+    """Transfer to every target that is available; returns {"results": [...], "skipped": {target: reason}}.
+
+    Args:
+        saved_model: encoder export.
+        targets: dataset names; those `myol_keras.data` lacks or cannot find are skipped.
+        data_dirs: {target: data_dir} for local targets.
+        **kwargs: `transfer_one`'s options (mode, epochs, batch_size, seed, download, caps, verbose).
+    """
     from myol_keras import data
 
     data_dirs = data_dirs or {}
@@ -153,9 +160,7 @@ def _run():
         raise ValueError("no transfer target was available; see the skipped targets above")
 
 
-def main(argv=None):
-    """Entry point usable in-process."""
-    return cli.run_tool(PROG, FLAGS, argv, _run, __doc__)
+main = cli.entry_point(PROG, FLAGS, _run, __doc__)
 
 
 if __name__ == "__main__":
