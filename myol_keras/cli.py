@@ -204,7 +204,9 @@ class FractionSerializer(flags.ArgumentSerializer):
 
 
 def _caller():
-    return sys._getframe(2).f_globals.get("__name__")  # the defining module, as absl's own DEFINE_* find it
+    """The module that called our caller, named as absl's own DEFINE_* name it (for `--help`)."""
+    name = sys._getframe(2).f_globals.get("__name__")
+    return sys.argv[0] if name == "__main__" else name
 
 
 def DEFINE_fraction(name, default, help, flag_values, *, lower_bound=None, upper_bound=None, hint=""):  # noqa: N802 (absl's naming)

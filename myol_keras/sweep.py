@@ -27,8 +27,9 @@ PROG = "myol_keras.sweep"
 PAPER_BATCH_SIZES = (256, 128, 64, 32)
 
 FLAGS = flags.FlagValues()
-cli.DEFINE_list_of("batch_sizes", [str(b) for b in PAPER_BATCH_SIZES], "Batch sizes B (>= 2: BatchNorm needs two images).",
-                   flags.IntegerParser(lower_bound=2), FLAGS)
+_BATCH_SIZE = flags.IntegerParser(lower_bound=2)
+_BATCH_SIZE.syntactic_help = "an integer >= 2 (BatchNorm needs two images)"
+cli.DEFINE_list_of("batch_sizes", [str(b) for b in PAPER_BATCH_SIZES], "Batch sizes B.", _BATCH_SIZE, FLAGS)
 flags.DEFINE_integer("base_epochs", 500, "Epochs at the base batch size.", lower_bound=1, flag_values=FLAGS)
 flags.DEFINE_integer("base_batch_size", 256, "Base batch size of the epoch scaling.", lower_bound=1, flag_values=FLAGS)
 flags.DEFINE_string("pretrain_flags", "", "Extra flags for myol_keras.main (quoted), e.g. '--method=byol --dataset=cifar10'.", flag_values=FLAGS)

@@ -137,3 +137,38 @@ def test_sweep_plan_scales_epochs_with_batch_size():
     plan = sweep_plan()
     assert [(p["batch_size"], p["epochs"]) for p in plan] == [(256, 500), (128, 250), (64, 125), (32, 62)]
     assert plan[0]["run_name"] == "sweep-b256"
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: linear_probe.linear_probe("nowhere", epochs=0), r"Expected `epochs` to be an int >= 1. Received: epochs=0"),
+    (lambda: linear_probe.linear_probe("nowhere", lr=0.0), r"Expected `lr` to be a number > 0"),
+    (lambda: linear_probe.linear_probe("nowhere", feature_batch_size=0), r"feature_batch_size=0"),
+    (lambda: knn.knn_evaluate("nowhere", k=0), r"Received: k=0"),
+    (lambda: knn.knn_evaluate("nowhere", temperature=-1.0), r"Received: temperature=-1.0"),
+    (lambda: semisup.semisup_evaluate("nowhere", label_fraction=0.0), r"Received: label_fraction=0.0"),
+    (lambda: semisup.semisup_evaluate("nowhere", epochs=0), r"Received: epochs=0"),
+    (lambda: __import__("myol_keras.evaluation.attack").evaluation.attack.attack_evaluate("nowhere", batch_size=0),
+     r"Received: batch_size=0"),
+    (lambda: __import__("myol_keras.evaluation.attack").evaluation.attack.attack_evaluate("nowhere", pgd_steps=(8, 0)),
+     r"Received: pgd_steps\[1\]=0"),
+    (lambda: __import__("myol_keras.evaluation.attack").evaluation.attack.attack_evaluate("nowhere", fgsm_eps=(2.0,)),
+     r"outside \[0, 1\]"),
+    (lambda: __import__("myol_keras.evaluation.transfer").evaluation.transfer.transfer_one("nowhere", "cifar10",
+                                                                                          mode="frozen"),
+     r"Received: mode='frozen'"),
+    (lambda: __import__("myol_keras.embed").embed.embed_folder("nowhere", "nowhere", batch_size=0),
+     r"Received: batch_size=0"),
+    (lambda: __import__("myol_keras.sweep").sweep.sweep_plan([256, 1]), r"batch size 1 is below 2"),
+    (lambda: __import__("myol_keras.report").report.render_report([]), r"no run directory given"),
+    (lambda: __import__("myol_keras.evaluation.features").evaluation.features.load_export(""), r"no encoder export"),
+], ids=["probe_epochs", "probe_lr", "probe_feature_batch", "knn_k", "knn_temperature", "semisup_fraction",
+        "semisup_epochs", "attack_batch", "attack_steps", "attack_eps", "transfer_mode", "embed_batch", "sweep_batch",
+        "report_runs", "no_export"])
+def test_library_functions_raise_value_error_not_usage_error(call, match):
+    # Checked before anything is loaded ("nowhere" does not exist), with a plain ValueError a
+    # Python caller can catch; only the tools' main() turns it into one line and exit 2.
+    from myol_keras import cli
+
+    with pytest.raises(ValueError, match=match) as error:
+        call()
+    assert not isinstance(error.value, cli.UsageError)
