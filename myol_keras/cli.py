@@ -37,7 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 class UsageError(ValueError):
-    """A bad command line or input: one line on stderr, exit status 2."""
+    """A bad command line: one line on stderr, exit status 2 (raised by `main.py` only; the library raises ValueError)."""
 
 
 def fail(prog, message, status=2):
@@ -95,8 +95,8 @@ def quiet_native_stderr():
 def run_tool(prog, flag_values, argv, body, doc=None):
     """Parse flags, then run `body()`; usage errors become one line and exit 2.
 
-    `body` returns the exit status (or None for 0). `UsageError`,
-    `FileNotFoundError` and `ValueError` raised by it are usage errors.
+    `body` returns the exit status (or None for 0). `ValueError` (which
+    `UsageError` is) and `FileNotFoundError` raised by it are usage errors.
     """
     parse_flags(prog, flag_values, sys.argv if argv is None else argv, doc)
     from absl import logging
@@ -106,7 +106,7 @@ def run_tool(prog, flag_values, argv, body, doc=None):
         import tensorflow  # noqa: F401  (the import prints native logs)
     try:
         status = body()
-    except (UsageError, FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError) as e:
         fail(prog, e)
     return 0 if status is None else status
 
