@@ -50,6 +50,8 @@ _EXPORTS = {
     "ToFloat": "myol_keras.augment",
     "myol_view_recipe": "myol_keras.augment",
     "eval_recipe": "myol_keras.augment",
+    "EvaluationTransform": "myol_keras.augment",
+    "evaluation_transform": "myol_keras.preprocessing",
     "make_view_fn": "myol_keras.augment",
     # data
     "load_pretrain_images": "myol_keras.data",

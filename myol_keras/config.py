@@ -305,7 +305,7 @@ class PretrainConfig:
         """Raise `ValueError` (one line) for the first unusable setting; returns self. Writes nothing."""
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            expected = _annotation_type(field)
+            expected = annotation_type(field)
             if expected is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
                 setattr(self, field.name, value)
@@ -379,7 +379,8 @@ class PretrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-def _annotation_type(field):
+def annotation_type(field):
+    """The Python type of a setting: str, int, float or bool (Optional[...] unwrapped)."""
     annotation = field.type
     if isinstance(annotation, str):
         annotation = {"str": str, "int": int, "float": float, "bool": bool}.get(annotation)

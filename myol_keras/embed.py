@@ -4,56 +4,75 @@
         --output=photos_embeddings.npy
 
 Every readable image under `--images` (recursively; jpg, png, bmp, gif) is
-decoded to RGB, resized to the export's image size and embedded through the
-SavedModel's `serve_pixels` endpoint in batches, with a progress line. The
+decoded to RGB, centre-cropped to a square and resized (antialiased) to the
+export's image size — `myol_keras.preprocessing.resize_pixels`, the rule of
+the export's own endpoints — and embedded through the SavedModel's
+`serve_pixels` endpoint in batches, with a progress line. The
 embeddings go to `--output` (float32 [N, D]) and the file names, relative to
 `--images` and in the same order, one per line, to the `.txt` beside it.
 """
 
+import io
 import os
 import sys
 
 import numpy as np
 from absl import flags
 
-from myol_keras import cli
+from myol_keras import cli, rundir
 
 PROG = "myol_keras.embed"
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 FLAGS = flags.FlagValues()
 flags.DEFINE_string("saved_model", None, "Encoder export: saved_models/<name>[/<version>].", flag_values=FLAGS)
+cli.require(FLAGS, "saved_model", "an encoder export, saved_models/<name>")
 flags.DEFINE_string("images", None, "Folder of images (searched recursively).", flag_values=FLAGS)
+cli.require(FLAGS, "images", "a folder of images")
 flags.DEFINE_string("output", "embeddings.npy", "Output .npy; the file names go to the .txt beside it.", flag_values=FLAGS)
-flags.DEFINE_integer("batch_size", 64, "Images per call.", flag_values=FLAGS)
+flags.register_validator("output", lambda path: path.endswith(".npy"), message="give a .npy path", flag_values=FLAGS)
+flags.DEFINE_integer("batch_size", 64, "Images per call.", lower_bound=1, flag_values=FLAGS)
 
 
 def list_images(folder):
-    """Sorted relative paths of the image files under `folder`."""
+    """Sorted relative paths of the image files under `folder`.
+
+    Raises:
+        FileNotFoundError: `folder` is not a directory.
+        ValueError: it holds no image file.
+    """
     if not folder or not os.path.isdir(folder):
-        raise FileNotFoundError(f"--images={folder!r} is not a directory")
+        raise FileNotFoundError(f"images folder {folder!r} is not a directory")
     found = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found += [os.path.relpath(os.path.join(root, f), folder) for f in sorted(files)
                   if f.lower().endswith(EXTENSIONS) and not f.startswith(".")]
     if not found:
-        raise cli.UsageError(f"no images ({', '.join(EXTENSIONS)}) under {folder}")
+        raise ValueError(f"no images ({', '.join(EXTENSIONS)}) under {folder}")
     return found
 
 
-def _decode(path, size):
+def decode_image(path, image_size):
+    """One image file -> float32 [0, 1] pixels `[image_size, image_size, 3]` (`preprocessing.resize_pixels`)."""
     import tensorflow as tf
 
+    from myol_keras.preprocessing import resize_pixels
+
     image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    image = tf.image.convert_image_dtype(image, tf.float32)
-    return tf.image.resize(image, (size, size), method="bilinear", antialias=True).numpy()
+    return resize_pixels(image, image_size).numpy()
 
 
 def embed_folder(saved_model, images, output=None, *, batch_size=64, verbose=True):
     """Embed every image under `images`; returns {"embeddings", "names", "skipped", "output", "names_file"}.
 
-    Unreadable files are skipped and listed (a warning line on stderr).
+    Unreadable files are skipped and listed (a warning line on stderr). The
+    embeddings and the names are written atomically.
+
+    Raises:
+        FileNotFoundError: no folder or no export.
+        ValueError: a bad batch size or output name, no image file, none decodable,
+            or a classifier export.
 
     Example:
     ```python
@@ -61,12 +80,15 @@ def embed_folder(saved_model, images, output=None, *, batch_size=64, verbose=Tru
     out["embeddings"].shape
     ```
     """
-    from myol_keras.evaluation import features as F
+    from myol_keras.evaluation import common, features
 
+    common.check_positive_ints(batch_size=batch_size)
+    if output and not str(output).endswith(".npy"):
+        raise ValueError(f"Expected `output` to be a .npy path. Received: output={output!r}")
     names = list_images(images)
-    encoder = F.load_export(saved_model, expect="encoder")
+    encoder = features.load_export(saved_model, expect="encoder")
     size = encoder.image_size
-    progress = F.ProgressLine("embedding", len(names), enabled=verbose)
+    progress = features.ProgressLine("embedding", len(names), enabled=verbose)
     kept, skipped, chunks, batch = [], [], [], []
 
     def flush():
@@ -77,7 +99,7 @@ def embed_folder(saved_model, images, output=None, *, batch_size=64, verbose=Tru
 
     for name in names:
         try:
-            batch.append(_decode(os.path.join(images, name), size))
+            batch.append(decode_image(os.path.join(images, name), size))
             kept.append(name)
         except Exception:  # noqa: BLE001 (any undecodable file is skipped and reported)
             skipped.append(name)
@@ -86,7 +108,7 @@ def embed_folder(saved_model, images, output=None, *, batch_size=64, verbose=Tru
     flush()
     progress.close()
     if not kept:
-        raise cli.UsageError(f"none of the {len(names)} image files under {images} could be decoded")
+        raise ValueError(f"none of the {len(names)} image files under {images} could be decoded")
     if skipped:
         print(f"{PROG}: skipped {len(skipped)} unreadable file(s): {', '.join(skipped[:5])}"
               f"{' ...' if len(skipped) > 5 else ''}", file=sys.stderr)
@@ -94,30 +116,22 @@ def embed_folder(saved_model, images, output=None, *, batch_size=64, verbose=Tru
     result = {"embeddings": embeddings, "names": kept, "skipped": skipped, "output": None, "names_file": None}
     if output:
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-        np.save(output, embeddings)
+        buffer = io.BytesIO()
+        np.save(buffer, embeddings)
+        rundir.atomic_write(output, buffer.getvalue())
         names_file = os.path.splitext(output)[0] + ".txt"
-        with open(names_file, "w") as f:
-            f.writelines(n + "\n" for n in kept)
+        rundir.atomic_write(names_file, "".join(n + "\n" for n in kept))
         result.update(output=output, names_file=names_file)
     return result
 
 
 def _run():
-    if not FLAGS.saved_model or not FLAGS.images:
-        raise cli.UsageError("--saved_model=DIR and --images=DIR are both required")
-    if FLAGS.batch_size < 1:
-        raise cli.UsageError(f"--batch_size={FLAGS.batch_size}: must be positive")
-    if not FLAGS.output.endswith(".npy"):
-        raise cli.UsageError(f"--output={FLAGS.output!r}: give a .npy path")
-    list_images(FLAGS.images)  # fail before loading the model
-    out = embed_folder(FLAGS.saved_model, FLAGS.images, FLAGS.output, batch_size=FLAGS.batch_size)
+    out = cli.call_with_flags(embed_folder, FLAGS)
     print(f"{PROG}: {out['embeddings'].shape[0]} embeddings of size {out['embeddings'].shape[1]} -> "
           f"{out['output']} (names: {out['names_file']})")
 
 
-def main(argv=None):
-    """Entry point usable in-process."""
-    return cli.run_tool(PROG, FLAGS, argv, _run, __doc__)
+main = cli.entry_point(PROG, FLAGS, _run, __doc__)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 The contract (DESIGN §4.6), in `saved_models/<name>/<version>/`:
 
 * `serving_default`: uint8 images `[batch, H, W, 3]`, H and W dynamic;
-  resized to the training size, scaled to [0, 1] and normalised inside ->
+  scaled to [0, 1], centre-cropped to a square, resized (antialiased) to the
+  training size and normalised inside (`myol_keras.preprocessing`) ->
   `{"embedding": float32 [batch, D]}`.
 * `serve_pixels`: float32 pixels in [0, 1], same shape and output; it is
   differentiable with respect to its input (adversarial attacks).
@@ -12,25 +13,27 @@ The contract (DESIGN §4.6), in `saved_models/<name>/<version>/`:
 * `assets.extra/backbone.keras`: the Keras-native backbone, for fine-tuning
   (SavedModel endpoints run BatchNorm in inference mode): `load_backbone()`.
 
-Exports are atomic: everything is written into a temporary sibling directory
-that is renamed to the version directory only once complete.
+Exports are atomic (`rundir.atomic_directory`): everything is written into a
+temporary sibling directory that is renamed to the version directory only
+once complete.
 """
 
 import json
 import os
-import shutil
-import tempfile
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from myol_keras import preprocessing, rundir
 
 METADATA_FILE = "myol_keras.json"
 BACKBONE_FILE = "backbone.keras"
 EXTRA_DIR = "assets.extra"
 
 
-def _library_versions():
+def library_versions():
+    """{package: version} of myol_keras, Keras, TensorFlow, NumPy and absl (recorded in every export)."""
     import absl
 
     from myol_keras import __version__
@@ -44,35 +47,14 @@ def _library_versions():
     }
 
 
-def next_version(export_root):
-    """The next integer version under `export_root` (1 if there is none)."""
-    versions = [int(d) for d in os.listdir(export_root) if d.isdigit()] if os.path.isdir(export_root) else []
-    return max(versions, default=0) + 1
-
-
-def remove_stale_temporaries(export_root):
-    """Delete `.tmp-*` directories an export killed mid-write left in `export_root`.
-
-    TF Serving ignores them (not integer versions), but they are partial
-    exports; one export writes to a model base path at a time.
-    """
-    if not os.path.isdir(export_root):
-        return
-    for name in os.listdir(export_root):
-        if name.startswith(".tmp-"):
-            shutil.rmtree(os.path.join(export_root, name), ignore_errors=True)
-
-
 def resolve_version_dir(path):
     """`path` itself if it holds a SavedModel, else its highest version sub-directory."""
     if os.path.exists(os.path.join(path, "saved_model.pb")):
         return path
-    if os.path.isdir(path):
-        versions = sorted(int(d) for d in os.listdir(path) if d.isdigit())
-        for version in reversed(versions):
-            candidate = os.path.join(path, str(version))
-            if os.path.exists(os.path.join(candidate, "saved_model.pb")):
-                return candidate
+    for version in reversed(rundir.versions(path)):
+        candidate = os.path.join(path, str(version))
+        if os.path.exists(os.path.join(candidate, "saved_model.pb")):
+            return candidate
     raise FileNotFoundError(
         f"No SavedModel at {path!r}: expected saved_model.pb there or in an integer "
         "version sub-directory (e.g. saved_models/<run>/1/). Pass the export directory "
@@ -98,13 +80,61 @@ def check_image_batch(images):
         return tf.identity(images)
 
 
-def preprocess_pixels(pixels, image_size, mean, std):
-    """Float pixels in [0, 1], any H x W -> resized, normalised float32 images."""
-    pixels = tf.cast(pixels, tf.float32)
-    pixels = tf.image.resize(pixels, (image_size, image_size), method="bilinear")
-    mean = tf.constant(mean, tf.float32)
-    std = tf.constant(std, tf.float32)
-    return (pixels - mean) / std
+def add_image_endpoints(archive, model_fn, *, image_size, mean, std):
+    """Add the contract's two endpoints to `archive`, both running `model_fn` on transformed images.
+
+    * `serving_default`: uint8 `[batch, H, W, 3]`;
+    * `serve_pixels`: float32 pixels in [0, 1], same shape (differentiable).
+
+    Both check the shape, then apply `preprocessing.evaluation_transform`
+    (centre square crop, antialiased resize to `image_size`, normalisation)
+    and return `model_fn(images)`, a dict of float32 tensors.
+
+    Args:
+        archive: a `keras.export.ExportArchive` tracking the models `model_fn` uses.
+        model_fn: normalised float32 images -> dict of outputs.
+        image_size, mean, std: the encoder's input size and normalisation.
+    """
+    image_size = preprocessing.check_image_size(image_size)
+    mean, std = preprocessing.check_mean_std(mean, std)
+
+    def serve(images):
+        return model_fn(preprocessing.evaluation_transform(check_image_batch(images), image_size, mean, std))
+
+    for name, dtype, input_name in (("serving_default", tf.uint8, "images"), ("serve_pixels", tf.float32, "pixels")):
+        archive.add_endpoint(name, serve, input_signature=[tf.TensorSpec([None, None, None, 3], dtype, name=input_name)])
+
+
+def write_export(archive, export_root, info, *, version=None, extra_files=None):
+    """Write `archive` and its `assets.extra/` atomically to `export_root/<version>/`; returns that path.
+
+    Temporaries a killed export left in `export_root` are removed first; the
+    version directory appears only once complete (`rundir.atomic_directory`).
+
+    Args:
+        archive: the `keras.export.ExportArchive`.
+        export_root: the model base path.
+        info: the `myol_keras.json` metadata.
+        version: integer version; default: one above the highest present.
+        extra_files: {file name: callable(path)} written into `assets.extra/`.
+    """
+    os.makedirs(export_root, exist_ok=True)
+    rundir.remove_temporaries(export_root)
+    version = rundir.next_version(export_root) if version is None else int(version)
+    final_dir = os.path.join(export_root, str(version))
+    if os.path.exists(final_dir):
+        raise FileExistsError(f"Export version directory already exists: {final_dir}")
+    from myol_keras import faults
+
+    with rundir.atomic_directory(final_dir, before_rename=lambda: faults.maybe_fail("mid_export")) as tmp_dir:
+        archive.write_out(tmp_dir, verbose=False)
+        extra = os.path.join(tmp_dir, EXTRA_DIR)
+        os.makedirs(extra, exist_ok=True)
+        for name, write in (extra_files or {}).items():
+            write(os.path.join(extra, name))
+        with open(os.path.join(extra, METADATA_FILE), "w") as f:
+            json.dump(info, f, indent=2, sort_keys=True, default=str)
+    return final_dir
 
 
 def export_encoder(
@@ -122,7 +152,8 @@ def export_encoder(
     Args:
         backbone: the `keras.Model` mapping normalised images to features.
         export_root: the model base path TF Serving watches.
-        image_size: training image size; inputs are resized to it.
+        image_size: training image size; inputs are centre-cropped to a square
+            and resized to it (`preprocessing.evaluation_transform`).
         mean: per-channel normalisation mean (3 floats, [0, 1] pixel units).
         std: per-channel normalisation std.
         metadata: extra JSON-serialisable facts for `myol_keras.json`.
@@ -137,68 +168,30 @@ def export_encoder(
                                      image_size=32, mean=mean, std=std)
     ```
     """
-    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-        raise ValueError(f"Expected 3 means and 3 positive stds. Received: mean={mean}, std={std}")
-    os.makedirs(export_root, exist_ok=True)
-    remove_stale_temporaries(export_root)
-    version = next_version(export_root) if version is None else int(version)
-    final_dir = os.path.join(export_root, str(version))
-    if os.path.exists(final_dir):
-        raise FileExistsError(f"Export version directory already exists: {final_dir}")
+    image_size = preprocessing.check_image_size(image_size)
+    mean, std = preprocessing.check_mean_std(mean, std)
 
-    mean = tuple(float(m) for m in mean)
-    std = tuple(float(s) for s in std)
-
-    def embed(pixels):
-        pixels = check_image_batch(pixels)
-        images = preprocess_pixels(pixels, image_size, mean, std)
-        features = backbone(images, training=False)
-        return {"embedding": tf.cast(features, tf.float32)}
+    def embed(images):
+        return {"embedding": tf.cast(backbone(images, training=False), tf.float32)}
 
     archive = keras.export.ExportArchive()
     archive.track(backbone)
-    archive.add_endpoint(
-        "serving_default",
-        lambda images: embed(tf.cast(images, tf.float32) / 255.0),
-        input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")],
-    )
-    archive.add_endpoint(
-        "serve_pixels",
-        embed,
-        input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="pixels")],
-    )
+    add_image_endpoints(archive, embed, image_size=image_size, mean=mean, std=std)
 
-    feature_dim = int(backbone.output_shape[-1])
     info = {
         "format": "myol_keras encoder export, version 1",
         "signatures": {
             "serving_default": "uint8 [batch, H, W, 3] -> embedding float32 [batch, D]",
             "serve_pixels": "float32 [batch, H, W, 3] in [0, 1] -> embedding float32 [batch, D]",
         },
-        "image_size": int(image_size),
+        "image_size": image_size,
         "mean": list(mean),
         "std": list(std),
-        "feature_dim": feature_dim,
-        "versions": _library_versions(),
+        "feature_dim": int(backbone.output_shape[-1]),
+        "versions": library_versions(),
     }
     info.update(metadata or {})
-
-    tmp_dir = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_root)
-    try:
-        archive.write_out(tmp_dir, verbose=False)
-        extra = os.path.join(tmp_dir, EXTRA_DIR)
-        os.makedirs(extra, exist_ok=True)
-        backbone.save(os.path.join(extra, BACKBONE_FILE))
-        with open(os.path.join(extra, METADATA_FILE), "w") as f:
-            json.dump(info, f, indent=2, sort_keys=True, default=str)
-        from myol_keras import faults
-
-        faults.maybe_fail("mid_export")
-        os.rename(tmp_dir, final_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
-    return final_dir
+    return write_export(archive, export_root, info, version=version, extra_files={BACKBONE_FILE: backbone.save})
 
 
 def load_export_metadata(path):

@@ -41,7 +41,7 @@ _DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFI
 def _define_setting(field):
     """One absl flag for one `PretrainConfig` field: enums, bounds and a validator from its metadata."""
     meta = field.metadata
-    kind = config_lib._annotation_type(field)
+    kind = config_lib.annotation_type(field)
     if meta["choices"] and kind is str:
         flags.DEFINE_enum(field.name, field.default, list(meta["choices"]), meta["help"])
     elif kind in (int, float) and field.name not in config_lib.REASONS:

@@ -12,13 +12,12 @@ runs, the curves are drawn side by side (one line per run).
 """
 
 import csv
-import json
 import os
 
 import numpy as np
 from absl import flags
 
-from myol_keras import cli
+from myol_keras import cli, rundir
 
 PROG = "myol_keras.report"
 REPORT_FILE = "report.md"
@@ -26,13 +25,15 @@ PLOT_DIR = "plots"
 
 FLAGS = flags.FlagValues()
 flags.DEFINE_list("runs", [], "Run directories (runs/<name>), comma-separated.", flag_values=FLAGS)
+flags.register_validator("runs", bool, message="pass at least one run directory (--runs=runs/<name>)",
+                         flag_values=FLAGS)
 flags.DEFINE_string("output", "", "Output directory (default: the run directory when there is one run).", flag_values=FLAGS)
 flags.DEFINE_enum("embedding_map", "pca", ["pca", "tsne"], "2-D projection of the embedding map.", flag_values=FLAGS)
 
 
 def read_history(run_dir):
     """history.csv as {column: np.array} (empty dict if absent)."""
-    path = os.path.join(run_dir, "history.csv")
+    path = os.path.join(run_dir, rundir.HISTORY_FILE)
     if not os.path.exists(path):
         return {}
     with open(path, newline="") as f:
@@ -49,18 +50,11 @@ def read_history(run_dir):
     return columns
 
 
-def _read_json(path):
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)
-
-
 def summarize_run(run_dir):
     """One table row (an ordered dict of column -> value) for a run directory."""
     from myol_keras.evaluation.features import read_results
 
-    config = _read_json(os.path.join(run_dir, "config.json"))
+    config = rundir.read_json(os.path.join(run_dir, rundir.CONFIG_FILE), default={})
     flag_values = config.get("flags", {})
     history = read_history(run_dir)
     row = {
@@ -223,13 +217,13 @@ def render_report(run_dirs, output_dir=None, *, embedding_map="pca"):
     if isinstance(run_dirs, str):
         run_dirs = [run_dirs]
     if not run_dirs:
-        raise cli.UsageError("pass at least one run directory (--runs=runs/<name>)")
+        raise ValueError("no run directory given (pass at least one runs/<name>)")
     for d in run_dirs:
         if not os.path.isdir(d):
             raise FileNotFoundError(f"run directory {d!r} does not exist")
     if not output_dir:
         if len(run_dirs) > 1:
-            raise cli.UsageError("several runs: pass --output=DIR for the side-by-side report")
+            raise ValueError("several runs: pass an output directory (--output=DIR) for the side-by-side report")
         output_dir = run_dirs[0]
     plot_dir = os.path.join(output_dir, PLOT_DIR)
     os.makedirs(plot_dir, exist_ok=True)
@@ -249,9 +243,7 @@ def render_report(run_dirs, output_dir=None, *, embedding_map="pca"):
     for key, path in plots.items():
         lines += [f"### {titles.get(key, key.replace('embedding ', 'Embedding map: '))}", "",
                   f"![{key}]({os.path.relpath(path, output_dir)})", ""]
-    report = os.path.join(output_dir, REPORT_FILE)
-    with open(report, "w") as f:
-        f.write("\n".join(lines))
+    report = rundir.atomic_write(os.path.join(output_dir, REPORT_FILE), "\n".join(lines))
     return {"report": report, "plots": plots, "rows": rows}
 
 
@@ -260,9 +252,7 @@ def _run():
     print(f"{PROG}: wrote {out['report']} ({len(out['rows'])} run(s), {len(out['plots'])} plot(s))")
 
 
-def main(argv=None):
-    """Entry point usable in-process."""
-    return cli.run_tool(PROG, FLAGS, argv, _run, __doc__)
+main = cli.entry_point(PROG, FLAGS, _run, __doc__)
 
 
 if __name__ == "__main__":

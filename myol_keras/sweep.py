@@ -13,6 +13,7 @@ is rerun (the CLI's own resume logic) and an interrupted one resumes.
 """
 
 import csv
+import io
 import os
 import shlex
 import subprocess
@@ -20,35 +21,41 @@ import sys
 
 from absl import flags
 
-from myol_keras import cli
+from myol_keras import cli, rundir
 
 PROG = "myol_keras.sweep"
 PAPER_BATCH_SIZES = (256, 128, 64, 32)
 
 FLAGS = flags.FlagValues()
-flags.DEFINE_list("batch_sizes", [str(b) for b in PAPER_BATCH_SIZES], "Batch sizes B.", flag_values=FLAGS)
-flags.DEFINE_integer("base_epochs", 500, "Epochs at the base batch size.", flag_values=FLAGS)
-flags.DEFINE_integer("base_batch_size", 256, "Base batch size of the epoch scaling.", flag_values=FLAGS)
+_BATCH_SIZE = flags.IntegerParser(lower_bound=2)
+_BATCH_SIZE.syntactic_help = "an integer >= 2 (BatchNorm needs two images)"
+cli.DEFINE_list_of("batch_sizes", [str(b) for b in PAPER_BATCH_SIZES], "Batch sizes B.", _BATCH_SIZE, FLAGS)
+flags.DEFINE_integer("base_epochs", 500, "Epochs at the base batch size.", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer("base_batch_size", 256, "Base batch size of the epoch scaling.", lower_bound=1, flag_values=FLAGS)
 flags.DEFINE_string("pretrain_flags", "", "Extra flags for myol_keras.main (quoted), e.g. '--method=byol --dataset=cifar10'.", flag_values=FLAGS)
 flags.DEFINE_string("name", "sweep", "Run name prefix: runs are <name>-b<B>.", flag_values=FLAGS)
 flags.DEFINE_string("run_dir", "runs", "Parent of the run directories.", flag_values=FLAGS)
 flags.DEFINE_string("export_dir", "saved_models", "Export root.", flag_values=FLAGS)
 flags.DEFINE_string("output", "", "Where sweep.md / sweep.csv go (default: <run_dir>/<name>).", flag_values=FLAGS)
 flags.DEFINE_list("eval", ["linear"], "Evaluations per run (linear, knn, attack, semisup, transfer; empty: none).", flag_values=FLAGS)
-flags.DEFINE_integer("probe_epochs", 100, "Linear-probe epochs (100 in the protocol).", flag_values=FLAGS)
+flags.DEFINE_integer("probe_epochs", 100, "Linear-probe epochs (100 in the protocol).", lower_bound=1, flag_values=FLAGS)
 flags.DEFINE_bool("dry_run", False, "Print the plan and the commands only.", flag_values=FLAGS)
 
 
 def sweep_plan(batch_sizes=PAPER_BATCH_SIZES, base_epochs=500, base_batch_size=256, name="sweep"):
-    """[{"batch_size", "epochs", "run_name"}] with epochs = int(base_epochs * B / base_batch_size)."""
+    """[{"batch_size", "epochs", "run_name"}] with epochs = int(base_epochs * B / base_batch_size).
+
+    Raises:
+        ValueError: a batch size below 2 (BatchNorm needs two images), or one that gets no epoch.
+    """
     plan = []
     for b in batch_sizes:
         b = int(b)
         if b < 2:
-            raise cli.UsageError(f"--batch_sizes: {b} is below 2 (BatchNorm needs two images)")
+            raise ValueError(f"batch size {b} is below 2 (BatchNorm needs two images)")
         epochs = int(base_epochs * b / base_batch_size)
         if epochs < 1:
-            raise cli.UsageError(f"batch size {b} gives {epochs} epochs; raise --base_epochs")
+            raise ValueError(f"batch size {b} gives {epochs} epochs; raise the base epochs (--base_epochs)")
         plan.append({"batch_size": b, "epochs": epochs, "run_name": f"{name}-b{b}"})
     return plan
 
@@ -63,8 +70,6 @@ def pretrain_command(entry, pretrain_flags="", run_dir="runs", export_dir="saved
 def run_sweep(plan, *, pretrain_flags="", run_dir="runs", export_dir="saved_models", output=None,
               evaluations=("linear",), probe_epochs=100, dry_run=False):
     """Pre-train and evaluate every plan entry; writes sweep.md / sweep.csv; returns the rows."""
-    import json
-
     from myol_keras import report
     from myol_keras.evaluation import run_evaluations
 
@@ -79,8 +84,7 @@ def run_sweep(plan, *, pretrain_flags="", run_dir="runs", export_dir="saved_mode
         if status != 0:
             raise RuntimeError(f"pre-training for B={entry['batch_size']} failed with status {status}")
         run = os.path.join(run_dir, entry["run_name"])
-        with open(os.path.join(run, "DONE")) as f:
-            export_path = json.load(f)["export"]
+        export_path = rundir.RunDirectory(run).read_done()["export"]
         if evaluations:
             run_evaluations(export_path, list(evaluations), probe_epochs=probe_epochs)
         row = {"batch_size": entry["batch_size"], "epochs": entry["epochs"]}
@@ -88,26 +92,21 @@ def run_sweep(plan, *, pretrain_flags="", run_dir="runs", export_dir="saved_mode
         rows.append(row)
     if rows:
         os.makedirs(output, exist_ok=True)
-        with open(os.path.join(output, "sweep.md"), "w") as f:
-            f.write("# Batch-size sweep (METHODS §3.5)\n\n" + report.markdown_table(rows) + "\n")
+        rundir.atomic_write(os.path.join(output, "sweep.md"),
+                            "# Batch-size sweep (METHODS §3.5)\n\n" + report.markdown_table(rows) + "\n")
         columns = []
         for r in rows:
             columns += [c for c in r if c not in columns]
-        with open(os.path.join(output, "sweep.csv"), "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
+        table = io.StringIO(newline="")
+        writer = csv.DictWriter(table, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+        rundir.atomic_write(os.path.join(output, "sweep.csv"), table.getvalue())
     return rows
 
 
 def _run():
-    try:
-        batch_sizes = [int(b) for b in FLAGS.batch_sizes]
-    except ValueError:
-        raise cli.UsageError(f"--batch_sizes={','.join(FLAGS.batch_sizes)}: integers expected") from None
-    if FLAGS.base_epochs < 1 or FLAGS.base_batch_size < 1:
-        raise cli.UsageError("--base_epochs and --base_batch_size must be positive")
-    plan = sweep_plan(batch_sizes, FLAGS.base_epochs, FLAGS.base_batch_size, FLAGS.name)
+    plan = sweep_plan(FLAGS.batch_sizes, FLAGS.base_epochs, FLAGS.base_batch_size, FLAGS.name)
     rows = run_sweep(plan, pretrain_flags=FLAGS.pretrain_flags, run_dir=FLAGS.run_dir, export_dir=FLAGS.export_dir,
                      output=FLAGS.output or os.path.join(FLAGS.run_dir, FLAGS.name), evaluations=FLAGS.eval,
                      probe_epochs=FLAGS.probe_epochs, dry_run=FLAGS.dry_run)
@@ -115,9 +114,7 @@ def _run():
         print(f"{PROG}: wrote {os.path.join(FLAGS.output or os.path.join(FLAGS.run_dir, FLAGS.name), 'sweep.md')}")
 
 
-def main(argv=None):
-    """Entry point usable in-process."""
-    return cli.run_tool(PROG, FLAGS, argv, _run, __doc__)
+main = cli.entry_point(PROG, FLAGS, _run, __doc__)
 
 
 if __name__ == "__main__":

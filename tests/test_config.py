@@ -42,7 +42,7 @@ def test_json_round_trip_and_unknown_names(tmp_path):
 
 def _bad_values(field):
     """Values every constrained setting must refuse: out of its bounds, off its choices, not finite."""
-    meta, kind = field.metadata, config_lib._annotation_type(field)
+    meta, kind = field.metadata, config_lib.annotation_type(field)
     bad = []
     if meta["choices"]:
         bad.append("not_a_choice" if kind is str else 99)
@@ -62,7 +62,7 @@ CONSTRAINED = [(f.name, value) for f in config_lib.fields() for value in _bad_va
 
 def test_every_constrained_setting_is_covered():
     names = {name for name, _ in CONSTRAINED}
-    floats = {f.name for f in config_lib.fields() if config_lib._annotation_type(f) is float}
+    floats = {f.name for f in config_lib.fields() if config_lib.annotation_type(f) is float}
     assert floats <= names and {"method", "batch_size", "epochs", "lr", "alpha", "queue_size", "theta_pos"} <= names
 
 
@@ -96,7 +96,7 @@ def test_cross_setting_rules_in_python_and_on_the_command_line(argv, match, tmp_
     for arg in argv:
         key, _, value = arg[2:].partition("=")
         field = next(f for f in config_lib.fields() if f.name == key)
-        kind = config_lib._annotation_type(field)
+        kind = config_lib.annotation_type(field)
         settings[key] = True if not value else (kind(value) if kind is not bool else value == "true")
     with pytest.raises(ValueError, match=match):
         PretrainConfig(**settings).validate()

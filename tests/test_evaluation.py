@@ -5,17 +5,17 @@ import math
 import numpy as np
 import pytest
 
-from myol_keras.evaluation import knn, linear_probe, semisup
+from myol_keras.evaluation import common, knn, linear_probe, semisup
 
 
 def test_probe_cosine_lr_is_half_at_mid_training():
     total = 100 * 73
-    assert linear_probe.probe_learning_rate(0, total) == pytest.approx(0.2)
-    assert linear_probe.probe_learning_rate(total / 2, total) == pytest.approx(0.1)
-    assert linear_probe.probe_learning_rate(total, total) == pytest.approx(0.0, abs=1e-12)
-    schedule = linear_probe.cosine_schedule(0.2, total)
+    assert common.probe_learning_rate(0, total) == pytest.approx(0.2)
+    assert common.probe_learning_rate(total / 2, total) == pytest.approx(0.1)
+    assert common.probe_learning_rate(total, total) == pytest.approx(0.0, abs=1e-12)
+    schedule = common.cosine_schedule(0.2, total)
     for step in (0, total // 4, total // 2, total - 1):
-        assert float(schedule(step)) == pytest.approx(linear_probe.probe_learning_rate(step, total), rel=1e-5, abs=1e-7)
+        assert float(schedule(step)) == pytest.approx(common.probe_learning_rate(step, total), rel=1e-5, abs=1e-7)
     assert float(schedule(total // 2)) == pytest.approx(0.1, rel=1e-6)
 
 
@@ -73,7 +73,7 @@ def test_class_balanced_subset_depends_on_the_seed_only():
 
 def test_topk_accuracy():
     logits = np.array([[0.1, 0.9, 0.0], [0.8, 0.05, 0.15]])
-    acc = linear_probe.topk_accuracy(logits, np.array([1, 2]), ks=(1, 2, 5))
+    acc = common.topk_accuracy(logits, np.array([1, 2]), ks=(1, 2, 5))
     assert acc == {"top1": 0.5, "top2": 1.0, "top5": 1.0}
 
 
@@ -137,3 +137,38 @@ def test_sweep_plan_scales_epochs_with_batch_size():
     plan = sweep_plan()
     assert [(p["batch_size"], p["epochs"]) for p in plan] == [(256, 500), (128, 250), (64, 125), (32, 62)]
     assert plan[0]["run_name"] == "sweep-b256"
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: linear_probe.linear_probe("nowhere", epochs=0), r"Expected `epochs` to be an int >= 1. Received: epochs=0"),
+    (lambda: linear_probe.linear_probe("nowhere", lr=0.0), r"Expected `lr` to be a number > 0"),
+    (lambda: linear_probe.linear_probe("nowhere", feature_batch_size=0), r"feature_batch_size=0"),
+    (lambda: knn.knn_evaluate("nowhere", k=0), r"Received: k=0"),
+    (lambda: knn.knn_evaluate("nowhere", temperature=-1.0), r"Received: temperature=-1.0"),
+    (lambda: semisup.semisup_evaluate("nowhere", label_fraction=0.0), r"Received: label_fraction=0.0"),
+    (lambda: semisup.semisup_evaluate("nowhere", epochs=0), r"Received: epochs=0"),
+    (lambda: __import__("myol_keras.evaluation.attack").evaluation.attack.attack_evaluate("nowhere", batch_size=0),
+     r"Received: batch_size=0"),
+    (lambda: __import__("myol_keras.evaluation.attack").evaluation.attack.attack_evaluate("nowhere", pgd_steps=(8, 0)),
+     r"Received: pgd_steps\[1\]=0"),
+    (lambda: __import__("myol_keras.evaluation.attack").evaluation.attack.attack_evaluate("nowhere", fgsm_eps=(2.0,)),
+     r"outside \[0, 1\]"),
+    (lambda: __import__("myol_keras.evaluation.transfer").evaluation.transfer.transfer_one("nowhere", "cifar10",
+                                                                                          mode="frozen"),
+     r"Received: mode='frozen'"),
+    (lambda: __import__("myol_keras.embed").embed.embed_folder("nowhere", "nowhere", batch_size=0),
+     r"Received: batch_size=0"),
+    (lambda: __import__("myol_keras.sweep").sweep.sweep_plan([256, 1]), r"batch size 1 is below 2"),
+    (lambda: __import__("myol_keras.report").report.render_report([]), r"no run directory given"),
+    (lambda: __import__("myol_keras.evaluation.features").evaluation.features.load_export(""), r"no encoder export"),
+], ids=["probe_epochs", "probe_lr", "probe_feature_batch", "knn_k", "knn_temperature", "semisup_fraction",
+        "semisup_epochs", "attack_batch", "attack_steps", "attack_eps", "transfer_mode", "embed_batch", "sweep_batch",
+        "report_runs", "no_export"])
+def test_library_functions_raise_value_error_not_usage_error(call, match):
+    # Checked before anything is loaded ("nowhere" does not exist), with a plain ValueError a
+    # Python caller can catch; only the tools' main() turns it into one line and exit 2.
+    from myol_keras import cli
+
+    with pytest.raises(ValueError, match=match) as error:
+        call()
+    assert type(error.value) in (ValueError, FileNotFoundError)

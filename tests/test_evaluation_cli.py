@@ -110,7 +110,7 @@ def test_bad_inputs_are_one_line_with_exit_status_2(case, pretrained, tmp_path, 
         np.savez(path, x_train=np.zeros((8, 32, 32, 3), np.uint8))
         module, argv, match = linear_probe, [f"--saved_model={export}", "--dataset=npz", f"--data_dir={path}"], "label"
     elif case == "eps":
-        module, argv, match = attack, [f"--classifier={classifier}", "--fgsm_eps=1.5"], r"outside \[0, 1\]"
+        module, argv, match = attack, [f"--classifier={classifier}", "--fgsm_eps=1.5"], r"--fgsm_eps=1.5: 1.5 is not a number in the range \[0, 1\]"
     elif case == "empty_folder":
         (tmp_path / "empty").mkdir()
         module, argv, match = embed, [f"--saved_model={export}", f"--images={tmp_path / 'empty'}"], "no images"
@@ -122,3 +122,35 @@ def test_bad_inputs_are_one_line_with_exit_status_2(case, pretrained, tmp_path, 
     assert len(lines) == 1, err
     assert lines[0].startswith(f"{module.PROG}: error: ")
     assert __import__("re").search(match, lines[0]), lines[0]
+
+
+@pytest.mark.parametrize("tool, argv, match", [
+    ("myol_keras.evaluation.linear_probe", ["--saved_model=x", "--batch_size=0"],
+     r"flag --batch_size=0: 0 is not a positive integer"),
+    ("myol_keras.evaluation.linear_probe", ["--saved_model=x", "--lr=0"], r"flag --lr=0.0: the learning rate must be > 0"),
+    ("myol_keras.evaluation.linear_probe", [], r"--saved_model=DIR is required"),
+    ("myol_keras.evaluation.knn", ["--saved_model=x", "--temperature=-1"], r"the temperature must be > 0"),
+    ("myol_keras.evaluation.semisup", ["--saved_model=x", "--label_fraction=0.01,0"], r"every fraction must be in \(0, 1\]"),
+    ("myol_keras.evaluation.semisup", ["--saved_model=x", "--label_fraction=1/0"], r"cannot read '1/0' as a finite number"),
+    ("myol_keras.evaluation.attack", ["--classifier=x", "--pgd_steps=8,0"], r"flag --pgd_steps=8,0: 0 is not a positive"),
+    ("myol_keras.evaluation.attack", ["--classifier=x", "--attack_space=raw"], r"value should be one of <pixel\|normalized_clip01>"),
+    ("myol_keras.evaluation.transfer", ["--saved_model=x", "--data_dirs=npz"], r"every item must be name=path"),
+    ("myol_keras.embed", ["--saved_model=x", "--images=y", "--output=e.txt"], r"flag --output=e.txt: give a .npy path"),
+    ("myol_keras.sweep", ["--batch_sizes=256,1"], r"flag --batch_sizes=256,1: 1 is not an integer >= 2 \(BatchNorm needs two images\)"),
+    ("myol_keras.report", [], r"pass at least one run directory"),
+], ids=["probe_batch", "probe_lr", "probe_required", "knn_temperature", "semisup_fraction", "semisup_unreadable",
+        "attack_steps", "attack_space", "transfer_pairs", "embed_output", "sweep_batch", "report_runs"])
+def test_flag_errors_are_caught_by_absl_in_one_line_with_exit_status_2(tool, argv, match, capsys, tmp_path,
+                                                                          monkeypatch):
+    import importlib
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    module = importlib.import_module(tool)
+    status, out, err = _run(module, argv, capsys)
+    assert status == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"{module.PROG}: error: "), lines[0]
+    assert re.search(match, lines[0]), lines[0]
+    assert os.listdir(tmp_path) == []

@@ -124,9 +124,9 @@ def _compare_export_with_in_process_backbone(args, run_dir, version_dir, npz_pat
     import tensorflow as tf
 
     from myol_keras import export
-    from myol_keras.schedules import WarmupSchedule
-
+    from myol_keras.preprocessing import evaluation_transform
     from myol_keras import training
+    from myol_keras.schedules import WarmupSchedule
 
     cli.parse_flags(["myol_keras.main", *args])
     config = cli.config_from_flags()
@@ -141,7 +141,7 @@ def _compare_export_with_in_process_backbone(args, run_dir, version_dir, npz_pat
     model.load_weights(os.path.join(path, checkpoint.WEIGHTS_FILE))
 
     images = np.load(npz_path)["x_test"][:12]
-    normalised = export.preprocess_pixels(images / 255.0, 16, plan.mean, plan.std)
+    normalised = evaluation_transform(images, 16, plan.mean, plan.std)
     expected = model.backbone(normalised, training=False).numpy()
 
     loaded = tf.saved_model.load(str(version_dir))

@@ -32,6 +32,7 @@ def exports(tmp_path_factory):
     from myol_keras import export
     from myol_keras.backbones import ResNet
     from myol_keras.evaluation import linear_probe
+    from myol_keras.preprocessing import evaluation_transform
 
     keras.utils.set_random_seed(0)
     root = tmp_path_factory.mktemp("saved_models")
@@ -48,7 +49,7 @@ def exports(tmp_path_factory):
 
     # 24x20 uint8 images: not the training size, so the export's resize runs too.
     images = rng.integers(0, 256, size=(5, 24, 20, 3), dtype=np.uint8)
-    normalised = export.preprocess_pixels(images / 255.0, IMAGE_SIZE, MEAN, STD)
+    normalised = evaluation_transform(images, IMAGE_SIZE, MEAN, STD)  # centre 20x20 square, resized
     embedding = backbone(normalised, training=False).numpy()
     logits = embedding @ kernel + bias
     npy = root / "images.npy"

@@ -9,6 +9,10 @@ dict that is also appended to the run's `results.json`:
 * `attack.attack_evaluate` (§3.4, FGSM / PGD, pixel or faithful space)
 
 `run_evaluations` chains them after pre-training (`main --eval=linear,knn,attack`).
+They share `common` (linear head, cosine schedule, top-k, the features cache)
+and `features` (reading exports and labelled data, feature extraction with a
+progress line, `results.json`); every image goes through
+`myol_keras.preprocessing.evaluation_transform`.
 """
 
 EVALUATIONS = ("linear", "knn", "attack", "semisup", "transfer")

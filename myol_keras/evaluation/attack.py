@@ -21,8 +21,9 @@ split, batch 100, with the cross-entropy of the true label:
   mean becomes the mean, every value above mean + std is capped there (the
   CIFAR-10 red pixel 0.10 becomes 0.4914 even with eps = 0).
 
-Images are first resized to the classifier's image size (as its endpoint
-would), so the perturbation lives at the resolution the model sees.
+Images are first centre-cropped to a square and resized to the classifier's
+image size (`myol_keras.preprocessing.resize_pixels`, the rule of its
+endpoint), so the perturbation lives at the resolution the model sees.
 Metric: top-1 accuracy on the adversarial test images, next to the clean one.
 """
 
@@ -35,28 +36,33 @@ from myol_keras import cli
 
 PROG = "myol_keras.evaluation.attack"
 ATTACK_SPACES = ("pixel", "normalized_clip01")
+EPSILON_HINT = "write e.g. 8/255 for eight grey levels"
 
 FLAGS = flags.FlagValues()
 flags.DEFINE_string("classifier", None, "Classifier export: saved_models/<name>-linear[/<version>].", flag_values=FLAGS)
+cli.require(FLAGS, "classifier", "saved_models/<name>-linear, from the linear probe")
 flags.DEFINE_string("dataset", "", "Labelled dataset (default: the one the probe was trained on).", flag_values=FLAGS)
 flags.DEFINE_string("data_dir", None, "Data directory / file of the dataset.", flag_values=FLAGS)
 flags.DEFINE_bool("download", True, "Let tfds download a missing dataset.", flag_values=FLAGS)
 flags.DEFINE_enum("attack_space", "pixel", list(ATTACK_SPACES),
                   "pixel: attack [0, 1] pixels (default); normalized_clip01: the reference's attack on the "
                   "normalised tensor with a [0, 1] clip there.", flag_values=FLAGS)
-flags.DEFINE_list("fgsm_eps", ["4/255", "8/255"], "FGSM epsilons (numbers or fractions like 8/255).", flag_values=FLAGS)
-flags.DEFINE_string("pgd_eps", "4/255", "PGD epsilon.", flag_values=FLAGS)
-flags.DEFINE_string("pgd_alpha", "", "PGD step size (default: = --pgd_eps, as in the reference).", flag_values=FLAGS)
-flags.DEFINE_list("pgd_steps", ["8", "16"], "PGD iteration counts.", flag_values=FLAGS)
-flags.DEFINE_integer("batch_size", 100, "Test batch size (100 in the reference).", flag_values=FLAGS)
-flags.DEFINE_integer("max_images", 0, "Attack only the first N test images (0: all).", flag_values=FLAGS)
+cli.DEFINE_list_of("fgsm_eps", ["4/255", "8/255"], "FGSM epsilons (numbers or fractions like 8/255).",
+                   cli.FractionParser(0, 1, EPSILON_HINT), FLAGS)
+cli.DEFINE_fraction("pgd_eps", "4/255", "PGD epsilon.", FLAGS, lower_bound=0, upper_bound=1, hint=EPSILON_HINT)
+cli.DEFINE_fraction("pgd_alpha", None, "PGD step size (default: = --pgd_eps, as in the reference).", FLAGS,
+                    lower_bound=0, upper_bound=1, hint=EPSILON_HINT)
+cli.DEFINE_list_of("pgd_steps", ["8", "16"], "PGD iteration counts.", flags.IntegerParser(lower_bound=1), FLAGS)
+flags.DEFINE_integer("batch_size", 100, "Test batch size (100 in the reference).", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer("max_images", 0, "Attack only the first N test images (0: all).", lower_bound=0,
+                     flag_values=FLAGS)
 flags.DEFINE_integer("seed", 0, "Seed of the PGD random start.", flag_values=FLAGS)
 
 
 def check_epsilon(eps, name="eps"):
-    """Raise UsageError unless 0 <= eps <= 1."""
+    """`eps` as a float; raises `ValueError` unless 0 <= eps <= 1."""
     if not 0.0 <= float(eps) <= 1.0 or not np.isfinite(eps):
-        raise cli.UsageError(f"{name}={eps:g} is outside [0, 1] (write e.g. 8/255 for eight grey levels)")
+        raise ValueError(f"{name}={eps:g} is outside [0, 1] ({EPSILON_HINT})")
     return float(eps)
 
 
@@ -178,28 +184,29 @@ def attack_evaluate(classifier, dataset="", data_dir=None, *, attack_space="pixe
                     seed=0, download=True, verbose=True):
     """Clean and robust accuracy of a classifier export; appends the record to the run's results.json.
 
+    Raises:
+        ValueError: an unknown attack space, an epsilon outside [0, 1], a step count or
+            batch size below 1 (checked before anything is loaded), or an encoder export.
+
     Example:
     ```python
     attack_evaluate("saved_models/byol-cifar10-linear")["accuracy"]["pgd(16)"]
     ```
     """
-    import tensorflow as tf
-
-    from myol_keras.evaluation import features as F
-    from myol_keras.evaluation.linear_probe import resolve_dataset
+    from myol_keras.evaluation import common, features
+    from myol_keras.preprocessing import resize_pixels
 
     if attack_space not in ATTACK_SPACES:
-        raise cli.UsageError(f"--attack_space={attack_space!r}; choose one of: {', '.join(ATTACK_SPACES)}")
+        raise ValueError(f"Expected `attack_space` to be one of {', '.join(ATTACK_SPACES)}. "
+                         f"Received: attack_space={attack_space!r}")
     for e in list(fgsm_eps) + [pgd_eps] + ([] if pgd_alpha is None else [pgd_alpha]):
         check_epsilon(e, "epsilon")
-    if any(int(s) < 1 for s in pgd_steps):
-        raise cli.UsageError(f"--pgd_steps={list(pgd_steps)}: every count must be >= 1")
+    common.check_positive_ints(batch_size=batch_size, **{f"pgd_steps[{i}]": s for i, s in enumerate(pgd_steps)})
     start = time.perf_counter()
-    model = F.load_export(classifier, expect="classifier")
-    dataset, data_dir = resolve_dataset(model.metadata, dataset, data_dir)
-    images, labels, _ = F.load_labelled_arrays(dataset, "test", data_dir, download, max_images or None)
-    size = model.image_size
-    pixels = tf.image.resize(tf.cast(images, tf.float32) / 255.0, (size, size), method="bilinear").numpy()
+    model = features.load_export(classifier, expect="classifier")
+    dataset, data_dir = common.resolve_dataset(model.metadata, dataset, data_dir)
+    images, labels, _ = features.load_labelled_arrays(dataset, "test", data_dir, download, max_images or None)
+    pixels = resize_pixels(images, model.image_size).numpy()
 
     def model_fn(p):
         return model.serve_pixels(p)["logits"]
@@ -222,34 +229,17 @@ def attack_evaluate(classifier, dataset="", data_dir=None, *, attack_space="pixe
         "attack_seconds": attack_seconds,
         "seconds": time.perf_counter() - start,
     }
-    result["results_file"] = F.append_result(model.run_dir, result)
+    result["results_file"] = features.append_result(model.run_dir, result)
     return result
 
 
 def _run():
-    if not FLAGS.classifier:
-        raise cli.UsageError("--classifier=DIR is required (saved_models/<name>-linear, from the linear probe)")
-    fgsm_eps = [check_epsilon(cli.parse_fraction(e, "fgsm_eps"), "--fgsm_eps") for e in FLAGS.fgsm_eps]
-    pgd_eps = check_epsilon(cli.parse_fraction(FLAGS.pgd_eps, "pgd_eps"), "--pgd_eps")
-    pgd_alpha = check_epsilon(cli.parse_fraction(FLAGS.pgd_alpha, "pgd_alpha"), "--pgd_alpha") if FLAGS.pgd_alpha else None
-    try:
-        pgd_steps = [int(s) for s in FLAGS.pgd_steps]
-    except ValueError:
-        raise cli.UsageError(f"--pgd_steps={','.join(FLAGS.pgd_steps)}: integers expected") from None
-    if FLAGS.batch_size < 1:
-        raise cli.UsageError(f"--batch_size={FLAGS.batch_size}: must be positive")
-    result = attack_evaluate(
-        FLAGS.classifier, FLAGS.dataset, FLAGS.data_dir, attack_space=FLAGS.attack_space, fgsm_eps=fgsm_eps,
-        pgd_eps=pgd_eps, pgd_steps=pgd_steps, pgd_alpha=pgd_alpha, batch_size=FLAGS.batch_size,
-        max_images=FLAGS.max_images, seed=FLAGS.seed, download=FLAGS.download,
-    )
+    result = cli.call_with_flags(attack_evaluate, FLAGS)
     table = "  ".join(f"{k} {v:.4f}" for k, v in result["accuracy"].items())
     print(f"{PROG}: {result['attack_space']} space, {result['num_test']} images: {table} ({result['seconds']:.1f} s)")
 
 
-def main(argv=None):
-    """Entry point usable in-process."""
-    return cli.run_tool(PROG, FLAGS, argv, _run, __doc__)
+main = cli.entry_point(PROG, FLAGS, _run, __doc__)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ and normalise inside and run BatchNorm in inference mode (METHODS §3.1 step 1:
 every evaluation appends a record to `results.json`.
 """
 
+import io
 import json
 import os
 import sys
@@ -17,9 +18,9 @@ import numpy as np
 import tensorflow as tf
 
 from myol_keras import export as export_lib
-from myol_keras.cli import UsageError
+from myol_keras import rundir
 
-RESULTS_FILE = "results.json"
+RESULTS_FILE = rundir.RESULTS_FILE
 SAMPLE_FILE = "embedding_sample.npz"
 KINDS = ("encoder", "classifier")
 
@@ -56,7 +57,7 @@ class LoadedExport:
         if fn is None:
             signature = self.module.signatures.get(name)
             if signature is None:
-                raise UsageError(f"{self.path} has no {name!r} endpoint; it was not written by myol_keras")
+                raise ValueError(f"{self.path} has no {name!r} endpoint; it was not written by myol_keras")
             return lambda x: signature(x)
         return fn
 
@@ -78,21 +79,21 @@ class LoadedExport:
         return os.path.dirname(os.path.abspath(self.path))
 
 
-def load_export(path, expect="encoder"):
-    """Load a myol_keras SavedModel export, checking that it is the expected kind.
+def read_export_metadata(path, expect="encoder"):
+    """`(version_dir, metadata)` of a myol_keras export of the expected kind, without loading its graph.
 
     Args:
         path: a version directory or its model base path (highest version).
-        expect: "encoder" (linear probe, kNN, embeddings) or "classifier" (attacks).
+        expect: "encoder" (probe, kNN, fine-tuning, embeddings) or "classifier" (attacks).
 
     Raises:
         FileNotFoundError: no SavedModel or no myol_keras metadata at `path`.
-        UsageError: the export is of the other kind.
+        ValueError: no path, or the export is of the other kind (the message says which to pass).
     """
     if expect not in KINDS:
         raise ValueError(f"expect must be one of {KINDS}. Received: expect={expect!r}")
     if not path:
-        raise UsageError("no SavedModel given (pass --saved_model=DIR / --classifier=DIR)")
+        raise ValueError(f"no {expect} export given (a saved_models/<name> directory)")
     version_dir = export_lib.resolve_version_dir(path)
     meta_path = os.path.join(version_dir, export_lib.EXTRA_DIR, export_lib.METADATA_FILE)
     if not os.path.exists(meta_path):
@@ -109,7 +110,28 @@ def load_export(path, expect="encoder"):
             hint = (f"{version_dir} is an encoder export, not a classifier; train a linear probe first "
                     f"(python -m myol_keras.evaluation.linear_probe --saved_model={path}) and pass its "
                     "saved_models/<name>-linear/ directory")
-        raise UsageError(hint)
+        raise ValueError(hint)
+    return version_dir, metadata
+
+
+def load_export(path, expect="encoder"):
+    """Load a myol_keras SavedModel export, checking that it is the expected kind.
+
+    Args:
+        path: a version directory or its model base path (highest version).
+        expect: "encoder" (linear probe, kNN, embeddings) or "classifier" (attacks).
+
+    Raises:
+        FileNotFoundError: no SavedModel or no myol_keras metadata at `path`.
+        ValueError: the export is of the other kind.
+
+    Example:
+    ```python
+    encoder = load_export("saved_models/byol-cifar10")
+    encoder.serve_uint8(images)["embedding"]
+    ```
+    """
+    version_dir, metadata = read_export_metadata(path, expect)
     module = tf.saved_model.load(version_dir)
     return LoadedExport(version_dir, metadata, module)
 
@@ -154,20 +176,22 @@ class ProgressLine:
 def load_labelled_arrays(dataset, split, data_dir=None, download=True, max_images=None):
     """All of a labelled split as numpy: (uint8 images [N, H, W, 3], int64 labels [N], DatasetInfo).
 
-    Raises UsageError for an unknown dataset or one without labels.
+    Raises:
+        ValueError: an unknown dataset, one without labels or an empty split.
+        myol_keras.data.DataUnavailableError: the data is not on this machine.
     """
     from myol_keras import data
 
     if dataset not in data.DATASETS:
-        raise UsageError(f"unknown --dataset={dataset!r}; choose one of: {', '.join(data.DATASETS)}")
+        raise ValueError(f"unknown --dataset={dataset!r}; choose one of: {', '.join(data.DATASETS)}")
     try:
         ds, info = data.load_labelled(dataset, split, data_dir, download=download)
     except data.DataUnavailableError:
         raise
     except ValueError as e:
-        raise UsageError(f"--dataset={dataset} cannot give labelled {split} images for this protocol: {e}") from None
+        raise ValueError(f"--dataset={dataset} cannot give labelled {split} images for this protocol: {e}") from None
     if info.num_classes is None:
-        raise UsageError(f"--dataset={dataset} has no labels; a labelled protocol needs a labelled dataset")
+        raise ValueError(f"--dataset={dataset} has no labels; a labelled protocol needs a labelled dataset")
     if max_images:
         ds = ds.take(int(max_images))
     images, labels = [], []
@@ -175,7 +199,7 @@ def load_labelled_arrays(dataset, split, data_dir=None, download=True, max_image
         images.append(x)
         labels.append(y)
     if not images:
-        raise UsageError(f"--dataset={dataset} split {split!r} is empty")
+        raise ValueError(f"--dataset={dataset} split {split!r} is empty")
     images = np.concatenate(images)
     labels = np.concatenate(labels).astype(np.int64)
     return images, labels, info
@@ -217,11 +241,7 @@ def append_result(run_dir, record):
     record = dict(record)
     record.setdefault("timestamp", time.strftime("%Y-%m-%dT%H:%M:%S"))
     records.append(record)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(records, f, indent=2, sort_keys=True, default=_json_default)
-    os.replace(tmp, path)
-    return path
+    return rundir.atomic_write(path, json.dumps(records, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
 def read_results(run_dir):
@@ -241,9 +261,9 @@ def save_embedding_sample(run_dir, features, labels, max_points=2000, seed=0):
     os.makedirs(run_dir, exist_ok=True)
     rng = np.random.default_rng(seed)
     index = np.sort(rng.permutation(len(features))[:max_points])
-    path = os.path.join(run_dir, SAMPLE_FILE)
-    np.savez_compressed(path, features=features[index].astype(np.float32), labels=labels[index])
-    return path
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, features=features[index].astype(np.float32), labels=labels[index])
+    return rundir.atomic_write(os.path.join(run_dir, SAMPLE_FILE), buffer.getvalue())
 
 
 def _json_default(value):

@@ -17,19 +17,16 @@ import numpy as np
 from absl import flags
 
 from myol_keras import cli
+from myol_keras.evaluation import common
 
 PROG = "myol_keras.evaluation.knn"
 
 FLAGS = flags.FlagValues()
-flags.DEFINE_string("saved_model", None, "Encoder export: saved_models/<name>[/<version>].", flag_values=FLAGS)
-flags.DEFINE_string("dataset", "", "Labelled dataset (default: the export's pre-training dataset).", flag_values=FLAGS)
-flags.DEFINE_string("data_dir", None, "Data directory / file of the dataset.", flag_values=FLAGS)
-flags.DEFINE_bool("download", True, "Let tfds download a missing dataset.", flag_values=FLAGS)
-flags.DEFINE_integer("k", 200, "Neighbours.", flag_values=FLAGS)
+cli.define_evaluation_flags(FLAGS, "saved_model", "Encoder export: saved_models/<name>[/<version>].",
+                            "an encoder export, saved_models/<name>", extraction=True)
+flags.DEFINE_integer("k", 200, "Neighbours.", lower_bound=1, flag_values=FLAGS)
 flags.DEFINE_float("temperature", 0.1, "Vote temperature T: weight exp(cos / T).", flag_values=FLAGS)
-flags.DEFINE_integer("feature_batch_size", 256, "Images per call during feature extraction.", flag_values=FLAGS)
-flags.DEFINE_integer("max_train_images", 0, "Cap on train images (0: all).", flag_values=FLAGS)
-flags.DEFINE_integer("max_test_images", 0, "Cap on test images (0: all).", flag_values=FLAGS)
+flags.register_validator("temperature", lambda t: t > 0, message="the temperature must be > 0", flag_values=FLAGS)
 
 
 def _normalize(x, eps=1e-12):
@@ -39,10 +36,8 @@ def _normalize(x, eps=1e-12):
 
 def knn_scores(train_features, train_labels, test_features, num_classes, k=200, temperature=0.1, chunk=512):
     """Class scores [N_test, C]: the sum of exp(cos / T) over the k nearest train features per class."""
-    if k < 1:
-        raise ValueError(f"k must be >= 1. Received: k={k}")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0. Received: temperature={temperature}")
+    common.check_positive_ints(k=k)
+    common.check_positive(temperature=temperature)
     train = _normalize(train_features)
     test = _normalize(test_features)
     labels = np.asarray(train_labels, np.int64)
@@ -65,35 +60,43 @@ def knn_predict(train_features, train_labels, test_features, num_classes, k=200,
 
 def knn_accuracy(train_features, train_labels, test_features, test_labels, num_classes, k=200, temperature=0.1):
     """{"top1", "top5"} of the weighted kNN vote."""
-    from myol_keras.evaluation.linear_probe import topk_accuracy
-
     scores = knn_scores(train_features, train_labels, test_features, num_classes, k, temperature)
-    return topk_accuracy(scores, np.asarray(test_labels, np.int64))
+    return common.topk_accuracy(scores, np.asarray(test_labels, np.int64))
 
 
 def knn_evaluate(saved_model, dataset="", data_dir=None, *, k=200, temperature=0.1, feature_batch_size=256,
                  download=True, max_train_images=0, max_test_images=0, cache=None, verbose=True):
     """kNN top-1/top-5 of an encoder export; appends the record to the run's results.json.
 
+    Args:
+        saved_model: encoder export (`saved_models/<name>` or a version directory).
+        dataset, data_dir: labelled data (default: the export's pre-training dataset).
+        k, temperature: the vote (200, 0.1).
+        feature_batch_size, max_train_images, max_test_images, cache: as for
+            `common.encoder_features` (a cache filled by the linear probe is reused).
+
+    Raises:
+        ValueError: a bad argument (checked before anything is loaded) or a classifier export.
+
     Example:
     ```python
     knn_evaluate("saved_models/byol-cifar10", "cifar10")["top1"]
     ```
     """
-    from myol_keras.evaluation import features as F
-    from myol_keras.evaluation.linear_probe import _cached_features
+    from myol_keras.evaluation import features
 
+    common.check_positive_ints(k=k)
+    common.check_positive(temperature=temperature)
     start = time.perf_counter()
-    encoder = F.load_export(saved_model, expect="encoder")
-    feats = _cached_features(encoder, cache, dataset, data_dir, download, feature_batch_size,
-                             max_train_images, max_test_images, verbose)
-    num_classes = int(max(feats["info"].num_classes or 0, feats["train_labels"].max() + 1, feats["test_labels"].max() + 1))
+    feats = common.encoder_features(saved_model, dataset, data_dir, download=download,
+                                    feature_batch_size=feature_batch_size, max_train_images=max_train_images,
+                                    max_test_images=max_test_images, cache=cache, verbose=verbose)
     vote_start = time.perf_counter()
     acc = knn_accuracy(feats["train_features"], feats["train_labels"], feats["test_features"],
-                       feats["test_labels"], num_classes, k, temperature)
+                       feats["test_labels"], feats["num_classes"], k, temperature)
     result = {
         "evaluation": "knn",
-        "encoder": encoder.path,
+        "encoder": feats["encoder"],
         "dataset": feats["dataset"],
         "k": int(k),
         "temperature": float(temperature),
@@ -103,7 +106,7 @@ def knn_evaluate(saved_model, dataset="", data_dir=None, *, k=200, temperature=0
         "vote_seconds": time.perf_counter() - vote_start,
         "seconds": time.perf_counter() - start,
     }
-    result["results_file"] = F.append_result(encoder.run_dir, result)
+    result["results_file"] = features.append_result(feats["run_dir"], result)
     return result
 
 
@@ -126,7 +129,8 @@ class KNNMonitor(_monitor_base()):
         train_labels: their int labels.
         test_images: uint8 images of the held-out split.
         test_labels: their labels.
-        image_size: size the images are resized to (the training size).
+        image_size: the training size; images go through
+            `preprocessing.evaluation_transform` (centre square crop, antialiased resize).
         mean: normalisation mean (3 floats).
         std: normalisation std.
         k: neighbours (200).
@@ -145,8 +149,8 @@ class KNNMonitor(_monitor_base()):
     def __init__(self, train_images, train_labels, test_images, test_labels, *, image_size, mean, std,
                  k=200, temperature=0.1, every=1, batch_size=256, encoder_attribute="backbone"):
         super().__init__()
-        if every < 1:
-            raise ValueError(f"every must be >= 1. Received: every={every}")
+        common.check_positive_ints(every=every, k=k, batch_size=batch_size)
+        common.check_positive(temperature=temperature)
         self.train_images = np.asarray(train_images)
         self.train_labels = np.asarray(train_labels, np.int64)
         self.test_images = np.asarray(test_images)
@@ -165,14 +169,14 @@ class KNNMonitor(_monitor_base()):
     def _features(self, images):
         import tensorflow as tf
 
-        from myol_keras.export import preprocess_pixels
+        from myol_keras.preprocessing import evaluation_transform
 
         if self._embed is None:
             encoder = getattr(self.model, self.encoder_attribute)
 
             @tf.function(reduce_retracing=True)
             def embed(batch):
-                x = preprocess_pixels(tf.cast(batch, tf.float32) / 255.0, self.image_size, self.mean, self.std)
+                x = evaluation_transform(batch, self.image_size, self.mean, self.std)
                 return tf.cast(encoder(x, training=False), tf.float32)
 
             self._embed = embed
@@ -192,22 +196,12 @@ class KNNMonitor(_monitor_base()):
 
 
 def _run():
-    if not FLAGS.saved_model:
-        raise cli.UsageError("--saved_model=DIR is required (an encoder export, saved_models/<name>)")
-    if FLAGS.k < 1 or FLAGS.temperature <= 0:
-        raise cli.UsageError(f"--k={FLAGS.k} must be >= 1 and --temperature={FLAGS.temperature} > 0")
-    result = knn_evaluate(
-        FLAGS.saved_model, FLAGS.dataset, FLAGS.data_dir, k=FLAGS.k, temperature=FLAGS.temperature,
-        feature_batch_size=FLAGS.feature_batch_size, download=FLAGS.download,
-        max_train_images=FLAGS.max_train_images, max_test_images=FLAGS.max_test_images,
-    )
+    result = cli.call_with_flags(knn_evaluate, FLAGS)
     print(f"{PROG}: kNN (k={result['k']}, T={result['temperature']}) top-1 {result['top1']:.4f} "
           f"top-5 {result['top5']:.4f} on {result['dataset']} ({result['seconds']:.1f} s)")
 
 
-def main(argv=None):
-    """Entry point usable in-process."""
-    return cli.run_tool(PROG, FLAGS, argv, _run, __doc__)
+main = cli.entry_point(PROG, FLAGS, _run, __doc__)
 
 
 if __name__ == "__main__":

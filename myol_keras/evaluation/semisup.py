@@ -7,9 +7,10 @@ Protocol: a class-balanced labelled subset of `floor(n_c * ratio)` images per
 class, chosen after shuffling with the seed; the whole encoder plus
 `Linear(D, C)` is trained with BatchNorm in training mode (batch statistics),
 starting from the export's `backbone.keras` (`myol_keras.load_backbone`) —
-the SavedModel endpoints would keep BatchNorm in inference mode. Train
-transform: random horizontal flip, resize to the export's image size (STL-10:
-64), normalise; test: resize and normalise. Batch 32 (64 for Tiny-ImageNet),
+the SavedModel endpoints would keep BatchNorm in inference mode. Test
+transform: `myol_keras.preprocessing.evaluation_transform` (centre square
+crop, antialiased resize to the export's image size — STL-10: 64 —,
+normalise); train transform: a random horizontal flip, then the same. Batch 32 (64 for Tiny-ImageNet),
 20 epochs, SGD momentum 0.9, no weight decay, cosine per iteration; learning
 rates (from VICReg) 10%: encoder 0.01 / head 0.1, 1%: encoder 0.03 / head
 0.08. Tested every epoch; the epoch-20 (last) value is reported.
@@ -22,6 +23,7 @@ import numpy as np
 from absl import flags
 
 from myol_keras import cli
+from myol_keras.evaluation import common
 
 PROG = "myol_keras.evaluation.semisup"
 
@@ -29,17 +31,19 @@ PROG = "myol_keras.evaluation.semisup"
 LEARNING_RATES = {0.01: (0.03, 0.08), 0.1: (0.01, 0.1)}
 
 FLAGS = flags.FlagValues()
-flags.DEFINE_string("saved_model", None, "Encoder export: saved_models/<name>[/<version>].", flag_values=FLAGS)
-flags.DEFINE_string("dataset", "", "Labelled dataset (default: the export's pre-training dataset).", flag_values=FLAGS)
-flags.DEFINE_string("data_dir", None, "Data directory / file of the dataset.", flag_values=FLAGS)
-flags.DEFINE_bool("download", True, "Let tfds download a missing dataset.", flag_values=FLAGS)
-flags.DEFINE_list("label_fraction", ["0.01", "0.1"], "Fractions of labels per class (0.01 and 0.1 in the paper).", flag_values=FLAGS)
-flags.DEFINE_integer("epochs", 20, "Fine-tuning epochs (20).", flag_values=FLAGS)
-flags.DEFINE_integer("batch_size", 0, "Batch size (0: 32, or 64 for Tiny-ImageNet).", flag_values=FLAGS)
-flags.DEFINE_float("encoder_lr", 0.0, "Encoder learning rate (0: the paper's value for the fraction).", flag_values=FLAGS)
-flags.DEFINE_float("head_lr", 0.0, "Head learning rate (0: the paper's value for the fraction).", flag_values=FLAGS)
+cli.define_evaluation_flags(FLAGS, "saved_model", "Encoder export: saved_models/<name>[/<version>].",
+                            "an encoder export, saved_models/<name>")
+cli.DEFINE_list_of("label_fraction", ["0.01", "0.1"], "Fractions of labels per class (0.01 and 0.1 in the paper).",
+                   cli.FractionParser(0, 1), FLAGS)
+flags.register_validator("label_fraction", lambda fractions: fractions and all(f > 0 for f in fractions),
+                         message="every fraction must be in (0, 1]", flag_values=FLAGS)
+flags.DEFINE_integer("epochs", 20, "Fine-tuning epochs (20).", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer("batch_size", 0, "Batch size (0: 32, or 64 for Tiny-ImageNet).", lower_bound=0, flag_values=FLAGS)
+flags.DEFINE_float("encoder_lr", 0.0, "Encoder learning rate (0: the paper's value for the fraction).", lower_bound=0,
+                   flag_values=FLAGS)
+flags.DEFINE_float("head_lr", 0.0, "Head learning rate (0: the paper's value for the fraction).", lower_bound=0,
+                   flag_values=FLAGS)
 flags.DEFINE_integer("seed", 0, "Seed of the subset, the head and shuffling.", flag_values=FLAGS)
-flags.DEFINE_integer("max_test_images", 0, "Cap on test images (0: all).", flag_values=FLAGS)
 
 
 def class_balanced_subset(labels, ratio, seed=0):
@@ -58,25 +62,27 @@ def class_balanced_subset(labels, ratio, seed=0):
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
 
 
-def _preprocess_fn(image_size, mean, std, flip):
+def _transform_fn(image_size, mean, std, flip):
+    """(images, labels) -> (evaluation_transform(images, optionally flipped), labels), for `ds.map`."""
     import tensorflow as tf
 
-    mean = tf.constant(mean, tf.float32)
-    std = tf.constant(std, tf.float32)
+    from myol_keras.preprocessing import evaluation_transform
 
     def fn(images, labels):
-        x = tf.cast(images, tf.float32) / 255.0
-        x = tf.image.resize(x, (image_size, image_size), method="bilinear")
         if flip:
-            flips = tf.random.uniform((tf.shape(x)[0], 1, 1, 1)) < 0.5
-            x = tf.where(flips, tf.reverse(x, axis=[2]), x)
-        return (x - mean) / std, labels
+            flips = tf.random.uniform((tf.shape(images)[0], 1, 1, 1)) < 0.5
+            images = tf.where(flips, tf.reverse(images, axis=[2]), images)
+        return evaluation_transform(images, image_size, mean, std), labels
 
     return fn
 
 
 def make_dataset(images, labels, batch_size, *, image_size, mean, std, flip, shuffle, seed=0):
-    """Batched (normalised float images, labels); the last batch is dropped only if it would hold one image."""
+    """Batched (transformed float images, labels); the last batch is dropped only if it would hold one image.
+
+    The transform is `preprocessing.evaluation_transform`, after a random
+    horizontal flip when `flip` (the train transform).
+    """
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((images, np.asarray(labels, np.int64)))
@@ -84,7 +90,7 @@ def make_dataset(images, labels, batch_size, *, image_size, mean, std, flip, shu
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     drop = shuffle and len(images) % batch_size == 1
     ds = ds.batch(batch_size, drop_remainder=drop)
-    ds = ds.map(_preprocess_fn(image_size, mean, std, flip), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(_transform_fn(image_size, mean, std, flip), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -138,15 +144,18 @@ def finetune(backbone, train_images, train_labels, test_images, test_labels, num
     """Fine-tune `backbone` + a linear head; test every epoch; returns the result dict.
 
     Both learning rates follow a cosine to 0 over all iterations; no weight decay.
+
+    Raises:
+        ValueError: a non-positive epoch count, batch size or learning rate.
     """
     import keras
 
-    from myol_keras.evaluation.linear_probe import build_linear_head, cosine_schedule, topk_accuracy
-
+    common.check_positive_ints(epochs=epochs, batch_size=batch_size)
+    common.check_positive(encoder_lr=encoder_lr, head_lr=head_lr)
     keras.utils.set_random_seed(seed)
     backbone.trainable = True
     feature_dim = int(backbone.output_shape[-1])
-    head = build_linear_head(feature_dim, num_classes, seed=seed)
+    head = common.build_linear_head(feature_dim, num_classes, seed=seed)
     train_ds = make_dataset(train_images, train_labels, batch_size, image_size=image_size, mean=mean, std=std,
                             flip=flip, shuffle=True, seed=seed)
     test_ds = make_dataset(test_images, test_labels, 256, image_size=image_size, mean=mean, std=std,
@@ -154,8 +163,8 @@ def finetune(backbone, train_images, train_labels, test_images, test_labels, num
     steps = int(train_ds.cardinality())
     total = max(steps * epochs, 1)
     model = _finetune_model_class()(
-        backbone, head, keras.optimizers.SGD(cosine_schedule(encoder_lr, total), momentum=momentum))
-    model.compile(optimizer=keras.optimizers.SGD(cosine_schedule(head_lr, total), momentum=momentum))
+        backbone, head, keras.optimizers.SGD(common.cosine_schedule(encoder_lr, total), momentum=momentum))
+    model.compile(optimizer=keras.optimizers.SGD(common.cosine_schedule(head_lr, total), momentum=momentum))
     head.build((None, feature_dim))
     model.encoder_optimizer.build(backbone.trainable_variables)
     model.optimizer.build(head.trainable_variables)
@@ -164,13 +173,8 @@ def finetune(backbone, train_images, train_labels, test_images, test_labels, num
 
     class _Test(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            logits = model.predict(test_ds, verbose=0)
-            row = {"epoch": epoch + 1, "loss": float((logs or {}).get("loss", float("nan")))}
-            row.update(topk_accuracy(logits, test_labels))
-            history.append(row)
-            if verbose:
-                print(f"{description}: epoch {epoch + 1}/{epochs} loss {row['loss']:.4f} "
-                      f"top-1 {row['top1']:.4f} top-5 {row['top5']:.4f}", flush=True)
+            common.record_test(history, epoch + 1, epochs, logs, model.predict(test_ds, verbose=0), test_labels,
+                               description, verbose)
 
     start = time.perf_counter()
     model.fit(train_ds, epochs=epochs, callbacks=[_Test()], verbose=0, shuffle=False)
@@ -182,32 +186,48 @@ def semisup_evaluate(saved_model, dataset="", data_dir=None, *, label_fraction=0
                      encoder_lr=None, head_lr=None, seed=0, download=True, max_test_images=0, verbose=True):
     """§3.2 fine-tuning of an encoder export on a fraction of the labels; appends to results.json.
 
+    Args:
+        saved_model: encoder export (`saved_models/<name>` or a version directory).
+        dataset, data_dir: labelled data (default: the export's pre-training dataset).
+        label_fraction: fraction of the labels per class, in (0, 1].
+        epochs: fine-tuning epochs (20).
+        batch_size: 0 for the protocol's (32; 64 for Tiny-ImageNet).
+        encoder_lr, head_lr: None for the paper's values for the fraction (`LEARNING_RATES`).
+        seed: seed of the subset, the head and the shuffling.
+        max_test_images: cap on test images (0: all).
+
+    Raises:
+        ValueError: a bad argument (checked before anything is loaded), a classifier
+            export, or a fraction that leaves fewer than two labelled images.
+
     Example:
     ```python
     semisup_evaluate("saved_models/byol-cifar10", "cifar10", label_fraction=0.1)["top1"]
     ```
     """
     from myol_keras import export as export_lib
-    from myol_keras.evaluation import features as F
-    from myol_keras.evaluation.linear_probe import resolve_dataset
+    from myol_keras.evaluation import features
 
-    start = time.perf_counter()
     ratio = float(label_fraction)
     if not 0.0 < ratio <= 1.0:
-        raise cli.UsageError(f"--label_fraction={label_fraction}: must be in (0, 1]")
+        raise ValueError(f"Expected `label_fraction` to be in (0, 1]. Received: label_fraction={label_fraction!r}")
+    common.check_positive_ints(epochs=epochs)
+    if batch_size:
+        common.check_positive_ints(batch_size=batch_size)
+    start = time.perf_counter()
     default_enc, default_head = LEARNING_RATES.get(round(ratio, 6), LEARNING_RATES[0.1])
     encoder_lr = encoder_lr or default_enc
     head_lr = head_lr or default_head
-    meta = _encoder_metadata(saved_model)
-    dataset, data_dir = resolve_dataset(meta, dataset, data_dir)
+    version_dir, meta = features.read_export_metadata(saved_model, expect="encoder")
+    dataset, data_dir = common.resolve_dataset(meta, dataset, data_dir)
     batch_size = batch_size or (64 if dataset == "tiny_imagenet" else 32)
-    x_train, y_train, info = F.load_labelled_arrays(dataset, "train", data_dir, download)
-    x_test, y_test, _ = F.load_labelled_arrays(dataset, "test", data_dir, download, max_test_images or None)
+    x_train, y_train, info = features.load_labelled_arrays(dataset, "train", data_dir, download)
+    x_test, y_test, _ = features.load_labelled_arrays(dataset, "test", data_dir, download, max_test_images or None)
     index = class_balanced_subset(y_train, ratio, seed)
     if len(index) < 2:
-        raise cli.UsageError(f"--label_fraction={ratio} leaves {len(index)} labelled images; use a larger fraction")
-    num_classes = int(max(info.num_classes or 0, y_train.max() + 1, y_test.max() + 1))
-    backbone = export_lib.load_backbone(saved_model, trainable=True)
+        raise ValueError(f"label fraction {ratio:g} leaves {len(index)} labelled images; use a larger fraction")
+    num_classes = common.count_classes(info, y_train, y_test)
+    backbone = export_lib.load_backbone(version_dir, trainable=True)
     trained = finetune(
         backbone, x_train[index], y_train[index], x_test, y_test, num_classes,
         image_size=int(meta["image_size"]), mean=tuple(meta["mean"]), std=tuple(meta["std"]),
@@ -216,7 +236,7 @@ def semisup_evaluate(saved_model, dataset="", data_dir=None, *, label_fraction=0
     )
     result = {
         "evaluation": "semisup",
-        "encoder": export_lib.resolve_version_dir(saved_model),
+        "encoder": version_dir,
         "dataset": dataset,
         "label_fraction": ratio,
         "num_labelled": int(len(index)),
@@ -227,46 +247,18 @@ def semisup_evaluate(saved_model, dataset="", data_dir=None, *, label_fraction=0
                      "momentum": 0.9, "schedule": "cosine per iteration", "seed": seed},
         "seconds": time.perf_counter() - start,
     }
-    result["results_file"] = F.append_result(meta.get("run_dir"), result)
+    result["results_file"] = features.append_result(meta.get("run_dir"), result)
     return result
 
 
-def _encoder_metadata(saved_model):
-    """Metadata of an encoder export (rejecting a classifier) without loading the SavedModel graph."""
-    from myol_keras import export as export_lib
-    from myol_keras.evaluation import features as F
-
-    if not saved_model:
-        raise cli.UsageError("--saved_model=DIR is required (an encoder export, saved_models/<name>)")
-    version_dir = export_lib.resolve_version_dir(saved_model)
-    try:
-        meta = export_lib.load_export_metadata(version_dir)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{version_dir} is a SavedModel but not a myol_keras export (no metadata)") from None
-    if F.export_kind(meta) != "encoder":
-        raise cli.UsageError(f"{version_dir} is a classifier export; fine-tuning needs the encoder export "
-                             f"({meta.get('encoder', 'saved_models/<name>/')})")
-    return meta
-
-
 def _run():
-    fractions = [cli.parse_fraction(f, "label_fraction") for f in FLAGS.label_fraction]
-    for name in ("epochs",):
-        if FLAGS[name].value < 1:
-            raise cli.UsageError(f"--{name}={FLAGS[name].value}: must be positive")
-    for ratio in fractions:
-        result = semisup_evaluate(
-            FLAGS.saved_model, FLAGS.dataset, FLAGS.data_dir, label_fraction=ratio, epochs=FLAGS.epochs,
-            batch_size=FLAGS.batch_size, encoder_lr=FLAGS.encoder_lr or None, head_lr=FLAGS.head_lr or None,
-            seed=FLAGS.seed, download=FLAGS.download, max_test_images=FLAGS.max_test_images,
-        )
+    for ratio in FLAGS.label_fraction:
+        result = cli.call_with_flags(semisup_evaluate, FLAGS, label_fraction=ratio)
         print(f"{PROG}: {ratio:g} labels ({result['num_labelled']} images): top-1 {result['top1']:.4f} "
               f"top-5 {result['top5']:.4f} ({result['seconds']:.1f} s)")
 
 
-def main(argv=None):
-    """Entry point usable in-process."""
-    return cli.run_tool(PROG, FLAGS, argv, _run, __doc__)
+main = cli.entry_point(PROG, FLAGS, _run, __doc__)
 
 
 if __name__ == "__main__":

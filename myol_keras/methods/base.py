@@ -35,7 +35,7 @@ from myol_keras import heads as heads_lib
 from myol_keras import losses
 
 
-def _clone_layer(layer):
+def clone_layer(layer):
     """A fresh copy of `layer` with the same architecture and weights."""
     clone = layer.__class__.from_config(layer.get_config())
     return clone
@@ -107,7 +107,7 @@ class BootstrapMethod(keras.Model):
         self.projector = self.make_projector("projector")
         self.predictor = self.make_predictor() if self.uses_predictor else None
         if self.uses_target:
-            self.target_backbone = _clone_layer(backbone)
+            self.target_backbone = clone_layer(backbone)
             self.target_projector = self.make_projector("target_projector")
         else:
             self.target_backbone = self.target_projector = None

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from myol_keras import ema
 from myol_keras import losses
-from myol_keras.methods.base import BootstrapMethod, _clone_layer
+from myol_keras.methods.base import BootstrapMethod, clone_layer
 
 
 @keras.saving.register_keras_serializable(package="myol_keras")
@@ -29,7 +29,7 @@ class TriBYOL(BootstrapMethod):
 
     def __init__(self, backbone, **kwargs):
         super().__init__(backbone, **kwargs)
-        self.target_backbone_b = _clone_layer(backbone)
+        self.target_backbone_b = clone_layer(backbone)
         self.target_projector_b = self.make_projector("target_projector_b")
         if not self.target_backbone_b.built:
             self.target_backbone_b.build(backbone.input_shape)
