@@ -121,13 +121,9 @@ def apply_basic_block(x, filters, stride=1, name=None, dtype=None):
         The block's output tensor.
     """
     shortcut = _shortcut(x, filters, stride, name, dtype)
-    x = _strided_conv3x3(x, filters, stride, f"{name}_conv1", dtype)
-    x = _batch_norm(f"{name}_bn1", dtype)(x)
-    x = keras.layers.ReLU(name=f"{name}_relu1", dtype=dtype)(x)
+    x = _bn_relu(_strided_conv3x3(x, filters, stride, f"{name}_conv1", dtype), name, 1, dtype)
     x = _conv(filters, 3, 1, f"{name}_conv2", dtype)(x)
-    x = _batch_norm(f"{name}_bn2", dtype)(x)
-    x = keras.layers.Add(name=f"{name}_add", dtype=dtype)([shortcut, x])
-    return keras.layers.ReLU(name=f"{name}_out", dtype=dtype)(x)
+    return _bn_add_relu(x, shortcut, name, 2, dtype)
 
 
 def apply_bottleneck_block(x, filters, stride=1, name=None, dtype=None):
@@ -145,14 +141,21 @@ def apply_bottleneck_block(x, filters, stride=1, name=None, dtype=None):
     """
     out_filters = filters * BOTTLENECK_EXPANSION
     shortcut = _shortcut(x, out_filters, stride, name, dtype)
-    x = _conv(filters, 1, 1, f"{name}_conv1", dtype)(x)
-    x = _batch_norm(f"{name}_bn1", dtype)(x)
-    x = keras.layers.ReLU(name=f"{name}_relu1", dtype=dtype)(x)
-    x = _strided_conv3x3(x, filters, stride, f"{name}_conv2", dtype)
-    x = _batch_norm(f"{name}_bn2", dtype)(x)
-    x = keras.layers.ReLU(name=f"{name}_relu2", dtype=dtype)(x)
+    x = _bn_relu(_conv(filters, 1, 1, f"{name}_conv1", dtype)(x), name, 1, dtype)
+    x = _bn_relu(_strided_conv3x3(x, filters, stride, f"{name}_conv2", dtype), name, 2, dtype)
     x = _conv(out_filters, 1, 1, f"{name}_conv3", dtype)(x)
-    x = _batch_norm(f"{name}_bn3", dtype)(x)
+    return _bn_add_relu(x, shortcut, name, 3, dtype)
+
+
+def _bn_relu(x, name, index, dtype):
+    """BatchNorm `<name>_bn<index>` then ReLU `<name>_relu<index>`."""
+    x = _batch_norm(f"{name}_bn{index}", dtype)(x)
+    return keras.layers.ReLU(name=f"{name}_relu{index}", dtype=dtype)(x)
+
+
+def _bn_add_relu(x, shortcut, name, index, dtype):
+    """A block's end: BatchNorm `<name>_bn<index>`, the shortcut added, ReLU `<name>_out`."""
+    x = _batch_norm(f"{name}_bn{index}", dtype)(x)
     x = keras.layers.Add(name=f"{name}_add", dtype=dtype)([shortcut, x])
     return keras.layers.ReLU(name=f"{name}_out", dtype=dtype)(x)
 

@@ -1,7 +1,6 @@
 """Training callbacks: the EMA target update and schedule/history logging."""
 
 import csv
-import io
 import os
 
 import keras
@@ -148,14 +147,7 @@ class EpochHistoryCSV(keras.callbacks.Callback):
         row = {"epoch": epoch}
         row.update({k: float(keras.ops.convert_to_numpy(v)) for k, v in (logs or {}).items()})
         rows.append(row)
-        fields = ["epoch"]
-        for r in rows:
-            fields += [k for k in r if k not in fields]
-        text = io.StringIO(newline="")
-        writer = csv.DictWriter(text, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-        rundir.atomic_write(self.filename, text.getvalue())
+        rundir.atomic_write_csv(self.filename, rows)
 
 
 class Throughput(keras.callbacks.Callback):

@@ -92,6 +92,21 @@ def atomic_write_json(path, payload):
     return atomic_write(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def atomic_write_csv(path, rows):
+    """`atomic_write` of dict `rows` as CSV; the columns are every key, in order of first appearance."""
+    import csv
+    import io
+
+    columns = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write(path, text.getvalue())
+
+
 def atomic_copy(source, destination):
     """Copy `source` over `destination` atomically."""
     with open(source, "rb") as f:

@@ -13,7 +13,6 @@ is rerun (the CLI's own resume logic) and an interrupted one resumes.
 """
 
 import csv
-import io
 import os
 import shlex
 import subprocess
@@ -94,14 +93,7 @@ def run_sweep(plan, *, pretrain_flags="", run_dir="runs", export_dir="saved_mode
         os.makedirs(output, exist_ok=True)
         rundir.atomic_write(os.path.join(output, "sweep.md"),
                             "# Batch-size sweep (METHODS §3.5)\n\n" + report.markdown_table(rows) + "\n")
-        columns = []
-        for r in rows:
-            columns += [c for c in r if c not in columns]
-        table = io.StringIO(newline="")
-        writer = csv.DictWriter(table, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-        rundir.atomic_write(os.path.join(output, "sweep.csv"), table.getvalue())
+        rundir.atomic_write_csv(os.path.join(output, "sweep.csv"), rows)
     return rows
 
 
