@@ -121,8 +121,14 @@ class ResumableBackup(keras.callbacks.Callback):
 
     # --- restore --------------------------------------------------------------
 
-    def restore(self, model=None):
-        """Load the newest loadable checkpoint into `model`; returns its epoch (0: none)."""
+    def restore(self, model=None, at_most=None):
+        """Load the newest loadable checkpoint into `model`; returns its epoch (0: none).
+
+        Args:
+            model: the built, compiled model (default: the callback's).
+            at_most: ignore checkpoints of later epochs (the workers of a
+                multi-worker run agree on the newest epoch they all have).
+        """
         model = model or self.model
         if model is None:
             raise ValueError("ResumableBackup.restore() needs a model.")
@@ -131,6 +137,8 @@ class ResumableBackup(keras.callbacks.Callback):
         self._remove_temporaries()
         errors = []
         for epoch, path in reversed(checkpoints(self.backup_dir)):
+            if at_most is not None and epoch > at_most:
+                continue
             try:
                 model.load_weights(os.path.join(path, WEIGHTS_FILE))
             except Exception as error:  # noqa: BLE001 - a damaged checkpoint: try the previous one

@@ -89,28 +89,128 @@ def validate_strategy(name, environ=None):
             ) from None
 
 
-def make_strategy(name):
+#: seconds a collective may wait for a peer before it fails (a dead worker ends the survivors' run).
+COLLECTIVE_TIMEOUT_SECONDS = 30
+
+
+def make_strategy(name, collective_timeout=COLLECTIVE_TIMEOUT_SECONDS):
     """The `tf.distribute.Strategy` for `--strategy=name`.
 
     auto: MirroredStrategy over all GPUs when there are several, else the
     default strategy; one_device: the first GPU or the CPU; mirrored: every
     local GPU (or the logical CPU devices if there is no GPU); multi_worker:
-    MultiWorkerMirroredStrategy from `TF_CONFIG`.
+    MultiWorkerMirroredStrategy from `TF_CONFIG`, created before anything else
+    touches TensorFlow's runtime (it must be: "Collective ops must be
+    configured at program startup"), with collectives that give up after
+    `collective_timeout` seconds, so the survivors of a dead worker stop
+    instead of waiting forever.
     """
     import tensorflow as tf
 
     validate_strategy(name)
+    if name == "multi_worker":
+        check_worker_port()
+        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=collective_timeout)
+        try:
+            return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        except RuntimeError as e:
+            if "program startup" in str(e):
+                raise RuntimeError(
+                    "--strategy=multi_worker must be created before TensorFlow runs any op in this process "
+                    "(create it first: myol_keras.pretrain does); " + " ".join(str(e).split())
+                ) from None
+            raise
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
         return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
-    if name == "mirrored":
-        if gpus:
-            return tf.distribute.MirroredStrategy()
-        cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(cpus)
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    if gpus:
+        return tf.distribute.MirroredStrategy()
+    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(cpus)
+
+
+def worker_address(environ=None):
+    """`(host, port)` this task listens on according to `TF_CONFIG`, or None without it."""
+    environ = os.environ if environ is None else environ
+    raw = environ.get("TF_CONFIG")
+    if not raw:
+        return None
+    config = json.loads(raw)
+    task = config["task"]
+    address = config["cluster"][task["type"]][int(task["index"])]
+    host, _, port = address.rpartition(":")
+    return host, int(port)
+
+
+def check_worker_port(environ=None):
+    """Raise `ValueError` if this worker's `TF_CONFIG` port is already taken on this machine.
+
+    TensorFlow would otherwise fail deep inside the gRPC server start. A
+    worker's collective server listens there without authentication: run
+    workers on a trusted network only.
+    """
+    import socket
+
+    address = worker_address(environ)
+    if address is None:
+        return
+    host, port = address
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("", port))
+        except OSError as e:
+            raise ValueError(
+                f"TF_CONFIG gives this worker {host}:{port}, but port {port} is in use on this machine ({e.strerror}); "
+                "pick a free port for every worker (and the same TF_CONFIG cluster list on all of them)"
+            ) from None
+
+
+def agree_on_checkpoint(strategy, latest_epoch, chief):
+    """The epoch every worker of a multi-worker run restores, and whether training is over.
+
+    Each worker keeps its own checkpoints (the chief in the run directory, the
+    others in a scratch directory), and a kill can fall between two workers'
+    writes of the same epoch. The workers gather `(chief, latest_epoch)` and
+    take the newest epoch all of them have; but if the chief already holds the
+    last epoch (training finished, the export did not), nobody trains again.
+
+    Returns:
+        `(epoch to restore, the chief's latest epoch)`.
+    """
+    import tensorflow as tf
+
+    value = strategy.experimental_distribute_values_from_function(
+        lambda _: tf.constant([[int(bool(chief)), int(latest_epoch)]], tf.int64))
+    rows = strategy.gather(value, axis=0).numpy()
+    chief_epochs = [int(epoch) for flag, epoch in rows if flag] or [int(rows[:, 1].min())]
+    return int(rows[:, 1].min()), chief_epochs[0]
+
+
+def worker_scratch_dir(run_path, environ=None):
+    """Where a non-chief worker keeps its checkpoints: outside the run directory, on this machine.
+
+    `<tmp>/myol_keras-workers/<run name>-<hash of the run path>-<task>`: it
+    survives a restart of the worker process (so a resumed job restores the
+    same state everywhere) and is removed when the worker finishes.
+    """
+    import hashlib
+    import tempfile
+
+    environ = os.environ if environ is None else environ
+    task = json.loads(environ.get("TF_CONFIG", "{}")).get("task", {})
+    digest = hashlib.sha1(os.path.abspath(run_path).encode()).hexdigest()[:10]
+    name = f"{os.path.basename(os.path.abspath(run_path))}-{digest}-{task.get('type', 'worker')}{task.get('index', 0)}"
+    return os.path.join(tempfile.gettempdir(), "myol_keras-workers", name)
+
+
+def is_multi_worker(strategy):
+    """Whether `strategy` spans several worker processes (MultiWorkerMirroredStrategy in multi-worker mode)."""
+    import tensorflow as tf
+
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode())
 
 
 def is_chief():

@@ -95,6 +95,7 @@ def config_from_flags():
 
 def run():
     """Run with the already-parsed flags. Returns the process exit status."""
+    from myol_keras import distribute
     from myol_keras import training
     from myol_keras.evaluation import EVALUATIONS
 
@@ -107,6 +108,7 @@ def run():
             raise ValueError(f"unknown --eval={','.join(unknown)}; choose from: {', '.join(EVALUATIONS)}")
         config = config_from_flags().validate()
         training.set_threads(config.threads)  # before TensorFlow runs its first op
+        strategy = distribute.make_strategy(config.strategy)  # before the data: multi-worker needs it first
         plan = training.plan_run(config)
     except (ValueError, FileNotFoundError) as e:
         cli.fail(PROG, e)
@@ -114,7 +116,7 @@ def run():
         if quiet:
             logging.set_verbosity(logging.WARNING)  # SavedModel writing logs at INFO
     try:
-        export_path = training.pretrain(config, plan=plan)
+        export_path = training.pretrain(config, plan=plan, strategy=strategy)
     except training.SetupError as e:  # e.g. a run directory written with other settings (nothing written)
         cli.fail(PROG, e)
     except training.TrainingStopped as e:

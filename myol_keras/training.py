@@ -21,6 +21,7 @@ The pieces are public for scripts that want one of them:
 
 import dataclasses
 import os
+import shutil
 
 from myol_keras import rundir as rundir_lib
 
@@ -190,13 +191,16 @@ def set_threads(threads):
         warnings.warn("threads ignored: TensorFlow is already initialised in this process", stacklevel=2)
 
 
-def pretrain(config=None, *, plan=None, **settings):
+def pretrain(config=None, *, plan=None, strategy=None, **settings):
     """Pre-train, export the online encoder and mark the run done; returns the export directory.
 
     Args:
         config: a `PretrainConfig`; or leave it out and pass its settings as
             keywords (`pretrain(method="byol", dataset="digits", epochs=2)`).
         plan: the `plan_run(config)` result, if the caller already has it.
+        strategy: the `tf.distribute.Strategy`, if the caller made it
+            (`distribute.make_strategy(config.strategy)`) — before `plan_run`,
+            which runs TensorFlow ops: a multi-worker strategy must come first.
 
     Returns:
         The export version directory (None on a non-chief worker).
@@ -214,10 +218,16 @@ def pretrain(config=None, *, plan=None, **settings):
     """
     from myol_keras.config import PretrainConfig
 
+    from myol_keras import distribute
+
     if config is None:
         config = PretrainConfig(**settings)
     elif settings:
         config = config.replace(**settings)
+    if strategy is None:
+        config.validate()
+        set_threads(config.threads)
+        strategy = distribute.make_strategy(config.strategy)  # before any TensorFlow op (multi-worker)
     plan = plan or plan_run(config)
     run = plan.run
     if run.is_done() and not config.overwrite:
@@ -225,14 +235,14 @@ def pretrain(config=None, *, plan=None, **settings):
         print(f"{PROG}: run {run.path} is finished. Encoder: {done['export']} ; history: {run.history_path} ; "
               f"TensorBoard: {run.tensorboard_dir}. Pass --overwrite to train it again.")
         return done["export"]
-    if config.overwrite and run.exists():
+    if config.overwrite and run.exists() and distribute.is_chief():
         run.remove()
     check_resumable(config, run)
-    model, strategy, policy, reason = _compile_model(config, plan)
+    model, policy, reason = _compile_model(config, plan, strategy)
     return _fit_and_export(config, plan, model, strategy, policy, reason)
 
 
-def _compile_model(config, plan):
+def _compile_model(config, plan, strategy):
     import keras
     import tensorflow as tf
 
@@ -245,7 +255,6 @@ def _compile_model(config, plan):
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    strategy = distribute.make_strategy(config.strategy)
     if strategy.num_replicas_in_sync > 1 and config.steps_per_execution > 1:
         raise SetupError(
             f"--steps_per_execution={config.steps_per_execution} cannot run with {strategy.num_replicas_in_sync} "
@@ -260,7 +269,7 @@ def _compile_model(config, plan):
             model.set_device_augmentation(type(model).make_view_fn(plan.image_size, plan.mean, plan.std, seed=config.seed))
         model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=config.momentum),
                       jit_compile=config.jit_compile, steps_per_execution=config.steps_per_execution)
-    return model, strategy, policy, reason
+    return model, policy, reason
 
 
 def _callbacks(config, plan, backup, chief):
@@ -289,23 +298,37 @@ def _callbacks(config, plan, backup, chief):
 
 
 def _fit_and_export(config, plan, model, strategy, policy, reason):
+    import tensorflow as tf
+
     from myol_keras import checkpoint
     from myol_keras import distribute
     from myol_keras import faults
 
     run = plan.run
-    chief = distribute.is_chief()
-    run.create()
+    chief = distribute.is_chief()  # only the chief writes: the other workers leave no file behind
     if chief:
+        run.create()
         run.write_config({**config.to_dict(), "resolved": {
             **plan.resolved(), "precision": {"policy": policy, "reason": reason},
             "replicas": strategy.num_replicas_in_sync}})
         run.write_flagfile(config.to_dict())
-    backup = checkpoint.ResumableBackup(run.backup_dir, run.history_path, write=chief)
+    multi_worker = distribute.is_multi_worker(strategy)
+    backup_dir = run.backup_dir if chief else distribute.worker_scratch_dir(run.path)
+    if config.overwrite and not chief:
+        shutil.rmtree(backup_dir, ignore_errors=True)
+    backup = checkpoint.ResumableBackup(backup_dir, run.history_path if chief else None)
+    at_most = None
+    if multi_worker:  # every worker restores the same epoch (see `distribute.agree_on_checkpoint`)
+        at_most, chief_epoch = distribute.agree_on_checkpoint(
+            strategy, checkpoint.latest_checkpoint(backup_dir)[0], chief)
+        if chief_epoch >= config.epochs:
+            at_most = chief_epoch  # trained: the chief only exports, the others have nothing left to do
     try:
-        start_epoch = backup.restore(model)
+        start_epoch = backup.restore(model, at_most=at_most)
     except OSError as e:
         raise TrainingStopped(f"cannot resume {run.path}: {e}. Pass --overwrite to start again.") from None
+    if multi_worker and at_most is not None and at_most >= config.epochs and not chief:
+        start_epoch = config.epochs
     if start_epoch:
         print(f"{PROG}: resuming {run.path} after epoch {start_epoch}")
     print(f"{PROG}: precision {policy} ({reason}); {plan.num_images} images, {plan.steps_per_epoch} steps/epoch"
@@ -316,17 +339,22 @@ def _fit_and_export(config, plan, model, strategy, policy, reason):
             model.fit(dataset, epochs=config.epochs, initial_epoch=start_epoch, steps_per_epoch=plan.steps_per_epoch,
                       callbacks=_callbacks(config, plan, backup, chief), verbose=config.verbose,
                       shuffle=False)  # the tf.data pipeline shuffles
+        except tf.errors.OpError as e:
+            if not distribute.is_multi_worker(strategy):
+                raise
+            raise TrainingStopped(
+                f"a worker of the cluster stopped answering ({type(e).__name__}: {_first_line(e)}); "
+                f"{_kept(run)}. Restart every worker with the same command to resume."
+            ) from None
         except RuntimeError as e:
             if isinstance(e, checkpoint.NonFiniteError) or "nan" in str(e).lower():
-                last, _ = checkpoint.latest_checkpoint(run.backup_dir)
-                kept = (f"the checkpoint after epoch {last} is kept in {run.backup_dir}" if last
-                        else "no epoch had completed, nothing to resume")
                 raise TrainingStopped(
-                    f"training stopped on a non-finite loss ({' '.join(str(e).split())}); {kept}. "
+                    f"training stopped on a non-finite loss ({' '.join(str(e).split())}); {_kept(run)}. "
                     "Lower --lr or use --precision=float32, then rerun the same command to resume."
                 ) from None
             raise
     if not chief:
+        shutil.rmtree(backup_dir, ignore_errors=True)  # the scratch checkpoints: the chief has the run
         print(f"{PROG}: worker finished; the chief exports the encoder")
         return None
 
@@ -338,6 +366,21 @@ def _fit_and_export(config, plan, model, strategy, policy, reason):
     print(f"{PROG}: exported the online encoder to {export_path}")
     print(f"{PROG}: run directory {run.path} (history.csv, tensorboard/, config.json)")
     return export_path
+
+
+def _kept(run):
+    from myol_keras import checkpoint
+
+    last, _ = checkpoint.latest_checkpoint(run.backup_dir)
+    return (f"the checkpoint after epoch {last} is kept in {run.backup_dir}" if last
+            else "no epoch had completed, nothing to resume")
+
+
+def _first_line(error):
+    """The first informative line of a TensorFlow error (not "Graph execution error:")."""
+    lines = [line.strip() for line in str(getattr(error, "message", "") or error).splitlines()]
+    lines = [line for line in lines if line and not line.startswith(("Graph execution error", "Detected at node"))]
+    return lines[0][:200] if lines else ""
 
 
 def _export_once(config, plan, model, policy):

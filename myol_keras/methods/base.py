@@ -30,6 +30,7 @@ import keras
 import tensorflow as tf
 
 from myol_keras import augment
+from myol_keras import distribute
 from myol_keras import ema
 from myol_keras import heads as heads_lib
 from myol_keras import losses
@@ -404,6 +405,35 @@ class BootstrapMethod(keras.Model):
             tracker.update_state(terms[tracker.name])
         self.z_std_tracker.update_state(losses.embedding_std(terms["z"]))
         return {m.name: m.result() for m in self.metrics}
+
+    # --- Keras 3.15 under MultiWorkerMirroredStrategy (workaround) ---------------
+    # Keras 3's TF trainer cannot `fit` with MultiWorkerMirroredStrategy
+    # (keras-team/keras#20585, open): `_maybe_symbolic_build` reduces a
+    # PerReplica *batch* with `strategy.reduce` (ValueError), and the train
+    # function's `reduce_per_replica(..., "auto")` reduces scalar logs with
+    # `axis=0` ("Invalid reduction dimension 0"). Both overrides act only in
+    # multi-worker mode and can be deleted once Keras fixes the issue;
+    # tests/test_multi_worker.py trains through them on two worker processes.
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if distribute.is_multi_worker(self.distribute_strategy) and self.built and self.optimizer.built:
+            return  # built in __init__ and compile: nothing to trace, so no batch to pull
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def make_train_function(self, force=False):
+        strategy = self.distribute_strategy
+        if not distribute.is_multi_worker(strategy):
+            return super().make_train_function(force)
+        if self.train_function is not None and not force:
+            return self.train_function
+
+        @tf.function(reduce_retracing=True, autograph=False)  # as Keras' own (do_not_convert)
+        def train_function(iterator):
+            logs = strategy.run(self.train_step, args=(iterator.get_next(),))
+            return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), logs)
+
+        self.train_function = train_function
+        return train_function
 
     @property
     def metrics(self):

@@ -1,0 +1,156 @@
+"""Multi-worker training through the CLI: two worker processes on localhost (issue 20).
+
+Each worker runs in its own working directory, as on separate machines: the
+chief (worker 0) writes the run directory and the export, the other worker
+keeps its checkpoints in a scratch directory and removes it when it is done.
+Keras 3.15 cannot `fit` under MultiWorkerMirroredStrategy (keras-team/keras#20585);
+these runs go through the workaround in `BootstrapMethod`.
+"""
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_main_in_process
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--dataset=npz", "--image_size=16", "--width=4", "--projector_hidden_dim=32", "--projection_dim=16",
+        "--predictor_hidden_dim=32", "--batch_size=16", "--steps_per_epoch=3", "--warmup_epochs=1",
+        "--precision=float32", "--verbose=2", "--seed=5"]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def _env(extra=None):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("TF_CONFIG", None)
+    env.pop("MYOL_KERAS_FAULT", None)
+    env.update(extra or {})
+    return env
+
+
+def _run_workers(tmp_path, args, faults=("", ""), timeout=600):
+    """Start two workers (own directories, fresh ports); returns [(exit status, seconds, stdout, stderr)]."""
+    cluster = {"worker": [f"localhost:{_free_port()}", f"localhost:{_free_port()}"]}
+    procs = []
+    for index in range(2):
+        cwd = tmp_path / f"worker{index}"
+        cwd.mkdir(exist_ok=True)
+        extra = {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        if faults[index]:
+            extra["MYOL_KERAS_FAULT"] = faults[index]
+        procs.append(subprocess.Popen([sys.executable, "-m", "myol_keras.main", "--strategy=multi_worker", *args],
+                                      cwd=cwd, env=_env(extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+    start, ended = time.time(), {}
+    while len(ended) < 2:
+        for index, proc in enumerate(procs):
+            if index not in ended and proc.poll() is not None:
+                ended[index] = time.time() - start
+        if time.time() - start > timeout:
+            for proc in procs:
+                proc.kill()
+            raise AssertionError(f"workers still running after {timeout} s")
+        time.sleep(0.2)
+    return [(p.returncode, ended[i], *p.communicate()) for i, p in enumerate(procs)]
+
+
+def _history(run_dir):
+    with open(run_dir / "history.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def _errors(stderr):
+    return [line for line in stderr.splitlines() if line.startswith("myol_keras.main: error:")]
+
+
+def _embed(version_dir, images):
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(version_dir))
+    return loaded.signatures["serving_default"](images=tf.constant(images))["embedding"].numpy()
+
+
+@pytest.mark.slow
+def test_two_workers_equal_one_mirrored_process_and_only_the_chief_writes(cifar_subset_path, tmp_path):
+    args = ["--method=byol", f"--data_dir={cifar_subset_path}", *TINY, "--epochs=2", "--sync_batchnorm",
+            "--deterministic", "--run_name=mw"]
+    results = _run_workers(tmp_path, args)
+    for status, _, out, err in results:
+        assert status == 0, err[-3000:]
+    chief, other = tmp_path / "worker0", tmp_path / "worker1"
+    assert [int(r["epoch"]) for r in _history(chief / "runs" / "mw")] == [0, 1]
+    assert sorted(os.listdir(chief / "saved_models" / "mw")) == ["1"]
+    assert os.listdir(other) == []  # nothing in the other worker's run or export directories
+    assert "worker finished" in results[1][2]
+
+    # One process, two logical CPUs, --strategy=mirrored, the same global batch.
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "scripts" / "main_on_logical_cpus.py"), "2",
+                           *args, "--strategy=mirrored"], cwd=reference, env=_env(), capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for a, b in zip(_history(chief / "runs" / "mw"), _history(reference / "runs" / "mw")):
+        assert float(a["loss"]) == pytest.approx(float(b["loss"]), abs=1e-5)
+    images = np.load(cifar_subset_path)["x_test"][:32]
+    two_workers = _embed(chief / "saved_models" / "mw" / "1", images)
+    one_process = _embed(reference / "saved_models" / "mw" / "1", images)
+    np.testing.assert_allclose(two_workers, one_process, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_myol_trains_on_two_workers(cifar_subset_path, tmp_path):
+    results = _run_workers(tmp_path, ["--method=myol", f"--data_dir={cifar_subset_path}", *TINY, "--epochs=2",
+                                      "--run_name=mw"])
+    for status, _, out, err in results:
+        assert status == 0, err[-3000:]
+    rows = _history(tmp_path / "worker0" / "runs" / "mw")
+    assert [int(r["epoch"]) for r in rows] == [0, 1] and all(np.isfinite(float(r["mix_loss"])) for r in rows)
+    assert os.listdir(tmp_path / "worker1") == []
+
+
+@pytest.mark.slow
+def test_a_killed_worker_stops_the_other_in_one_line_and_both_resume(cifar_subset_path, tmp_path):
+    args = ["--method=byol", f"--data_dir={cifar_subset_path}", *TINY, "--epochs=3", "--run_name=k"]
+    # Worker 1 kills itself (SIGKILL) after global step 4: in the middle of epoch 2.
+    (status0, seconds0, _, err0), (status1, seconds1, _, _) = _run_workers(tmp_path, args, faults=("", "step_end:4"))
+    assert status1 == -9
+    assert status0 == 1 and seconds0 - seconds1 < 60, (seconds0, seconds1, err0[-3000:])
+    errors = _errors(err0)
+    assert len(errors) == 1 and "a worker of the cluster stopped answering" in errors[0], err0[-3000:]
+    assert "after epoch 1 is kept" in errors[0] and "Traceback" not in err0
+
+    results = _run_workers(tmp_path, args)  # the same two commands again
+    for status, _, out, err in results:
+        assert status == 0, err[-3000:]
+        assert "resuming runs/k after epoch 1" in out
+    assert [int(r["epoch"]) for r in _history(tmp_path / "worker0" / "runs" / "k")] == [0, 1, 2]
+    assert os.listdir(tmp_path / "worker1") == []
+
+
+def test_a_taken_port_in_tf_config_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": [f"localhost:{port}", "localhost:1"]},
+                                                    "task": {"type": "worker", "index": 0}}))
+        status, _, err = run_main_in_process(["--strategy=multi_worker", "--width=4", "--epochs=1"], capsys)
+    assert status == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"port {port} is in use" in lines[0], err
+    assert os.listdir(tmp_path) == []
