@@ -181,6 +181,17 @@ def test_compiled_pgd_gives_the_eager_adversarial_images_and_projections(tiny_cl
     assert np.max(np.abs(other.numpy() - compiled.numpy())) > 1e-3
 
 
+def test_pgd_random_start_is_bit_identical_eager_and_compiled():
+    # An ulp of difference here flips gradient signs a few PGD steps later on a trained network.
+    z = tf.constant(_images(n=20, size=32, seed=3))
+    eager = attack._random_start(z, 4 / 255, 5)
+    compiled = tf.function(attack._random_start)(z, tf.constant(4 / 255), tf.constant(5, tf.int64))
+    np.testing.assert_array_equal(compiled.numpy(), eager.numpy())
+    delta = eager.numpy() - z.numpy()
+    assert np.abs(delta).max() <= 4 / 255 + 1e-7 and np.abs(delta).max() > 3.9 / 255  # U[-eps, eps]
+    assert abs(delta.mean()) < 1e-3 * 4 / 255 * 30
+
+
 @pytest.mark.parametrize("attack_space", attack.ATTACK_SPACES)
 def test_compiled_robust_accuracy_equals_eager_and_traces_once_per_batch_shape(tiny_classifier, attack_space):
     network, x, y = tiny_classifier

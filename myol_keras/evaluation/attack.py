@@ -101,10 +101,17 @@ def _fgsm_step(model_fn, to_space, from_space, pixels, labels, eps):
 
 
 def _random_start(z, eps, seed):
+    """`z + U[-eps, eps]`, the uniform keyed on `seed`.
+
+    Written as `z + eps * (2u - 1)` with u ~ U[0, 1): `z + uniform(minval=-eps, maxval=eps)`
+    is an add chain (`rnd * range + minval + z`) that Grappler regroups inside a
+    tf.function, so the compiled start would differ from the eager one by an ulp,
+    enough to flip a gradient sign a few PGD steps later.
+    """
     import tensorflow as tf
 
     key = tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)])
-    return z + tf.random.stateless_uniform(tf.shape(z), seed=key, minval=-eps, maxval=eps)
+    return z + eps * (2.0 * tf.random.stateless_uniform(tf.shape(z), seed=key) - 1.0)
 
 
 def _pgd_graph(model_fn, to_space, from_space, pixels, labels, seed, eps, steps, alpha, random_start):
