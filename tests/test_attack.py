@@ -212,3 +212,29 @@ def test_compiled_robust_accuracy_equals_eager_and_traces_once_per_batch_shape(t
     # A second evaluation reuses the traces.
     attack.robust_accuracy(model_fn, x, y, attacks, **kwargs)
     assert attack._compiled(model_fn, "pgd", attack_space, CIFAR_MEAN, CIFAR_STD).experimental_get_tracing_count() == 2
+
+
+def test_compiled_attacks_run_through_a_restored_saved_model_endpoint(tmp_path):
+    # What attack_evaluate feeds them: a restored SavedModel function (here a linear model), called inside the graph.
+    _, w, b = _linear_model()
+    module = tf.Module()
+    module.w, module.b = tf.Variable(w), tf.Variable(b)
+    module.serve_pixels = tf.function(
+        lambda pixels: {"logits": tf.reshape(pixels, (tf.shape(pixels)[0], -1)) @ module.w + module.b},
+        input_signature=[tf.TensorSpec([None, 4, 4, 3], tf.float32)])
+    tf.saved_model.save(module, str(tmp_path / "export"))
+    restored = tf.saved_model.load(str(tmp_path / "export"))
+
+    def model_fn(pixels):
+        return restored.serve_pixels(pixels)["logits"]
+
+    x, y = _images(), np.array([0, 1, 2, 0, 1, 2])
+    for space in attack.ATTACK_SPACES:
+        kwargs = dict(attack_space=space, mean=CIFAR_MEAN, std=CIFAR_STD)
+        np.testing.assert_allclose(attack.fgsm(model_fn, x, y, 8 / 255, **kwargs).numpy(),
+                                   attack.fgsm(model_fn, x, y, 8 / 255, compiled=False, **kwargs).numpy(), atol=1e-5, rtol=0)
+        np.testing.assert_allclose(attack.pgd(model_fn, x, y, 4 / 255, 4, seed=1, **kwargs).numpy(),
+                                   attack.pgd(model_fn, x, y, 4 / 255, 4, seed=1, compiled=False, **kwargs).numpy(),
+                                   atol=1e-5, rtol=0)
+    expected = np.clip(x + 8 / 255 * np.sign(_analytic_gradient(x, y, w, b)), 0.0, 1.0)
+    np.testing.assert_allclose(attack.fgsm(model_fn, x, y, 8 / 255).numpy(), expected, atol=1e-6)
