@@ -722,7 +722,7 @@ def plot_batch_sizes(results, path, batch_sizes=(32, 64, 128)):
     return path
 
 
-def plot_robust(rows, path):
+def plot_robust(rows, path, title="Q1-robust: probes of the B = 128 encoders (mean ± SE over seeds)"):
     """`q1_robust.png`: accuracy per attack, BYOL vs MYOL (mean ± SE over seeds), one panel per attack space."""
     if not rows:
         return None
@@ -747,7 +747,7 @@ def plot_robust(rows, path):
         ax.set_ylabel("top-1 % under attack")
         ax.set_title(f"attack space: {space}")
         ax.legend(fontsize=8)
-    fig.suptitle("Q1-robust: probes of the B = 128 encoders (mean ± SE over seeds)", fontsize=10)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fig.savefig(path, dpi=90)
