@@ -16,6 +16,22 @@ official MYOL code's figures under the same protocol):
   over 100 epochs per step, batch 64 reshuffled each epoch, no weight decay;
   the last-epoch top-1 on the 932 test images.
 
+Q1-batch (`--batch_sizes=32,64,128`, METHODS §3.5 at this scale): 50·B/128
+epochs and 10·B/128 warm-up epochs at the same learning rate.
+
+Q1-robust and Q1-semisup (`--protocols=robust,semisup`) use the B = 128
+encoders of the runs `q1-<method>-s<seed>` (their run directories under
+`--work_dir`; `--encoders_only` trains missing ones without probing):
+
+* robust: the Q1 probe above, then FGSM 4/255 and 8/255 and PGD (eps 4/255,
+  alpha = eps, 8 and 16 steps, random start keyed on the run's seed) on all
+  932 test images (METHODS §3.4), in the `pixel` and `normalized_clip01`
+  attack spaces, against pixels -> CIFAR-10 normalisation -> encoder
+  (inference mode) -> probe; rows in `--robust_output`;
+* semisup: METHODS §3.2 fine-tuning on 1 % and 10 % of the labels
+  (class-balanced, seeded), 20 epochs, batch 32, flip only; rows in
+  `--semisup_output`.
+
 Every finished run is appended to `--output` (JSON) and skipped when the
 script runs again, so runs accumulate across sessions. `--jobs=2` runs two
 runs side by side with one thread each (the best use of 2 cores). The
@@ -64,8 +80,8 @@ def cpu_model():
     return platform.processor() or "unknown"
 
 
-def linear_probe(train_x, train_y, test_x, test_y, num_classes, seed, epochs=PROBE["epochs"]):
-    """Q1's linear probe on cached features; returns (top-1 %, top-5 %)."""
+def linear_probe(train_x, train_y, test_x, test_y, num_classes, seed, epochs=PROBE["epochs"], return_classifier=False):
+    """Q1's linear probe on cached features; returns (top-1 %, top-5 %), and the trained classifier if asked."""
     import keras
     import numpy as np
     import tensorflow as tf
@@ -97,28 +113,39 @@ def linear_probe(train_x, train_y, test_x, test_y, num_classes, seed, epochs=PRO
     logits = classifier.predict(test_x, batch_size=512, verbose=0)
     top1 = float(np.mean(np.argmax(logits, 1) == test_y) * 100)
     top5 = float(np.mean(np.any(np.argsort(-logits, 1)[:, :5] == test_y[:, None], 1)) * 100)
-    return top1, top5
+    return (top1, top5, classifier) if return_classifier else (top1, top5)
 
 
-def probe_backbone(backbone, data_path, seed, epochs=PROBE["epochs"]):
-    """Features of the un-augmented, normalised images (inference mode), then the probe."""
+def cifar10_stats():
+    """Q1's normalisation: the CIFAR-10 (mean, std) as float32 arrays."""
     import numpy as np
 
     from myol_keras.data import NORMALIZATIONS
 
+    return tuple(np.asarray(v, "float32") for v in NORMALIZATIONS["cifar10"])
+
+
+def q1_features(backbone, images):
+    """Inference-mode features of un-augmented uint8 images, normalised as in Q1, in batches of 256."""
+    import numpy as np
+
+    mean, std = cifar10_stats()
+    out = []
+    for i in range(0, len(images), 256):
+        batch = (images[i:i + 256].astype("float32") / 255.0 - mean) / std
+        out.append(backbone(batch, training=False).numpy())
+    return np.concatenate(out)
+
+
+def probe_backbone(backbone, data_path, seed, epochs=PROBE["epochs"], return_classifier=False):
+    """Features of the un-augmented, normalised images (inference mode), then the probe."""
+    import numpy as np
+
     arrays = np.load(data_path)
-    mean, std = (np.asarray(v, "float32") for v in NORMALIZATIONS["cifar10"])
-
-    def features(x):
-        out = []
-        for i in range(0, len(x), 256):
-            batch = (x[i:i + 256].astype("float32") / 255.0 - mean) / std
-            out.append(backbone(batch, training=False).numpy())
-        return np.concatenate(out)
-
     train_y = arrays["y_train"].astype("int64").ravel()
     test_y = arrays["y_test"].astype("int64").ravel()
-    return linear_probe(features(arrays["x_train"]), train_y, features(arrays["x_test"]), test_y, 10, seed, epochs)
+    return linear_probe(q1_features(backbone, arrays["x_train"]), train_y, q1_features(backbone, arrays["x_test"]), test_y,
+                        10, seed, epochs, return_classifier=return_classifier)
 
 
 def run_name_for(method, seed, epochs, precision="float32", batch_size=128):
@@ -397,6 +424,337 @@ def plot_results(results, work_dir, plot_dir):
     return accuracy_png, loss_png
 
 
+# --- Q1-robust and Q1-semisup: the B = 128 encoders of runs q1-<method>-s<seed> -------------------------------------
+
+ROBUST_SPACES = ("pixel", "normalized_clip01")
+LABEL_FRACTIONS = (0.01, 0.1)
+
+
+def cpu_description():
+    """`"<model> (<flags>)"`: the CPU model and the SIMD flags that matter for TensorFlow here."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_bench_common", Path(__file__).resolve().parent / "bench_common.py")
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    model, flags, cpus = common.cpu_info()
+    return f"{model} ({cpus} logical CPUs; {', '.join(flags) or 'no AVX2/AVX-512'})"
+
+
+def encoder_export(work_dir, run_name):
+    """The export path in `<work_dir>/runs/<run_name>/DONE`, or None if the run has not finished."""
+    done = Path(work_dir) / "runs" / run_name / "DONE"
+    if not done.exists():
+        return None
+    with open(done) as f:
+        return json.load(f)["export"]
+
+
+def missing_encoder_hint(method, seed, work_dir, smoke=False):
+    """The one line naming the command that trains a missing encoder."""
+    extra = "" if Path(work_dir).resolve() == (ROOT / "benchmarks" / "q1").resolve() else f" --work_dir={work_dir}"
+    extra += " --smoke" if smoke else ""
+    return (f"missing encoder q1-{method}-s{seed}: make it with `python benchmarks/quality.py --encoders_only "
+            f"--methods={method} --seeds={seed} --batch_sizes=128{extra}`")
+
+
+def robust_runs(backbone, data_path, seed, *, spaces=ROBUST_SPACES, attacks=None, probe_epochs=PROBE["epochs"],
+                max_test_images=0, compiled=True, verbose=False):
+    """Q1-robust for one encoder: the Q1 probe, then FGSM/PGD (METHODS §3.4) on the test images in each space.
+
+    The attacked model is pixels in [0, 1] -> CIFAR-10 normalisation -> backbone (inference mode) -> probe;
+    PGD's random start is keyed on `seed` (+ the batch index). Returns one dict per attack space, accuracies in %.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    from myol_keras.evaluation import attack
+
+    start = time.time()
+    top1, _, classifier = probe_backbone(backbone, data_path, seed, probe_epochs, return_classifier=True)
+    probe_seconds = time.time() - start
+    arrays = np.load(data_path)
+    n = max_test_images or len(arrays["x_test"])
+    pixels = arrays["x_test"][:n].astype("float32") / 255.0
+    labels = arrays["y_test"][:n].astype("int64").ravel()
+    mean, std = cifar10_stats()
+    m, s = tf.constant(mean), tf.constant(std)
+
+    def model_fn(p):
+        return classifier(backbone((p - m) / s, training=False))
+
+    attacks = attack.default_attacks() if attacks is None else attacks
+    rows = []
+    for space in spaces:
+        accuracy, seconds = attack.robust_accuracy(model_fn, pixels, labels, attacks, attack_space=space,
+                                                   mean=tuple(mean), std=tuple(std), batch_size=100, seed=seed,
+                                                   verbose=verbose, compiled=compiled)
+        rows.append({"attack_space": space, "probe_top1": top1, "num_test": int(n),
+                     "accuracy": {k: 100.0 * v for k, v in accuracy.items()},
+                     "attacks": attacks, "probe_seconds": round(probe_seconds, 1), "attack_seconds": round(seconds, 1)})
+    return rows
+
+
+def semisup_run(export_path, data_path, seed, label_fraction, *, epochs=20, max_test_images=0, verbose=False):
+    """Q1-semisup for one encoder and label fraction (METHODS §3.2): fine-tune a fresh copy of the encoder + a linear head."""
+    import numpy as np
+
+    from myol_keras import export
+    from myol_keras.evaluation import semisup
+
+    arrays = np.load(data_path)
+    x_train, y_train = arrays["x_train"], arrays["y_train"].astype("int64").ravel()
+    n = max_test_images or len(arrays["x_test"])
+    x_test, y_test = arrays["x_test"][:n], arrays["y_test"][:n].astype("int64").ravel()
+    index = semisup.class_balanced_subset(y_train, label_fraction, seed)
+    encoder_lr, head_lr = semisup.LEARNING_RATES.get(round(label_fraction, 6), semisup.LEARNING_RATES[0.1])  # as semisup_evaluate
+    mean, std = cifar10_stats()
+    start = time.time()
+    trained = semisup.finetune(export.load_backbone(export_path, trainable=True), x_train[index], y_train[index], x_test, y_test,
+                               10, image_size=32, mean=tuple(mean), std=tuple(std), epochs=epochs, batch_size=32,
+                               encoder_lr=encoder_lr, head_lr=head_lr, flip=True, seed=seed, verbose=verbose,
+                               description=f"semi-supervised {label_fraction:g}")
+    return {"label_fraction": label_fraction, "num_labelled": int(len(index)), "num_test": int(n),
+            "top1": 100.0 * trained["top1"], "top5": 100.0 * trained["top5"],
+            "history_top1": [round(100.0 * h["top1"], 2) for h in trained["history"]],
+            "epochs": epochs, "encoder_lr": encoder_lr, "head_lr": head_lr, "seconds": round(time.time() - start, 1)}
+
+
+def run_encoder_protocols(args, protocols, methods, seeds):
+    """The robust and/or semisup stage over the finished B = 128 encoders; appends rows, skips rows already there."""
+    import keras
+
+    if args.threads:
+        import tensorflow as tf
+
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+            tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+        except RuntimeError:  # TensorFlow already running in this process (tests): keep its setting
+            pass
+    from myol_keras import export
+    from myol_keras.evaluation import attack
+
+    smoke = bool(args.steps_per_epoch)
+    epochs = args.epochs if args.epochs is not None else q1_batch_schedule(128)[0]
+    attacks = attack.default_attacks(pgd_steps=[int(s) for s in args.pgd_steps.split(",")])
+    fractions = [float(f) for f in args.label_fractions.split(",")]
+    cpu = cpu_description()
+    for seed in seeds:
+        for method in methods:
+            if method == "random":
+                print("skip random: no pre-trained encoder to attack or fine-tune")
+                continue
+            run_name = run_name_for(method, seed, epochs, args.precision, 128) + ("-smoke" if smoke else "")
+            export_path = encoder_export(args.work_dir, run_name)
+            if export_path is None:
+                print(missing_encoder_hint(method, seed, args.work_dir, smoke), flush=True)
+                continue
+            common = {"method": method, "seed": seed, "batch_size": 128, "epochs": epochs, "run_name": run_name,
+                      "precision": args.precision, "export": export_path}
+            if "robust" in protocols:
+                done = {(r["run_name"], r["attack_space"]) for r in load_results(args.robust_output)}
+                spaces = [s for s in ROBUST_SPACES if (run_name, s) not in done]
+                if not spaces:
+                    print(f"skip robust {run_name}: already in {args.robust_output}")
+                else:
+                    keras.backend.clear_session()
+                    rows = robust_runs(export.load_backbone(export_path, trainable=False), args.data, seed, spaces=spaces,
+                                       attacks=attacks, probe_epochs=args.probe_epochs, max_test_images=args.max_test_images)
+                    for row in rows:
+                        row = {**common, **row, "cpu": cpu, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                        append_result(args.robust_output, row)
+                        print(f"robust {run_name} {row['attack_space']} (probe top-1 {row['probe_top1']:.2f}): "
+                              + ", ".join(f"{k} {v:.2f}" for k, v in row["accuracy"].items())
+                              + f" (probe {row['probe_seconds']:.0f} s, attacks {row['attack_seconds']:.0f} s)", flush=True)
+            if "semisup" in protocols:
+                done = {(r["run_name"], r["label_fraction"]) for r in load_results(args.semisup_output)}
+                for fraction in fractions:
+                    if (run_name, fraction) in done:
+                        print(f"skip semisup {run_name} {fraction:g}: already in {args.semisup_output}")
+                        continue
+                    keras.backend.clear_session()
+                    row = semisup_run(export_path, args.data, seed, fraction, epochs=args.semisup_epochs,
+                                      max_test_images=args.max_test_images)
+                    row = {**common, **row, "cpu": cpu, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                    append_result(args.semisup_output, row)
+                    print(f"semisup {run_name} {fraction:g} ({row['num_labelled']} labels): top-1 {row['top1']:.2f} % "
+                          f"({row['seconds']:.0f} s)", flush=True)
+
+
+# --- Tables: MYOL vs BYOL with the issue's rule ----------------------------------------------------------------------
+
+
+def verdict(difference, se):
+    """The issue's rule: "holds" if difference > 2 SE, "does not hold" if < -2 SE, else "not resolved at this scale"."""
+    if difference > 2.0 * se:
+        return "holds"
+    if difference < -2.0 * se:
+        return "does not hold"
+    return "not resolved at this scale"
+
+
+def compare(byol, myol):
+    """(BYOL mean, SE, MYOL mean, SE, MYOL - BYOL, its SE sqrt(SE_m^2 + SE_b^2), verdict); None if a side is empty."""
+    if not byol or not myol:
+        return None
+    b, b_se = mean_and_se(byol)
+    m, m_se = mean_and_se(myol)
+    se = math.sqrt(b_se ** 2 + m_se ** 2)
+    return b, b_se, m, m_se, m - b, se, verdict(m - b, se)
+
+
+def _cell(values):
+    if not values:
+        return "—"
+    mean, se = mean_and_se(values)
+    return f"{mean:.2f} ± {se:.2f} (n={len(values)})"
+
+
+def _comparison_cells(byol, myol):
+    c = compare(byol, myol)
+    if c is None:
+        return f"{_cell(byol)} | {_cell(myol)} | — | no runs to compare |"
+    return f"{_cell(byol)} | {_cell(myol)} | {c[4]:+.2f} ± {c[5]:.2f} | {c[6]} |"
+
+
+def robust_table(rows):
+    """Markdown: per attack space and attack, BYOL and MYOL accuracy (%), mean ± SE over seeds, MYOL − BYOL, verdict."""
+    lines = ["| attack space | attack | BYOL | MYOL | MYOL − BYOL | MYOL better? |", "|---|---|---|---|---|---|"]
+    for space in ROBUST_SPACES:
+        space_rows = [r for r in rows if r["attack_space"] == space]
+        names = list(dict.fromkeys(k for r in space_rows for k in r["accuracy"]))
+        for name in names:
+            values = {m: [r["accuracy"][name] for r in sorted(space_rows, key=lambda r: r["seed"])
+                          if r["method"] == m and name in r["accuracy"]] for m in ("byol", "myol")}
+            lines.append(f"| {space} | {name} | {_comparison_cells(values['byol'], values['myol'])}")
+    return "\n".join(lines)
+
+
+def semisup_table(rows):
+    """Markdown: per label fraction, BYOL and MYOL fine-tuned top-1 (%), mean ± SE over seeds, MYOL − BYOL, verdict."""
+    lines = ["| labels | BYOL | MYOL | MYOL − BYOL | MYOL better? |", "|---|---|---|---|---|"]
+    for fraction in sorted({r["label_fraction"] for r in rows}):
+        values = {m: [r["top1"] for r in rows if r["method"] == m and r["label_fraction"] == fraction] for m in ("byol", "myol")}
+        lines.append(f"| {fraction * 100:g} % | {_comparison_cells(values['byol'], values['myol'])}")
+    return "\n".join(lines)
+
+
+def batch_size_values(results, batch_sizes=(32, 64, 128)):
+    """`{(method, B): [top-1, ...]}` of the Q1-batch runs (float32, the scheduled epochs) of BYOL and MYOL."""
+    values = {}
+    for r in results:
+        b = batch_size_of(r)
+        if (r["method"] in ("byol", "myol") and b in batch_sizes and r.get("precision", "float32") == "float32"
+                and r["epochs"] == q1_batch_schedule(b)[0]):
+            values.setdefault((r["method"], b), []).append(r["top1"])
+    return values
+
+
+def batch_size_drop(values, method, large=128, small=32):
+    """(top-1 at `large` − at `small`, its SE sqrt(SE_large^2 + SE_small^2)), or None."""
+    if not values.get((method, large)) or not values.get((method, small)):
+        return None
+    hi, hi_se = mean_and_se(values[(method, large)])
+    lo, lo_se = mean_and_se(values[(method, small)])
+    return hi - lo, math.sqrt(hi_se ** 2 + lo_se ** 2)
+
+
+def batch_size_table(results, batch_sizes=(32, 64, 128)):
+    """Markdown: linear top-1 per B for BYOL and MYOL, MYOL − BYOL, and the "MYOL degrades least" verdict (128 -> 32)."""
+    values = batch_size_values(results, batch_sizes)
+    lines = ["| B | BYOL | MYOL | MYOL − BYOL | MYOL better? |", "|---|---|---|---|---|"]
+    for b in batch_sizes:
+        lines.append(f"| {b} | {_comparison_cells(values.get(('byol', b), []), values.get(('myol', b), []))}")
+    drops = {m: batch_size_drop(values, m, max(batch_sizes), min(batch_sizes)) for m in ("byol", "myol")}
+    lines.append("")
+    lines.append(f"| drop {max(batch_sizes)} → {min(batch_sizes)} | BYOL | MYOL | BYOL drop − MYOL drop | MYOL degrades least? |")
+    lines.append("|---|---|---|---|---|")
+    cells = [f"{d[0]:.2f} ± {d[1]:.2f}" if d else "—" for d in (drops["byol"], drops["myol"])]
+    if drops["byol"] and drops["myol"]:
+        difference = drops["byol"][0] - drops["myol"][0]
+        se = math.sqrt(drops["byol"][1] ** 2 + drops["myol"][1] ** 2)
+        lines.append(f"| points | {cells[0]} | {cells[1]} | {difference:+.2f} ± {se:.2f} | {verdict(difference, se)} |")
+    else:
+        lines.append(f"| points | {cells[0]} | {cells[1]} | — | no runs to compare |")
+    return "\n".join(lines)
+
+
+def _plot_setup():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+METHOD_COLOURS = {"byol": "tab:blue", "myol": "tab:orange"}
+
+
+def plot_batch_sizes(results, path, batch_sizes=(32, 64, 128)):
+    """`q1_batch.png`: linear top-1 against B, BYOL and MYOL, mean ± SE and the seeds."""
+    values = batch_size_values(results, batch_sizes)
+    if not values:
+        return None
+    plt = _plot_setup()
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for i, method in enumerate(("byol", "myol")):
+        bs = [b for b in batch_sizes if values.get((method, b))]
+        if not bs:
+            continue
+        stats = [mean_and_se(values[(method, b)]) for b in bs]
+        shift = [b * (1.04 if i else 0.96) for b in bs]
+        ax.errorbar(shift, [m for m, _ in stats], yerr=[se for _, se in stats], marker="o", capsize=3,
+                    color=METHOD_COLOURS[method], label=f"{method.upper()} (mean ± SE)")
+        for b, x in zip(bs, shift):
+            ax.scatter([x] * len(values[(method, b)]), values[(method, b)], color=METHOD_COLOURS[method], s=10, alpha=0.5)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(batch_sizes), [str(b) for b in batch_sizes])
+    ax.set_xlabel("pre-training batch size B (epochs 50·B/128)")
+    ax.set_ylabel("linear top-1 % (932 test images)")
+    ax.set_title("Q1-batch: ResNet-18 w16, CIFAR-10 subset")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def plot_robust(rows, path, title="Q1-robust: probes of the B = 128 encoders (mean ± SE over seeds)"):
+    """`q1_robust.png`: accuracy per attack, BYOL vs MYOL (mean ± SE over seeds), one panel per attack space."""
+    if not rows:
+        return None
+    plt = _plot_setup()
+    spaces = [s for s in ROBUST_SPACES if any(r["attack_space"] == s for r in rows)]
+    fig, axes = plt.subplots(1, len(spaces), figsize=(5.2 * len(spaces), 3.6), squeeze=False)
+    for ax, space in zip(axes[0], spaces):
+        space_rows = [r for r in rows if r["attack_space"] == space]
+        names = list(dict.fromkeys(k for r in space_rows for k in r["accuracy"]))
+        for i, method in enumerate(("byol", "myol")):
+            stats = []
+            for name in names:
+                vals = [r["accuracy"][name] for r in space_rows if r["method"] == method and name in r["accuracy"]]
+                stats.append(mean_and_se(vals) if vals else (float("nan"), 0.0))
+            xs = [j + (i - 0.5) * 0.38 for j in range(len(names))]
+            ax.bar(xs, [m for m, _ in stats], width=0.38, yerr=[se for _, se in stats], capsize=3,
+                   color=METHOD_COLOURS[method], alpha=0.8, label=method.upper())
+            for x, name in zip(xs, names):
+                vals = [r["accuracy"][name] for r in space_rows if r["method"] == method and name in r["accuracy"]]
+                ax.scatter([x] * len(vals), vals, color="k", s=8, zorder=3)
+        ax.set_xticks(range(len(names)), names, fontsize=8)
+        ax.set_ylabel("top-1 % under attack")
+        ax.set_title(f"attack space: {space}")
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", default="byol,myol", help="comma-separated methods (and 'random' for the floor)")
@@ -416,15 +774,31 @@ def main(argv=None):
                         help="float32 is protocol Q1; mixed_bfloat16 for the issue-11 accuracy check (run names get a suffix)")
     parser.add_argument("--plot_dir", default=None,
                         help="also write q1_accuracy.png and q1_loss.png here (e.g. docs)")
+    parser.add_argument("--protocols", default="linear",
+                        help="comma-separated: linear (Q1 / Q1-batch: train and probe), robust (Q1-robust: FGSM/PGD on the "
+                             "probes of the B = 128 encoders), semisup (Q1-semisup: 1 %% / 10 %% label fine-tuning of them)")
+    parser.add_argument("--robust_output", default=str(ROOT / "benchmarks" / "q1_robust.json"))
+    parser.add_argument("--semisup_output", default=str(ROOT / "benchmarks" / "q1_semisup.json"))
+    parser.add_argument("--label_fractions", default=",".join(f"{f:g}" for f in LABEL_FRACTIONS),
+                        help="Q1-semisup label fractions (METHODS §3.2: 0.01 and 0.1)")
     parser.add_argument("--smoke", action="store_true",
-                        help="plumbing check for CI: 1 epoch of 2 steps, 1 probe epoch (not a figure)")
+                        help="plumbing check for CI: 1 epoch of 2 steps, 1 probe epoch (not a figure); robust: 20 test "
+                             "images, PGD 1 step; semisup: 1 %% labels, 1 epoch, 20 test images")
     parser.add_argument("--steps_per_epoch", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--max_test_images", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--pgd_steps", default="8,16", help=argparse.SUPPRESS)
+    parser.add_argument("--semisup_epochs", type=int, default=20, help=argparse.SUPPRESS)
     parser.add_argument("--worker", nargs=2, metavar=("METHOD", "SEED"), help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=0,
                         help="threads per run (default: cores / jobs); e.g. two invocations with --jobs=1 --threads=1")
     args = parser.parse_args(argv)
     if args.smoke:
         args.epochs, args.probe_epochs, args.steps_per_epoch = 1, 1, 2
+        args.max_test_images, args.pgd_steps, args.semisup_epochs, args.label_fractions = 20, "1", 1, "0.01"
+    protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    unknown = sorted(set(protocols) - {"linear", "robust", "semisup"})
+    if unknown or not protocols:
+        parser.exit(2, f"quality.py: error: --protocols={args.protocols}: choose from linear, robust, semisup\n")
 
     if args.worker:
         batch_size = int(args.batch_sizes)
@@ -440,8 +814,10 @@ def main(argv=None):
     done = {(r["method"], r["seed"], batch_size_of(r), r["epochs"], r.get("precision", "float32")) for r in load_results(args.output)}
     todo = []
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
-    for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:  # seed-major: every method's seed 0 first
+    train = "linear" in protocols or args.encoders_only
+    for seed in seeds if train else []:  # seed-major: every method's seed 0 first
         for batch_size in batch_sizes:
             for method in methods:
                 if method == "random":
@@ -487,7 +863,9 @@ def main(argv=None):
                 print(f"done {method} seed {seed} B={result['batch_size']}: top-1 {result['top1']:.2f} %", flush=True)
             else:
                 print(f"FAILED {method} seed {seed} (exit {proc.returncode}); see {log.name}", flush=True)
-    results = load_results(args.output)
+    if "robust" in protocols or "semisup" in protocols:
+        run_encoder_protocols(args, protocols, methods, seeds)
+    results = load_results(args.output) if "linear" in protocols else []
     if results:
         print(f"\nQ1 on {cpu_model()}:\n")
         print(markdown_table(results))
@@ -499,6 +877,21 @@ def main(argv=None):
             for path in plot_results(results, args.work_dir, args.plot_dir):
                 if path:
                     print(f"wrote {path}")
+    if any(r["method"] in ("byol", "myol") and batch_size_of(r) != 128 for r in results):
+        print("\nQ1-batch (linear top-1 %, mean ± SE over seeds; SE of one run = its binomial SE):\n")
+        print(batch_size_table(results))
+        if args.plot_dir and plot_batch_sizes(results, os.path.join(args.plot_dir, "q1_batch.png")):
+            print(f"wrote {os.path.join(args.plot_dir, 'q1_batch.png')}")
+    robust = load_results(args.robust_output) if "robust" in protocols else []
+    if robust:
+        print(f"\nQ1-robust (top-1 % of the B = 128 probes under attack, mean ± SE over seeds), on {cpu_description()}:\n")
+        print(robust_table(robust))
+        if args.plot_dir:
+            print(f"wrote {plot_robust(robust, os.path.join(args.plot_dir, 'q1_robust.png'))}")
+    semisup_rows = load_results(args.semisup_output) if "semisup" in protocols else []
+    if semisup_rows:
+        print(f"\nQ1-semisup (fine-tuned top-1 %, mean ± SE over seeds), on {cpu_description()}:\n")
+        print(semisup_table(semisup_rows))
     return 0
 
 

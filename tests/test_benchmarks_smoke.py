@@ -107,3 +107,76 @@ def test_quality_reference_comparison_uses_seed_spread_or_binomial_error():
     assert "myol" not in table  # no runs of ours: no row
     far = quality.reference_comparison([{"method": "byol", "seed": 0, "epochs": 50, "top1": 30.0}], {"byol": [40.0]})
     assert far.endswith("| NO |")
+
+
+@pytest.mark.slow
+def test_quality_smoke_runs_robust_and_semisup_on_the_smoke_encoder(tmp_path, capsys):
+    # Q1-robust and Q1-semisup plumbing: the smoke encoder (1 epoch of 2 steps), its 1-epoch probe attacked on
+    # 20 test images (FGSM and a 1-step PGD) in both spaces, and 1 epoch of 1 % label fine-tuning.
+    quality = _load("quality")
+    robust, semisup = tmp_path / "robust.json", tmp_path / "semisup.json"
+    argv = ["--smoke", "--methods=byol", "--seeds=0", f"--work_dir={tmp_path / 'work'}", f"--output={tmp_path / 'q1.json'}",
+            f"--robust_output={robust}", f"--semisup_output={semisup}", "--protocols=robust,semisup"]
+    # No encoder yet: one line names the command that makes it.
+    assert quality.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "missing encoder q1-byol-s0: make it with `python benchmarks/quality.py --encoders_only --methods=byol " \
+           "--seeds=0 --batch_sizes=128" in out
+    assert not robust.exists() and not semisup.exists()
+
+    assert quality.main(["--encoders_only", *argv]) == 0
+    out = capsys.readouterr().out
+    assert not (tmp_path / "q1.json").exists()  # encoders only: no linear row
+    rows = json.loads(robust.read_text())
+    assert [r["attack_space"] for r in rows] == ["pixel", "normalized_clip01"]
+    for r in rows:
+        assert (r["method"], r["seed"], r["batch_size"], r["run_name"], r["num_test"]) == ("byol", 0, 128, "q1-byol-s0-e1-smoke", 20)
+        assert list(r["accuracy"]) == ["clean", "fgsm(4/255)", "fgsm(8/255)", "pgd(1)"]
+        assert all(0.0 <= v <= 100.0 for v in r["accuracy"].values()) and r["cpu"]
+    (row,) = json.loads(semisup.read_text())
+    assert (row["method"], row["label_fraction"], row["epochs"], row["num_test"]) == ("byol", 0.01, 1, 20)
+    assert row["num_labelled"] > 0 and 0.0 <= row["top1"] <= 100.0 and len(row["history_top1"]) == 1
+    assert "| pixel | pgd(1) |" in out and "| 1 % |" in out  # both tables, MYOL side empty
+    # A second call finds every row and runs nothing.
+    assert quality.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "skip robust q1-byol-s0-e1-smoke" in out and "skip semisup q1-byol-s0-e1-smoke 0.01" in out
+    assert len(json.loads(robust.read_text())) == 2 and len(json.loads(semisup.read_text())) == 1
+
+
+def test_myol_vs_byol_verdicts_follow_twice_the_standard_error():
+    quality = _load("quality")
+    # BYOL [40, 41, 42], MYOL [45, 46, 47]: means 41 and 46, each SE 1/sqrt(3); difference 5, its SE sqrt(2/3) = 0.82.
+    b, b_se, m, m_se, diff, se, verdict = quality.compare([40.0, 41.0, 42.0], [45.0, 46.0, 47.0])
+    assert (b, m, diff) == (41.0, 46.0, 5.0)
+    assert b_se == pytest.approx(1 / math.sqrt(3)) and se == pytest.approx(math.sqrt(2 / 3))
+    assert verdict == "holds"
+    assert quality.compare([45.0, 46.0, 47.0], [40.0, 41.0, 42.0])[-1] == "does not hold"
+    assert quality.compare([40.0, 41.0, 42.0], [40.5, 41.5, 42.5])[-1] == "not resolved at this scale"  # 0.5 < 1.63
+    assert quality.verdict(1.0, 0.5) == "not resolved at this scale"  # exactly 2 SE is not more than 2 SE
+
+    rows = [{"method": m, "seed": s, "attack_space": "pixel", "accuracy": {"clean": a, "pgd(8)": a - 30}}
+            for m, accs in (("byol", [40, 41, 42]), ("myol", [45, 46, 47])) for s, a in enumerate(accs)]
+    table = quality.robust_table(rows)
+    assert "| pixel | pgd(8) | 11.00 ± 0.58 (n=3) | 16.00 ± 0.58 (n=3) | +5.00 ± 0.82 | holds |" in table
+    semisup = [{"method": "byol", "seed": 0, "label_fraction": 0.1, "top1": 50.0}]
+    assert "| 10 % | 50.00 ± 1.64 (n=1) | — | — | no runs to compare |" in quality.semisup_table(semisup)
+
+
+def test_batch_size_claim_compares_the_drops_from_128_to_32():
+    quality = _load("quality")
+
+    def rows(method, batch_size, accs):  # rows without "batch_size" are B = 128 (written before Q1-batch)
+        extra = {} if batch_size == 128 else {"batch_size": batch_size}
+        return [{"method": method, "seed": s, "epochs": quality.q1_batch_schedule(batch_size)[0], "top1": a, **extra}
+                for s, a in enumerate(accs)]
+
+    results = (rows("byol", 128, [40, 41, 42]) + rows("byol", 32, [30, 31, 32])
+               + rows("myol", 128, [45, 46, 47]) + rows("myol", 32, [43, 44, 45])
+               + rows("byol", 64, [35]) + [{"method": "byol", "seed": 0, "epochs": 5, "batch_size": 32, "top1": 0.0}])
+    # Drops: BYOL 10 ± sqrt(2/3), MYOL 2 ± sqrt(2/3); difference 8 ± sqrt(4/3) = 1.15 -> holds.
+    assert quality.batch_size_drop(quality.batch_size_values(results), "byol") == (10.0, pytest.approx(math.sqrt(2 / 3)))
+    table = quality.batch_size_table(results)
+    assert "| points | 10.00 ± 0.82 | 2.00 ± 0.82 | +8.00 ± 1.15 | holds |" in table
+    assert "| 64 | 35.00 ± 1.56 (n=1) | — | — | no runs to compare |" in table  # a short run (5 epochs) is not Q1-batch
+    assert "| 32 | 31.00 ± 0.58 (n=3) | 44.00 ± 0.58 (n=3) | +13.00 ± 0.82 | holds |" in table

@@ -25,6 +25,12 @@ Images are first centre-cropped to a square and resized to the classifier's
 image size (`myol_keras.preprocessing.resize_pixels`, the rule of its
 endpoint), so the perturbation lives at the resolution the model sees.
 Metric: top-1 accuracy on the adversarial test images, next to the clean one.
+
+`fgsm`, `pgd` and `robust_accuracy` run as `tf.function`s by default (the PGD
+loop is a `tf.while_loop` in the graph; epsilon, step size, step count and
+seed are tensor arguments, so each attack traces once per batch shape);
+`compiled=False` runs the same maths eagerly, op by op. Both give the same
+adversarial images (tests/test_attack.py).
 """
 
 import time
@@ -84,50 +90,150 @@ def space_transforms(attack_space, mean=None, std=None):
 def _loss_gradient(model_fn, from_space, z, labels):
     import tensorflow as tf
 
-    with tf.GradientTape() as tape:
+    # Only the input is watched: no weight gradients (Conv2DBackpropFilter) are computed.
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(z)
         logits = model_fn(from_space(z))
         loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
     return tape.gradient(loss, z)
 
 
-def fgsm(model_fn, pixels, labels, eps, *, attack_space="pixel", mean=None, std=None):
+def _fgsm_step(model_fn, to_space, from_space, pixels, labels, eps):
+    import tensorflow as tf
+
+    z = to_space(pixels)
+    grad = _loss_gradient(model_fn, from_space, z, labels)
+    return from_space(tf.clip_by_value(z + eps * tf.sign(grad), 0.0, 1.0))
+
+
+def _random_start(z, eps, seed):
+    """`z + U[-eps, eps]`, the uniform keyed on `seed`.
+
+    Written as `z + eps * (2u - 1)` with u ~ U[0, 1): `z + uniform(minval=-eps, maxval=eps)`
+    is an add chain (`rnd * range + minval + z`) that Grappler regroups inside a
+    tf.function, so the compiled start would differ from the eager one by an ulp,
+    enough to flip a gradient sign a few PGD steps later.
+    """
+    import tensorflow as tf
+
+    key = tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)])
+    return z + eps * (2.0 * tf.random.stateless_uniform(tf.shape(z), seed=key) - 1.0)
+
+
+def _pgd_graph(model_fn, to_space, from_space, pixels, labels, seed, eps, steps, alpha, random_start):
+    """PGD with its iterations in one `tf.while_loop`.
+
+    Returns (adversarial pixels, [steps] max |z_adv - z| after the projection, before the clip).
+    """
+    import tensorflow as tf
+
+    z = to_space(pixels)
+    z_adv = _random_start(z, eps, seed) if random_start else z
+
+    def body(i, z_adv, projected):
+        grad = _loss_gradient(model_fn, from_space, z_adv, labels)
+        z_adv = tf.clip_by_value(z_adv + alpha * tf.sign(grad), z - eps, z + eps)
+        projected = projected.write(i, tf.reduce_max(tf.abs(z_adv - z)))
+        return i + 1, tf.clip_by_value(z_adv, 0.0, 1.0), projected
+
+    _, z_adv, projected = tf.while_loop(
+        lambda i, *_: i < steps, body,
+        (tf.constant(0), z_adv, tf.TensorArray(tf.float32, size=steps)))
+    return from_space(z_adv), projected.stack()
+
+
+# Compiled attacks: one tf.function per (model_fn, attack kind, attack space).
+# Epsilon, step size, step count and seed are tensor arguments, so each traces
+# once per batch shape. Bounded, so a long session does not pin every model.
+_COMPILED = {}
+_MAX_COMPILED = 32
+
+
+def _as_key(values):
+    return None if values is None else tuple(float(v) for v in np.ravel(values))
+
+
+def _compiled(model_fn, kind, attack_space="pixel", mean=None, std=None, random_start=True):
+    """The (cached) tf.function of `kind` ("fgsm", "pgd" or "correct") on `model_fn`."""
+    import tensorflow as tf
+
+    key = (kind, attack_space, _as_key(mean), _as_key(std), bool(random_start))
+    try:
+        key = (model_fn,) + key
+        fn = _COMPILED.get(key)
+    except TypeError:  # an unhashable callable: compile it, uncached
+        key, fn = None, None
+    if fn is not None:
+        return fn
+    to_space, from_space = space_transforms(attack_space, mean, std)
+    if kind == "fgsm":
+        def attack_fn(pixels, labels, eps):
+            return _fgsm_step(model_fn, to_space, from_space, pixels, labels, eps)
+    elif kind == "pgd":
+        def attack_fn(pixels, labels, seed, eps, alpha, steps):
+            return _pgd_graph(model_fn, to_space, from_space, pixels, labels, seed, eps, steps, alpha, random_start)
+    elif kind == "correct":
+        def attack_fn(pixels, labels):
+            predicted = tf.argmax(model_fn(pixels), 1, output_type=tf.int64)
+            return tf.reduce_sum(tf.cast(tf.equal(predicted, labels), tf.int64))
+    else:
+        raise ValueError(f"kind must be 'fgsm', 'pgd' or 'correct'. Received: kind={kind!r}")
+    fn = tf.function(attack_fn)
+    if key is not None:
+        if len(_COMPILED) >= _MAX_COMPILED:
+            _COMPILED.pop(next(iter(_COMPILED)))
+        _COMPILED[key] = fn
+    return fn
+
+
+def fgsm(model_fn, pixels, labels, eps, *, attack_space="pixel", mean=None, std=None, compiled=True):
     """One FGSM step; returns the adversarial *pixels* (what the model is fed).
 
     Args:
-        model_fn: differentiable map from float32 pixels [N, H, W, 3] to logits.
+        model_fn: differentiable map from float32 pixels [N, H, W, 3] to logits
+            (a Keras model or callable, or a SavedModel endpoint).
         pixels: clean [0, 1] pixels.
         labels: int labels [N].
         eps: step size in the units of `attack_space`.
         attack_space: "pixel" or "normalized_clip01" (see the module docstring).
         mean, std: normalisation statistics (needed for "normalized_clip01").
+        compiled: run as a `tf.function` (traced once per model, attack space
+            and batch shape; eps is a tensor argument); False runs eagerly, op
+            by op (same result).
     """
     import tensorflow as tf
 
-    to_space, from_space = space_transforms(attack_space, mean, std)
-    z = to_space(tf.convert_to_tensor(pixels, tf.float32))
+    pixels = tf.convert_to_tensor(pixels, tf.float32)
     labels = tf.convert_to_tensor(labels, tf.int64)
-    grad = _loss_gradient(model_fn, from_space, z, labels)
-    return from_space(tf.clip_by_value(z + eps * tf.sign(grad), 0.0, 1.0))
+    if compiled:
+        return _compiled(model_fn, "fgsm", attack_space, mean, std)(pixels, labels, tf.cast(eps, tf.float32))
+    to_space, from_space = space_transforms(attack_space, mean, std)
+    return _fgsm_step(model_fn, to_space, from_space, pixels, labels, eps)
 
 
 def pgd(model_fn, pixels, labels, eps, steps, *, alpha=None, random_start=True, seed=0,
-        attack_space="pixel", mean=None, std=None, return_unclipped=False):
+        attack_space="pixel", mean=None, std=None, return_unclipped=False, compiled=True):
     """L-inf PGD as in the reference; returns the adversarial pixels.
 
     With `return_unclipped`, also returns the per-iteration maximum of
     |x_adv - x| (in attack-space units) measured after the projection and
-    before the [0, 1] clip.
+    before the [0, 1] clip. `compiled` (default) runs the whole attack, the
+    loop included, as one `tf.function`; False runs it eagerly. Both draw the
+    same random start (`tf.random.stateless_uniform` keyed on `seed`).
     """
     import tensorflow as tf
 
     alpha = eps if alpha is None else alpha
-    to_space, from_space = space_transforms(attack_space, mean, std)
-    z = to_space(tf.convert_to_tensor(pixels, tf.float32))
+    pixels = tf.convert_to_tensor(pixels, tf.float32)
     labels = tf.convert_to_tensor(labels, tf.int64)
-    z_adv = z
-    if random_start:
-        z_adv = z + tf.random.stateless_uniform(tf.shape(z), seed=tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)]), minval=-eps, maxval=eps)
+    if compiled:
+        fn = _compiled(model_fn, "pgd", attack_space, mean, std, random_start)
+        out, projected = fn(pixels, labels, tf.cast(seed, tf.int64), tf.cast(eps, tf.float32),
+                            tf.cast(alpha, tf.float32), tf.constant(int(steps), tf.int32))
+        return (out, [float(p) for p in projected.numpy()]) if return_unclipped else out
+    to_space, from_space = space_transforms(attack_space, mean, std)
+    z = to_space(pixels)
+    z_adv = _random_start(z, eps, seed) if random_start else z
     projected = []
     for _ in range(int(steps)):
         grad = _loss_gradient(model_fn, from_space, z_adv, labels)
@@ -154,25 +260,35 @@ def _fraction(eps):
 
 
 def robust_accuracy(model_fn, pixels, labels, attacks, *, attack_space="pixel", mean=None, std=None,
-                    batch_size=100, seed=0, verbose=True):
-    """Clean and adversarial top-1 accuracy over `pixels` (already at the model's size), batched."""
+                    batch_size=100, seed=0, verbose=True, compiled=True):
+    """Clean and adversarial top-1 accuracy over `pixels` (already at the model's size), batched.
+
+    Batch b's PGD random start is keyed on `seed + b`. `compiled` (default)
+    runs each attack and the accuracy count as `tf.function`s, traced once per
+    attack and batch shape; False runs everything eagerly (same accuracies).
+    """
     import tensorflow as tf
 
     from myol_keras.evaluation.features import ProgressLine
+
+    def count_correct(x, y):
+        if compiled:
+            return int(_compiled(model_fn, "correct")(x, tf.convert_to_tensor(y)))
+        return int(np.sum(np.argmax(model_fn(x).numpy(), 1) == y))
 
     correct = {"clean": 0, **{a["name"]: 0 for a in attacks}}
     progress = ProgressLine(f"attacks ({attack_space})", len(pixels), enabled=verbose)
     for b, start in enumerate(range(0, len(pixels), batch_size)):
         x = tf.convert_to_tensor(pixels[start:start + batch_size], tf.float32)
         y = np.asarray(labels[start:start + batch_size], np.int64)
-        correct["clean"] += int(np.sum(np.argmax(model_fn(x).numpy(), 1) == y))
+        correct["clean"] += count_correct(x, y)
         for a in attacks:
             if a["kind"] == "fgsm":
-                x_adv = fgsm(model_fn, x, y, a["eps"], attack_space=attack_space, mean=mean, std=std)
+                x_adv = fgsm(model_fn, x, y, a["eps"], attack_space=attack_space, mean=mean, std=std, compiled=compiled)
             else:
                 x_adv = pgd(model_fn, x, y, a["eps"], a["steps"], alpha=a["alpha"], seed=tf.constant(seed + b, tf.int64),
-                            attack_space=attack_space, mean=mean, std=std)
-            correct[a["name"]] += int(np.sum(np.argmax(model_fn(x_adv).numpy(), 1) == y))
+                            attack_space=attack_space, mean=mean, std=std, compiled=compiled)
+            correct[a["name"]] += count_correct(x_adv, y)
         progress.update(len(y))
     seconds = progress.close()
     n = max(len(pixels), 1)
