@@ -27,8 +27,10 @@ it) is timed side by side on the same images: from the memory-mapped cache
 with the global permutation (today's path), from the same images in memory
 with the global permutation, and in memory through the previous pipeline
 (`--shuffle_buffer=10000`: a `tf.data` shuffle buffer of images over a
-`Dataset.from_tensor_slices`, which this option keeps). The in-memory variants
-run while the images fit in `--in_memory_limit_mb`.
+`Dataset.from_tensor_slices`, which this option keeps); each also without the
+views (`view_fn=None`: order, gather and batch alone, ten times as many
+batches). The in-memory variants run while the images fit in
+`--in_memory_limit_mb`.
 
 `--pythonpath` runs the CLI of another checkout (e.g. one from before the
 cache existed), so before/after figures come from the same script. The cache
@@ -183,23 +185,28 @@ batch, batches, reps, limit = settings["batch_size"], settings["batches"], setti
 images, info = data.load_pretrain_array("folder", settings["folder"])
 size = int(images.shape[1])
 view_fn = get_method("myol").make_view_fn(size, info.mean, info.std, seed=0)
-variants = {"cache, global permutation": lambda: data.epoch_pipeline(images, view_fn, batch, seed=0)}
+sources = {"cache, global permutation": lambda: (images, 0)}
 if images.nbytes <= limit * 2**20:
     in_memory = np.array(images)
-    variants["in memory, global permutation"] = lambda: data.epoch_pipeline(in_memory, view_fn, batch, seed=0)
-    variants["in memory, shuffle buffer 10000 (previous pipeline)"] = lambda: data.epoch_pipeline(
-        tf.data.Dataset.from_tensor_slices(in_memory), view_fn, batch, seed=0, shuffle_buffer=10000)
+    sources["in memory, global permutation"] = lambda: (in_memory, 0)
+    sources["in memory, shuffle buffer 10000 (previous pipeline)"] = lambda: (
+        tf.data.Dataset.from_tensor_slices(in_memory), 10000)
+variants = {}
+for name, source in sources.items():
+    variants[name] = (source, view_fn, batches)
+    variants[name + ", no views"] = (source, None, 10 * batches)  # the data part alone: order, gather, batch
 rates = {name: [] for name in variants}
 for rep in range(reps):
     names = list(variants) if rep % 2 == 0 else list(reversed(variants))
     for name in names:
-        ds = variants[name]()
-        it = iter(ds)
+        source, fn, count = variants[name]
+        images_or_ds, buffer = source()
+        it = iter(data.epoch_pipeline(images_or_ds, fn, batch, seed=0, shuffle_buffer=buffer))
         next(it)  # tracing and the first shuffle
         start = time.perf_counter()
-        for _ in range(batches):
+        for _ in range(count):
             next(it)
-        rates[name].append(batches * batch / (time.perf_counter() - start))
+        rates[name].append(count * batch / (time.perf_counter() - start))
 print("@@PIPELINE " + json.dumps({"rates": rates, "num_images": int(len(images))}))
 """
 
@@ -235,6 +242,8 @@ def parse_args(argv):
     p.add_argument("--in_memory_limit_mb", type=int, default=2048,
                    help="time the in-memory pipelines only while the images fit in this")
     p.add_argument("--skip_pipeline", action="store_true")
+    p.add_argument("--skip_runs", action="store_true",
+                   help="only the pipeline figures (reuses the cache of an earlier --keep run in --work_dir)")
     p.add_argument("--work_dir", default="", help="where the folders, caches and runs go (default: a temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (reuse its folders next time)")
     p.add_argument("--pythonpath", default=REPO, help="the checkout whose myol_keras the CLI runs")
@@ -261,7 +270,7 @@ def format_table(m, rows):
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        for run in ("cold", "warm"):
+        for run in [run for run in ("cold", "warm") if run in r]:
             x = r[run]
             load = " / ".join(f"{v:.2f}" for v in x["load_before"])
             lines.append(f"| {r['num_images']} | {r['folder_mb']} | {run} | {x['startup_seconds']} | "
@@ -301,8 +310,9 @@ def main(argv=None):
             row = {"num_images": n, "write_seconds": round(time.perf_counter() - t0, 1),
                    "folder_mb": folder_megabytes(folder)}
             cache_dir = os.path.join(work, f"cache-{n}-{args.label or 'run'}")
-            shutil.rmtree(cache_dir, ignore_errors=True)
-            for run in ("cold", "warm"):
+            if not args.skip_runs:
+                shutil.rmtree(cache_dir, ignore_errors=True)
+            for run in () if args.skip_runs else ("cold", "warm"):
                 load = common.load_average()
                 result = run_measured(cli_argv(args, folder, work, f"scale-{n}-{run}"), child_env(args, cache_dir),
                                       args.timeout)

@@ -683,13 +683,29 @@ def _as_image_array(images):
 
 
 def _materialise(ds):
-    """All elements of a finite dataset of images (or of tuples) as NumPy arrays, read `_CHUNK` at a time."""
-    parts = list(ds.batch(_CHUNK).as_numpy_iterator())
-    if not parts:
+    """All elements of a finite dataset of images (or of tuples) as NumPy arrays, read `_CHUNK` at a time.
+
+    With a known cardinality the arrays are allocated once and filled (no second copy at the end).
+    """
+    count = int(ds.cardinality())
+    batches = ds.batch(_CHUNK).as_numpy_iterator()
+    first = next(batches, None)
+    if first is None:
         raise ValueError("the dataset holds no images")
-    if isinstance(parts[0], tuple):
-        return tuple(np.concatenate([p[i] for p in parts]) for i in range(len(parts[0])))
-    return np.concatenate(parts)
+    single = not isinstance(first, tuple)
+    first = (first,) if single else first
+    if count > 0:
+        out = tuple(np.empty((count, *part.shape[1:]), part.dtype) for part in first)
+        start = 0
+        for batch in itertools.chain([first], ((b,) if single else b for b in batches)):
+            for array, part in zip(out, batch):
+                array[start : start + len(part)] = part
+            start += len(batch[0])
+        out = tuple(array[:start] for array in out)
+    else:
+        parts = [first] + [(b,) if single else b for b in batches]
+        out = tuple(np.concatenate([p[i] for p in parts]) for i in range(len(first)))
+    return out[0] if single else out
 
 
 def _gather_images(array):
@@ -702,9 +718,10 @@ def _gather_images(array):
 
     def take(indices):
         order = np.argsort(indices, kind="stable")
-        batch = np.empty((len(indices), *shape), array.dtype)
-        batch[order] = array[indices[order]]
-        return batch
+        rows = np.asarray(array[indices[order]])  # sorted reads
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        return rows[inverse]  # a gather: several times faster than scattering into a new array
 
     def gather(indices):
         batch = tf.numpy_function(take, [indices], tf.as_dtype(array.dtype), stateful=False)

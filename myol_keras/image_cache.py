@@ -371,7 +371,7 @@ def _remove_abandoned(directory):
             path = os.path.join(directory, name)
             try:
                 owner = rundir.read_json(os.path.join(path, OWNER_FILE)) if os.path.isdir(path) else None
-                age = time.time() - os.path.getmtime(path)
+                age = time.time() - _last_modified(path)
             except (OSError, ValueError):
                 owner, age = None, _STALE_SECONDS + 1
             if owner and owner.get("host") == host:
@@ -384,6 +384,15 @@ def _remove_abandoned(directory):
                 else:
                     with contextlib.suppress(OSError):
                         os.remove(path)
+
+
+def _last_modified(path):
+    """The newest modification time of `path` and the files directly in it (a build appends to its images)."""
+    times = [os.path.getmtime(path)]
+    if os.path.isdir(path):
+        with os.scandir(path) as entries:
+            times += [entry.stat().st_mtime for entry in entries]
+    return max(times)
 
 
 def _alive(pid):

@@ -105,6 +105,7 @@ def test_half_written_entries_are_never_used(tmp_path, decodes):
     stale = cache / f"{rundir.TEMPORARY_PREFIX}{entry}-old"
     stale.mkdir()
     (stale / image_cache.IMAGES_FILE).write_bytes(b"\0" * 100)
+    os.utime(stale / image_cache.IMAGES_FILE, (0, 0))
     os.utime(stale, (0, 0))
     dead = cache / f"{rundir.TEMPORARY_PREFIX}{entry}-dead"
     dead.mkdir()
