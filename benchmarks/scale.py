@@ -182,7 +182,9 @@ from myol_keras.methods import get_method
 
 settings = json.loads(sys.argv[1])
 batch, batches, reps, limit = settings["batch_size"], settings["batches"], settings["reps"], settings["in_memory_limit_mb"]
+start = time.perf_counter()
 images, info = data.load_pretrain_array("folder", settings["folder"])
+load_seconds = time.perf_counter() - start  # listing, fingerprint, opening the cache (TF already imported)
 size = int(images.shape[1])
 view_fn = get_method("myol").make_view_fn(size, info.mean, info.std, seed=0)
 sources = {"cache, global permutation": lambda: (images, 0)}
@@ -207,7 +209,7 @@ for rep in range(reps):
         for _ in range(count):
             next(it)
         rates[name].append(count * batch / (time.perf_counter() - start))
-print("@@PIPELINE " + json.dumps({"rates": rates, "num_images": int(len(images))}))
+print("@@PIPELINE " + json.dumps({"rates": rates, "num_images": int(len(images)), "load_seconds": load_seconds}))
 """
 
 
@@ -219,9 +221,10 @@ def measure_pipeline(args, folder, cache_dir):
     for line in result.stdout.splitlines():
         if line.startswith("@@PIPELINE "):
             payload = json.loads(line[len("@@PIPELINE "):])
-            return {name: {"median": sorted(r)[len(r) // 2], "reps": [round(x, 1) for x in r]}
-                    for name, r in payload["rates"].items()}
-    return {"error": result.stderr[-1500:]}
+            rates = {name: {"median": sorted(r)[len(r) // 2], "reps": [round(x, 1) for x in r]}
+                     for name, r in payload["rates"].items()}
+            return rates, round(payload["load_seconds"], 2)
+    return {"error": result.stderr[-1500:]}, None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -260,7 +263,8 @@ def parse_args(argv):
 
 def format_table(m, rows):
     lines = [
-        f"**CPU**: {m['cpu_model']} ({m['logical_cpus']} logical CPUs)  ",
+        f"**CPU**: {m['cpu_model']} ({m['logical_cpus']} logical CPUs; flags: {', '.join(m['cpu_flags']) or 'none'}); "
+        "background work shares the cores: the load average is beside each figure  ",
         f"**Checkout**: {m['pythonpath']}" + (f" ({m['label']})" if m["label"] else "") + "  ",
         f"**Settings**: {m['image_px']}-px JPEGs, {m['classes']} class folders, CLI: MYOL, ResNet-18 width "
         f"{m['width']}, batch {m['batch_size']}, 1 epoch capped to 1 step"
@@ -275,9 +279,15 @@ def format_table(m, rows):
             load = " / ".join(f"{v:.2f}" for v in x["load_before"])
             lines.append(f"| {r['num_images']} | {r['folder_mb']} | {run} | {x['startup_seconds']} | "
                          f"{x['total_seconds']} | {x['peak_rss_anon_mb']} | {load} | {x['status']} |")
+    loads = ", ".join(f"{r['num_images']} images {r['cached_load_seconds']} s" for r in rows
+                      if r.get("cached_load_seconds") is not None)
+    if loads:
+        lines += ["", f"`data.load_pretrain_array` from the warm cache (listing, fingerprint, opening; TensorFlow "
+                      f"already imported): {loads}."]
     if any("pipeline" in r for r in rows):
-        lines += ["", f"Two-view MYOL pipeline, batch {m['pipeline_batch_size']}, images/s (median of "
-                  f"{m['pipeline_reps']} alternating repetitions of {m['pipeline_batches']} batches):", "",
+        lines += ["", f"Two-view MYOL pipeline (`data.epoch_pipeline`), batch {m['pipeline_batch_size']}, images/s "
+                      f"(median of {m['pipeline_reps']} alternating repetitions of {m['pipeline_batches']} batches; "
+                      "'no views': ten times as many batches):", "",
                   "| images | pipeline | images/s | repetitions | load before |", "|---|---|---|---|---|"]
         for r in rows:
             for name, s in r.get("pipeline", {}).items():
@@ -325,7 +335,7 @@ def main(argv=None):
                     print(result["stderr_tail"], file=sys.stderr)
             if not args.skip_pipeline:
                 row["pipeline_load_before"] = [round(v, 2) for v in common.load_average()]
-                row["pipeline"] = measure_pipeline(args, folder, cache_dir)
+                row["pipeline"], row["cached_load_seconds"] = measure_pipeline(args, folder, cache_dir)
                 print(f"[scale] {n} images, pipeline: {row['pipeline']}", file=sys.stderr, flush=True)
             rows.append(row)
             common.write_json(args.output, {"meta": m, "results": rows})
