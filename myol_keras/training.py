@@ -171,7 +171,11 @@ def check_resumable(config, run):
     if changed:
         mine = config.to_dict()
         diffs = ", ".join(f"--{k}={saved[k]!r} before, {mine[k]!r} now" for k in changed)
-        raise SetupError(f"{run.path} holds a run with different flags ({diffs}); pass --overwrite to start "
+        hint = ""
+        if changed == ["shuffle_buffer"] and saved["shuffle_buffer"]:
+            hint = (f" (a run started before the global shuffle: --shuffle_buffer={saved['shuffle_buffer']} resumes "
+                    "it with its shuffle buffer)")
+        raise SetupError(f"{run.path} holds a run with different flags ({diffs}){hint}; pass --overwrite to start "
                          "again or --run_name=NEW for a new run")
 
 

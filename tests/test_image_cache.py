@@ -243,3 +243,17 @@ def test_plan_run_reads_the_cache_of_the_config(tmp_path):
     plan = training.plan_run(config)
     assert isinstance(plan.images, np.memmap) and plan.num_images == 8 and plan.steps_per_epoch == 2
     assert len(_entries(tmp_path / "cache")) == 1 and not (tmp_path / "runs").exists()
+
+
+def test_a_run_started_with_the_shuffle_buffer_is_told_how_to_resume(tmp_path):
+    from myol_keras import PretrainConfig
+    from myol_keras import training
+
+    config = PretrainConfig(dataset="digits")
+    saved = {**config.to_dict(), "shuffle_buffer": 10000}  # what runs recorded before the global shuffle
+    run = rundir.RunDirectory(str(tmp_path / "run")).create()
+    run.write_config(saved)
+    with pytest.raises(training.SetupError) as error:
+        training.check_resumable(config, run)
+    _one_line(error, "--shuffle_buffer=10000 before, 0 now", "--shuffle_buffer=10000 resumes it")
+    training.check_resumable(config.replace(shuffle_buffer=10000), run)
