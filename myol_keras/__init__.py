@@ -55,8 +55,11 @@ _EXPORTS = {
     "make_view_fn": "myol_keras.augment",
     # data
     "load_pretrain_images": "myol_keras.data",
+    "load_pretrain_array": "myol_keras.data",
     "load_labelled": "myol_keras.data",
+    "load_labelled_array": "myol_keras.data",
     "pretrain_pipeline": "myol_keras.data",
+    "ImageCacheError": "myol_keras.image_cache",
     "DatasetInfo": "myol_keras.data",
     "DataUnavailableError": "myol_keras.data",
     # training

@@ -40,7 +40,7 @@ AUGMENT_ON = ("host", "device")
 
 #: settings that may change between an interrupted run and its resumption.
 RESUMABLE_CHANGES = frozenset({
-    "epochs", "verbose", "overwrite", "download", "data_dir", "threads", "strategy", "augment_on",
+    "epochs", "verbose", "overwrite", "download", "data_dir", "cache_dir", "threads", "strategy", "augment_on",
     "steps_per_execution",
 })
 
@@ -170,8 +170,9 @@ class PretrainConfig:
     """Every setting of a pre-training run; the defaults are the command line's.
 
     Args (grouped as in `--help`; each is the flag of the same name):
-        method, dataset, data_dir, download, normalization, image_size: what to
-            train on (`image_size=0`: the dataset's default).
+        method, dataset, data_dir, download, normalization, cache_dir,
+            image_size: what to train on (`image_size=0`: the dataset's
+            default; `cache_dir=""`: `image_cache.default_cache_dir()`).
         backbone, width, stem, projector_hidden_dim, projection_dim,
             predictor_hidden_dim: the network.
         alpha, gamma, unmix_prob, unmix_target_view, imix_alpha,
@@ -207,6 +208,9 @@ class PretrainConfig:
     download: bool = setting(True, "Let tfds download a dataset that is not prepared yet.", group="data")
     normalization: str = setting("auto", "Mean/std: 'auto' (the dataset's own) or a named set.",
                                  choices=("auto", *NORMALIZATIONS), group="data")
+    cache_dir: str = setting("", "Where the decoded images of folder, tiny_imagenet, stl10_binary and npz data are "
+                             "cached (built once with a progress line, then memory-mapped by later runs and the "
+                             "evaluations); empty: $MYOL_KERAS_CACHE_DIR, else ~/.cache/myol_keras.", group="data")
     image_size: int = setting(0, "Training image size in pixels (0: the dataset's default, e.g. 32 CIFAR, 64 STL-10).",
                               minimum=0, group="data")
     # --- network ----------------------------------------------------------------
@@ -285,7 +289,11 @@ class PretrainConfig:
                                    "(under --strategy=mirrored/multi_worker).", group="execution")
     seed: int = setting(0, "Random seed (weights, augmentation, mixing).", minimum=0, group="execution")
     deterministic: bool = setting(False, "Enable TensorFlow op determinism (slower).", group="execution")
-    shuffle_buffer: int = setting(10000, "tf.data shuffle buffer.", minimum=1, group="execution")
+    shuffle_buffer: int = setting(0, "0: every epoch is a full permutation of the data set, drawn from (seed, epoch) "
+                                  "(indices are shuffled, then batches gathered). N > 1: the previous pipeline, a "
+                                  "tf.data shuffle buffer of N images in source order (local: class-clustered batches "
+                                  "on class-sorted folders; all images in memory), kept to resume runs started with "
+                                  "it (they recorded 10000). 1: source order.", minimum=0, group="execution")
     threads: int = setting(0, "CPU threads for TensorFlow ops (intra- and inter-op); 0: TensorFlow's default.",
                            minimum=0, group="execution")
     verbose: int = setting(1, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.",

@@ -1,24 +1,37 @@
 """Dataset registry and loaders: tfds names, image folders, `.npz` arrays, the STL-10 binary archive,
 Tiny-ImageNet and the embedded scikit-learn digits (DESIGN §4.10, METHODS §1.6).
 
-Every loader returns a `tf.data.Dataset` of decoded, un-batched `uint8` images `(H, W, 3)` (pre-training)
-or `(image, int64 label)` pairs (labelled splits), together with a `DatasetInfo`. Greyscale sources are
-repeated to three channels and alpha channels are dropped. Augmentation and normalisation happen later
-(`myol_keras.augment`, the method and the export), so the images stay `uint8` here.
+Every loader returns decoded `uint8` images `(H, W, 3)` (pre-training) or `(image, int64 label)` pairs
+(labelled splits), together with a `DatasetInfo`: `load_pretrain_images` / `load_labelled` as an
+un-batched `tf.data.Dataset`, `load_pretrain_array` / `load_labelled_array` as indexable arrays. Greyscale
+sources are repeated to three channels and alpha channels are dropped. Augmentation and normalisation
+happen later (`myol_keras.augment`, the method and the export), so the images stay `uint8` here.
+
+File-based sources (image folders, Tiny-ImageNet, the STL-10 binary archive, `.npz` files) are decoded
+once into an on-disk cache and memory-mapped after that (`myol_keras.image_cache`): a warm start decodes
+nothing, and private memory does not grow with the number of images.
+
+`epoch_pipeline` (the CLI's) and `pretrain_pipeline` shuffle indices, not images: every epoch is a full
+permutation of the data set (for `epoch_pipeline` a pure function of (seed, epoch), so a resumed run
+sees the batches it would have seen), and each batch is gathered from the array by index.
 
 When a dataset cannot be found or fetched, a `DataUnavailableError` says, on one line, which dataset,
 where it looked and which offline routes exist. tfds itself, offline, retries a download for minutes
 before failing; `load_*` checks reachability of the download host first (at most 3 s) instead.
 
 Example:
-    images, info = load_pretrain_images("digits")
+    images, info = load_pretrain_array("digits")
     ds = pretrain_pipeline(images, lambda batch: (batch, batch), batch_size=64)
 """
 
 from __future__ import annotations
 
+import array as array_lib
 import concurrent.futures
 import dataclasses
+import hashlib
+import itertools
+import json
 import os
 import socket
 import threading
@@ -32,12 +45,18 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from myol_keras import image_cache
+
 __all__ = [
     "DATASETS",
     "NORMALIZATIONS",
     "DataUnavailableError",
     "DatasetInfo",
+    "epoch_order",
+    "epoch_pipeline",
     "load_labelled",
+    "load_labelled_array",
+    "load_pretrain_array",
     "load_pretrain_images",
     "pretrain_pipeline",
     "resolve_normalization",
@@ -116,7 +135,7 @@ _STL10_FILES = {
     "train": ("train_X.bin", "train_y.bin"),
     "test": ("test_X.bin", "test_y.bin"),
 }
-_CHUNK = 1024  # images per chunk when streaming large arrays into tf.data
+_CHUNK = 1024  # images per chunk: streaming arrays into tf.data, decoding into the cache
 _IN_MEMORY_BYTES = 256 * 2**20  # arrays above this are streamed in chunks instead of copied into a tensor
 _MAX_STATS_IMAGES = 10_000
 _NETWORK_TIMEOUT = 3.0
@@ -128,7 +147,52 @@ _TEST_FRACTION = 0.2
 # ---------------------------------------------------------------------------------------------------
 
 
-def load_pretrain_images(name, data_dir=None, *, download=True, image_size=None):
+def load_pretrain_array(name, data_dir=None, *, download=True, image_size=None, cache_dir=None):
+    """Unlabelled pre-training images of a registered dataset, as one indexable array.
+
+    File-based sources (`folder`, `tiny_imagenet`, `stl10_binary`, `npz`) are decoded once into the
+    on-disk cache (`myol_keras.image_cache`, built with a progress line) and memory-mapped from it, so
+    private memory does not grow with the number of images and later runs start without decoding.
+    tfds datasets and `digits` are held in memory.
+
+    Args:
+        name, data_dir, download, image_size: as in `load_pretrain_images`.
+        cache_dir: the decoded-image cache directory (default: `image_cache.default_cache_dir()`).
+
+    Returns:
+        `(images, info)`: `uint8 [N, H, W, 3]` (an `np.memmap` for file-based sources) and a `DatasetInfo`.
+
+    Raises:
+        image_cache.ImageCacheError: the cache cannot be written (read-only, full disk) or the source
+            changed while its cache was being built.
+
+    Example:
+        images, info = load_pretrain_array("folder", "/data/my_images")  # memory-mapped
+        ds = epoch_pipeline(images, view_fn, 256, seed=0)
+    """
+    name = _check_name(name)
+    _check_image_size_arg(name, image_size)
+    if name in _TFDS:
+        ds, info = load_pretrain_images(name, data_dir, download=download)
+        return _materialise(ds), info
+    if name == "digits":
+        (x_train, _), _, info = _digits()
+        return x_train, info
+    if name == "npz":
+        path = _require_data_dir(name, data_dir, "the .npz file")
+        entry = _npz_entry(path, "train", cache_dir)
+        return entry.images, _npz_info(entry)
+    if name == "stl10_binary":
+        root = _stl10_root(_require_data_dir(name, data_dir, "the STL-10 binary archive directory"))
+        _stl10_require(root, ("unlabeled", "train"), labels=False)
+        entry = _stl10_entry(root, ("unlabeled", "train"), cache_dir)
+        return entry.images, _stl10_binary_info(len(entry.images))
+    source = _image_source(name, data_dir, image_size)
+    entry = source.cached("train", cache_dir)
+    return entry.images, source.info(entry)
+
+
+def load_pretrain_images(name, data_dir=None, *, download=True, image_size=None, cache_dir=None):
     """Unlabelled pre-training images of a registered dataset.
 
     Args:
@@ -138,9 +202,11 @@ def load_pretrain_images(name, data_dir=None, *, download=True, image_size=None)
         download: allow tfds to download and prepare a missing dataset.
         image_size: training size for `folder` / `tiny_imagenet` (default: median short side capped to
             [16, 96] for folders, 64 for Tiny-ImageNet); images are centre-cropped and resized to it.
+        cache_dir: the decoded-image cache of file-based sources (see `load_pretrain_array`).
 
     Returns:
-        `(dataset, info)`: un-batched `uint8` images `(H, W, 3)` and a `DatasetInfo`.
+        `(dataset, info)`: un-batched `uint8` images `(H, W, 3)` and a `DatasetInfo`. File-based
+        sources stream from the memory-mapped cache.
 
     Example:
         images, info = load_pretrain_images("stl10_binary", "/data/stl10")  # 105k images, 96 px
@@ -151,37 +217,66 @@ def load_pretrain_images(name, data_dir=None, *, download=True, image_size=None)
         spec = _TFDS[name]
         ds, info = _load_tfds(name, spec.pretrain_split, data_dir, download)
         return ds.map(lambda image, label: _to_rgb(image), num_parallel_calls=tf.data.AUTOTUNE), info
+    images, info = load_pretrain_array(name, data_dir, download=download, image_size=image_size, cache_dir=cache_dir)
+    return _dataset_from_arrays(images), info
+
+
+def load_labelled_array(name, split, data_dir=None, *, download=True, image_size=None, cache_dir=None):
+    """Labelled images of a registered dataset as arrays: `(images, labels, info)`.
+
+    The images of file-based sources come from the same memory-mapped cache as pre-training
+    (`load_pretrain_array`); tfds and `digits` splits are held in memory.
+
+    Args:
+        name, split, data_dir, download, image_size: as in `load_labelled`.
+        cache_dir: the decoded-image cache directory (default: `image_cache.default_cache_dir()`).
+
+    Returns:
+        `uint8 [N, H, W, 3]` images, `int64 [N]` labels and a `DatasetInfo`.
+
+    Example:
+        x_test, y_test, info = load_labelled_array("tiny_imagenet", "test", "/data/tiny-imagenet-200")
+    """
+    name = _check_name(name)
+    if split not in SPLITS:
+        raise ValueError(f"`split` must be one of {SPLITS}. Received: split={split!r}")
+    _check_image_size_arg(name, image_size)
+    if name in _TFDS:
+        ds, info = load_labelled(name, split, data_dir, download=download)
+        images, labels = _materialise(ds)
+        return images, labels, info
     if name == "digits":
-        (x_train, _), _, info = _digits()
-        return _dataset_from_arrays(x_train), info
+        train, test, info = _digits()
+        x, y = train if split == "train" else test
+        return x, y, info
     if name == "npz":
         path = _require_data_dir(name, data_dir, "the .npz file")
-        arrays = _read_npz(path, ("x_train",))
-        x_train = _as_uint8_images(arrays["x_train"], path, "x_train")
-        return _dataset_from_arrays(x_train), _npz_info(arrays, x_train)
+        arrays = _read_npz(path, ("x_train", "y_train", f"x_{split}", f"y_{split}"), load=(f"y_{split}",))
+        train = _npz_entry(path, "train", cache_dir)
+        entry = train if split == "train" else _npz_entry(path, split, cache_dir)
+        return entry.images, _npz_labels(arrays[f"y_{split}"], len(entry.images), split, path), _npz_info(train)
     if name == "stl10_binary":
         root = _stl10_root(_require_data_dir(name, data_dir, "the STL-10 binary archive directory"))
-        _stl10_require(root, ("unlabeled", "train"), labels=False)
-        parts = [_stl10_images(root, part) for part in ("unlabeled", "train")]
-        ds = _dataset_from_arrays(parts[0], transform=_stl10_to_hwc).concatenate(
-            _dataset_from_arrays(parts[1], transform=_stl10_to_hwc)
-        )
-        return ds, _stl10_binary_info(sum(len(p) for p in parts))
-    # folder / tiny_imagenet
+        _stl10_require(root, (split,), labels=True)
+        entry = _stl10_entry(root, (split,), cache_dir)
+        labels = _stl10_labels(root, split, len(entry.images))
+        num_pretrain = _stl10_count(root, "unlabeled") + _stl10_count(root, "train")
+        return entry.images, labels, _stl10_binary_info(num_pretrain or None)
     source = _image_source(name, data_dir, image_size)
-    paths, _ = source.pretrain_files()
-    images, _ = _decode_files(paths, None, source.image_size, source.describe)
-    return _dataset_from_arrays(images), source.info(images, len(images))
+    source.labelled_files(split)  # no labels / no such split: an error before anything is decoded
+    entry = source.cached(split, cache_dir)
+    train = entry if split == "train" else source.find("train", cache_dir)
+    return entry.images, entry.labels, source.info(train)
 
 
-def load_labelled(name, split, data_dir=None, *, download=True, image_size=None):
+def load_labelled(name, split, data_dir=None, *, download=True, image_size=None, cache_dir=None):
     """Labelled images of a registered dataset.
 
     Args:
         name: a name from `DATASETS`.
         split: `"train"` or `"test"` (Tiny-ImageNet's `val` is its test split; a class-folder layout
             without `train/` and `test/` is split 80/20 per class, deterministically).
-        data_dir, download, image_size: as in `load_pretrain_images`.
+        data_dir, download, image_size, cache_dir: as in `load_pretrain_images`.
 
     Returns:
         `(dataset, info)`: un-batched `(uint8 image (H, W, 3), int64 label)` pairs and a `DatasetInfo`.
@@ -200,58 +295,50 @@ def load_labelled(name, split, data_dir=None, *, download=True, image_size=None)
                    num_parallel_calls=tf.data.AUTOTUNE),
             info,
         )
-    if name == "digits":
-        train, test, info = _digits()
-        x, y = train if split == "train" else test
-        return _dataset_from_arrays(x, y), info
-    if name == "npz":
-        path = _require_data_dir(name, data_dir, "the .npz file")
-        arrays = _read_npz(path, ("x_train", "y_train", f"x_{split}", f"y_{split}"))
-        x_train = _as_uint8_images(arrays["x_train"], path, "x_train")
-        info = _npz_info(arrays, x_train)
-        x = x_train if split == "train" else _as_uint8_images(arrays[f"x_{split}"], path, f"x_{split}")
-        return _dataset_from_arrays(x, _npz_labels(arrays, split, path)), info
-    if name == "stl10_binary":
-        root = _stl10_root(_require_data_dir(name, data_dir, "the STL-10 binary archive directory"))
-        _stl10_require(root, (split,), labels=True)
-        images = _stl10_images(root, split)
-        labels = _stl10_labels(root, split, len(images))
-        num_pretrain = _stl10_count(root, "unlabeled") + _stl10_count(root, "train")
-        return (
-            _dataset_from_arrays(images, labels, transform=_stl10_to_hwc),
-            _stl10_binary_info(num_pretrain or None),
-        )
-    source = _image_source(name, data_dir, image_size)
-    paths, labels = source.labelled_files(split)
-    images, labels = _decode_files(paths, labels, source.image_size, source.describe)
-    info = source.info(images if split == "train" else None, len(source.pretrain_files()[0]))
+    images, labels, info = load_labelled_array(name, split, data_dir, download=download, image_size=image_size,
+                                               cache_dir=cache_dir)
     return _dataset_from_arrays(images, labels), info
 
 
 def pretrain_pipeline(
-    images, view_fn, batch_size, *, drop_remainder=True, shuffle_buffer=10_000, seed=None, cache=True
+    images, view_fn, batch_size, *, drop_remainder=True, shuffle_buffer=0, seed=None, cache=True
 ):
-    """cache (decoded uint8) → shuffle (reshuffled every epoch) → batch → map(view_fn) → prefetch.
+    """shuffle → batch → map(view_fn) → prefetch, reshuffled every epoch; for `model.fit(ds, epochs=...)`.
+
+    Every epoch is a full random permutation of the images (indices are shuffled, then each batch is
+    gathered from the array). Not resumable: `epoch_pipeline` is the deterministic stream the CLI uses.
 
     Args:
-        images: un-batched `uint8` images, as from `load_pretrain_images`.
+        images: `uint8 [N, H, W, 3]` images (an array, e.g. from `load_pretrain_array`, or a
+            `tf.data.Dataset` of un-batched images, read into memory once).
         view_fn: maps a `uint8` batch `(B, H, W, 3)` to a tuple of views; runs with AUTOTUNE parallelism.
         batch_size: images per batch (at least 2: BatchNorm needs two samples).
         drop_remainder: drop the last partial batch (the default; a batch of one breaks BatchNorm).
-        shuffle_buffer: shuffle buffer size in images (0 or 1 disables shuffling).
+        shuffle_buffer: 0 (default): a full permutation every epoch. N > 1: instead, the previous
+            pipeline's `tf.data` shuffle buffer of N images over a dataset in source order (local,
+            class-clustered on class-sorted folders; `cache` keeps the images in memory). 1: no shuffle.
         seed: shuffle seed; the order still differs between epochs.
-        cache: cache the decoded images in memory after the first epoch.
+        cache: with `shuffle_buffer > 0`, cache the decoded images in memory after the first epoch.
 
     Example:
         ds = pretrain_pipeline(images, recipe.two_views, batch_size=256, seed=0)
     """
-    num_images = int(images.cardinality())
-    validate_batch_size(batch_size, num_images if num_images >= 0 else None, drop_remainder)
-    ds = images.cache() if cache else images
-    if shuffle_buffer and shuffle_buffer > 1:
-        ds = ds.shuffle(int(shuffle_buffer), seed=seed, reshuffle_each_iteration=True)
+    if shuffle_buffer:
+        ds = images if isinstance(images, tf.data.Dataset) else _dataset_from_arrays(_as_image_array(images))
+        num_images = int(ds.cardinality())
+        validate_batch_size(batch_size, num_images if num_images >= 0 else None, drop_remainder)
+        ds = ds.cache() if cache else ds
+        if shuffle_buffer > 1:
+            ds = ds.shuffle(int(shuffle_buffer), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(int(batch_size), drop_remainder=drop_remainder)
+        ds = ds.map(view_fn, num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.prefetch(tf.data.AUTOTUNE)
+    array = _as_image_array(images)
+    validate_batch_size(batch_size, len(array), drop_remainder)
+    gather = _gather_images(array)
+    ds = tf.data.Dataset.range(len(array)).shuffle(len(array), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(int(batch_size), drop_remainder=drop_remainder)
-    ds = ds.map(view_fn, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda indices: view_fn(gather(indices)), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -266,6 +353,23 @@ def batch_seed(seed, epoch, index):
     return tf.random.experimental.stateless_fold_in(epoch_seed(seed, epoch), tf.cast(index, tf.int64))
 
 
+def epoch_order(seed, epoch, num_images, stream=0):
+    """The permutation of `range(num_images)` that epoch `epoch` visits: a pure function of its arguments.
+
+    Args:
+        seed: the run's integer seed.
+        epoch: the epoch.
+        num_images: the size of the data set.
+        stream: 0 for the order of the images, 1 for their representation-mixing counterparts
+            (an independent permutation).
+
+    Returns:
+        An `int64 [num_images]` tensor.
+    """
+    key = tf.random.experimental.stateless_fold_in(epoch_seed(seed, epoch), tf.cast(stream, tf.int64))
+    return tf.random.experimental.stateless_shuffle(tf.range(num_images, dtype=tf.int64), seed=key)
+
+
 def epoch_pipeline(
     images,
     view_fn,
@@ -275,23 +379,25 @@ def epoch_pipeline(
     start_epoch=0,
     steps_per_epoch=None,
     drop_remainder=True,
-    shuffle_buffer=10_000,
-    cache=True,
+    shuffle_buffer=0,
     counterparts=False,
 ):
     """A resumable, deterministic pre-training stream: epochs `start_epoch, start_epoch + 1, ...`.
 
-    Like `pretrain_pipeline` (cache → shuffle → batch → map(view_fn) →
-    prefetch), but the data order and the augmentation of every batch are a
-    pure function of `(seed, epoch, batch index)` instead of stateful
-    generators, which Keras does not checkpoint: epoch `e` is shuffled with a
-    seed derived from `(seed, e)` and batch `i` of it is augmented with
-    `view_fn(batch, seed=batch_seed(seed, e, i))`. A run resumed at epoch `e`
-    therefore sees exactly the batches an uninterrupted run would have seen.
-    The stream is infinite; give `fit` a `steps_per_epoch`.
+    Every epoch is a full permutation of the data set (`epoch_order`), drawn
+    statelessly from `(seed, epoch)` instead of from stateful generators, which
+    Keras does not checkpoint. The permutation shuffles indices, not images
+    (8 MB for a million images): it is cut into batches of indices, each batch
+    is gathered from the image array (reading a memory-mapped cache in sorted
+    order, returned in permutation order), and batch `i` of epoch `e` is
+    augmented with `view_fn(batch, seed=batch_seed(seed, e, i))`. A run resumed
+    at epoch `e` therefore sees exactly the batches an uninterrupted run would
+    have seen. The stream is infinite; give `fit` a `steps_per_epoch`.
 
     Args:
-        images: un-batched `uint8` images, as from `load_pretrain_images`.
+        images: `uint8 [N, H, W, 3]` images: an array (`load_pretrain_array`; an
+            `np.memmap` is read batch by batch) or a `tf.data.Dataset` of
+            un-batched images (read into memory once).
         view_fn: `(batch, seed) -> tuple of views` (`augment.make_view_fn`);
             with `counterparts=True`, `(x, r, seed)`. None: no augmentation
             here; each element is `{"images": batch (or (x, r)), "seed":
@@ -303,22 +409,74 @@ def epoch_pipeline(
         start_epoch: the first epoch of the stream (the resumed epoch).
         steps_per_epoch: batches per epoch (default: one pass, `len // batch_size`
             with `drop_remainder`, else rounded up); a smaller cap takes the
-            first batches of each epoch's shuffle.
+            first batches of each epoch's permutation.
         drop_remainder: drop the last partial batch of each epoch.
-        shuffle_buffer: shuffle buffer in images (0 or 1: no shuffling).
-        cache: cache the decoded images in memory after the first pass.
+        shuffle_buffer: 0 (default): the global permutation above. N > 1: the
+            previous pipeline instead, a `tf.data` shuffle buffer of N images
+            over the images in source order, seeded from `(seed, epoch)` (local:
+            class-clustered batches on class-sorted folders, and every image
+            held in memory); kept to resume runs started with it. 1: source order.
         counterparts: pair every image with a counterpart from an independent
-            shuffle of the data set (representation mixing, METHODS §2.6).
+            permutation of the data set (representation mixing, METHODS §2.6).
 
     Example:
         ds = epoch_pipeline(images, augment.make_view_fn([r, r]), 256, seed=0, start_epoch=12)
     """
-    num_images = int(images.cardinality())
-    if num_images < 0:
-        num_images = sum(1 for _ in images)
+    if shuffle_buffer:
+        batches, load = _buffered_epochs(images, batch_size, seed, start_epoch, steps_per_epoch, drop_remainder,
+                                         shuffle_buffer, counterparts)
+    else:
+        batches, load = _permuted_epochs(images, batch_size, seed, start_epoch, steps_per_epoch, drop_remainder,
+                                         counterparts)
+
+    def views(epoch, index, batch):
+        batch = load(batch)
+        batch_key = batch_seed(seed, epoch, index)
+        if view_fn is None:
+            rows = tf.shape(tf.nest.flatten(batch)[0])[0]
+            return {"images": batch, "seed": tf.tile(batch_key[None], [rows, 1])}
+        if isinstance(batch, tuple):
+            return view_fn(*batch, seed=batch_key)
+        return view_fn(batch, seed=batch_key)
+
+    ds = batches.map(views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _permuted_epochs(images, batch_size, seed, start_epoch, steps_per_epoch, drop_remainder, counterparts):
+    """`(epoch, index, batch of indices)` elements, each epoch a full permutation, and the gather."""
+    array = _as_image_array(images)
+    num_images = len(array)
     steps = steps_in_epoch(num_images, batch_size, drop_remainder, steps_per_epoch)
-    source = images.cache() if cache else images
-    shuffle = bool(shuffle_buffer and shuffle_buffer > 1)
+    gather = _gather_images(array)
+
+    def one_epoch(epoch):
+        ds = tf.data.Dataset.from_tensor_slices(epoch_order(seed, epoch, num_images))
+        if counterparts:
+            others = tf.data.Dataset.from_tensor_slices(epoch_order(seed, epoch, num_images, stream=1))
+            ds = tf.data.Dataset.zip((ds, others))
+        ds = ds.batch(int(batch_size), drop_remainder=drop_remainder).take(steps)
+        return ds.enumerate().map(lambda index, batch: (epoch, index, batch))
+
+    def load(indices):
+        if counterparts:
+            return gather(indices[0]), gather(indices[1])
+        return gather(indices)
+
+    return tf.data.Dataset.range(int(start_epoch), 2**62).flat_map(one_epoch), load
+
+
+def _buffered_epochs(images, batch_size, seed, start_epoch, steps_per_epoch, drop_remainder, shuffle_buffer,
+                     counterparts):
+    """`(epoch, index, batch of images)` elements of the previous pipeline (a shuffle buffer of images per
+    epoch), and the identity."""
+    source = images if isinstance(images, tf.data.Dataset) else _dataset_from_arrays(_as_image_array(images))
+    num_images = int(source.cardinality())
+    if num_images < 0:
+        num_images = sum(1 for _ in source)
+    steps = steps_in_epoch(num_images, batch_size, drop_remainder, steps_per_epoch)
+    source = source.cache()
+    shuffle = shuffle_buffer > 1
 
     def shuffled(op_seed):
         if not shuffle:
@@ -341,18 +499,7 @@ def epoch_pipeline(
         ds = ds.batch(int(batch_size), drop_remainder=drop_remainder).take(steps)
         return ds.enumerate().map(lambda index, batch: (epoch, index, batch))
 
-    def views(epoch, index, batch):
-        batch_key = batch_seed(seed, epoch, index)
-        if view_fn is None:
-            rows = tf.shape(tf.nest.flatten(batch)[0])[0]
-            return {"images": batch, "seed": tf.tile(batch_key[None], [rows, 1])}
-        if isinstance(batch, tuple):
-            return view_fn(*batch, seed=batch_key)
-        return view_fn(batch, seed=batch_key)
-
-    ds = tf.data.Dataset.range(int(start_epoch), 2**62).flat_map(one_epoch)
-    ds = ds.map(views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return tf.data.Dataset.range(int(start_epoch), 2**62).flat_map(one_epoch), lambda batch: batch
 
 
 def resolve_normalization(name_or_stats, info):
@@ -480,40 +627,108 @@ def _to_rgb(image):
     return image
 
 
-def _dataset_from_arrays(images, labels=None, *, transform=None):
+def _dataset_from_arrays(images, labels=None):
     """A tf.data.Dataset over `images` (and int64 `labels`), streamed in chunks when large.
 
-    Small in-memory arrays become one tensor; memory-mapped or large arrays (and those needing a
-    per-chunk `transform`) are read `_CHUNK` images at a time, so they are never copied whole.
+    Small in-memory arrays become one tensor; memory-mapped or large arrays are read `_CHUNK` images
+    at a time, so they are never copied whole.
     """
     n = len(images)
     if labels is not None:
         labels = np.asarray(labels, dtype=np.int64)
-    streamed = transform is not None or isinstance(images, np.memmap) or images.nbytes > _IN_MEMORY_BYTES
-    if not streamed:
+    if not (isinstance(images, np.memmap) or images.nbytes > _IN_MEMORY_BYTES):
         return tf.data.Dataset.from_tensor_slices(images if labels is None else (images, labels))
-    transform = transform or (lambda x: x)
-    image_shape = transform(images[:1]).shape[1:]
 
     def chunks():
         for start in range(0, n, _CHUNK):
-            x = np.ascontiguousarray(transform(images[start : start + _CHUNK]), dtype=np.uint8)
+            x = np.ascontiguousarray(images[start : start + _CHUNK], dtype=np.uint8)
             yield x if labels is None else (x, labels[start : start + _CHUNK])
 
-    image_spec = tf.TensorSpec((None, *image_shape), tf.uint8)
+    image_spec = tf.TensorSpec((None, *images.shape[1:]), tf.uint8)
     spec = image_spec if labels is None else (image_spec, tf.TensorSpec((None,), tf.int64))
     ds = tf.data.Dataset.from_generator(chunks, output_signature=spec).unbatch()
     return ds.apply(tf.data.experimental.assert_cardinality(n))
 
 
 def _image_stats(images):
-    """Per-channel mean/std of uint8 images in [0, 1] units, from at most 10k evenly spaced images."""
+    """Per-channel mean/std of uint8 images in [0, 1] units, from at most 10k evenly spaced images.
+
+    Read `_CHUNK` images at a time (a memory-mapped cache is never copied whole); two passes, so the
+    standard deviation is taken around the mean as `np.std` does.
+    """
     step = max(1, len(images) // _MAX_STATS_IMAGES)
-    sample = np.asarray(images[::step][:_MAX_STATS_IMAGES], dtype=np.float64) / 255.0
-    mean = sample.mean(axis=(0, 1, 2))
-    std = sample.std(axis=(0, 1, 2))
+    index = np.arange(0, len(images), step)[:_MAX_STATS_IMAGES]
+    chunks = [index[i : i + _CHUNK] for i in range(0, len(index), _CHUNK)]
+    pixels = len(index) * int(np.prod(images.shape[1:-1]))
+    total = sum(np.asarray(images[c], dtype=np.float64).sum(axis=(0, 1, 2)) for c in chunks)
+    mean = total / 255.0 / pixels
+    squares = sum((((np.asarray(images[c], dtype=np.float64) / 255.0) - mean) ** 2).sum(axis=(0, 1, 2))
+                  for c in chunks)
+    std = np.sqrt(squares / pixels)
     std = np.where(std > 0, std, 1.0)
     return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
+
+
+def _as_image_array(images):
+    """An indexable array of un-batched images: arrays as given (a memmap stays mapped), a Dataset read once."""
+    if isinstance(images, tf.data.Dataset):
+        images = _materialise(images)
+    elif tf.is_tensor(images):
+        images = images.numpy()
+    elif not isinstance(images, np.ndarray):
+        images = np.asarray(images)
+    if images.ndim < 2 or len(images) == 0:
+        raise ValueError(f"images must be a non-empty array of images [N, H, W, C]. Received shape {images.shape}")
+    return images
+
+
+def _materialise(ds):
+    """All elements of a finite dataset of images (or of tuples) as NumPy arrays, read `_CHUNK` at a time.
+
+    With a known cardinality the arrays are allocated once and filled (no second copy at the end).
+    """
+    count = int(ds.cardinality())
+    batches = ds.batch(_CHUNK).as_numpy_iterator()
+    first = next(batches, None)
+    if first is None:
+        raise ValueError("the dataset holds no images")
+    single = not isinstance(first, tuple)
+    first = (first,) if single else first
+    if count > 0:
+        out = tuple(np.empty((count, *part.shape[1:]), part.dtype) for part in first)
+        start = 0
+        for batch in itertools.chain([first], ((b,) if single else b for b in batches)):
+            for array, part in zip(out, batch):
+                array[start : start + len(part)] = part
+            start += len(batch[0])
+        out = tuple(array[:start] for array in out)
+    else:
+        parts = [first] + [(b,) if single else b for b in batches]
+        out = tuple(np.concatenate([p[i] for p in parts]) for i in range(len(first)))
+    return out[0] if single else out
+
+
+def _gather_images(array):
+    """`indices [B] -> images [B, ...]` in tf.data: a NumPy gather from `array` (in memory or memory-mapped).
+
+    The rows are read in sorted index order (sequential reads from a memory-mapped cache) and returned in
+    the order of `indices`.
+    """
+    shape = tuple(array.shape[1:])
+
+    def take(indices):
+        order = np.argsort(indices, kind="stable")
+        rows = np.asarray(array[indices[order]])  # sorted reads
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        return rows[inverse]  # a gather: several times faster than scattering into a new array
+
+    def gather(indices):
+        batch = tf.numpy_function(take, [indices], tf.as_dtype(array.dtype), stateful=False)
+        batch.set_shape(indices.shape.concatenate(shape))
+        return batch
+
+    return gather
 
 
 def _stratified_split(labels, test_fraction=_TEST_FRACTION, seed=0):
@@ -671,8 +886,11 @@ def _digits():
 # ---------------------------------------------------------------------------------------------------
 
 
-def _read_npz(path, required):
-    """The x_/y_ arrays of an .npz file; one-line ValueErrors for a bad file or missing keys."""
+def _read_npz(path, required, load=("x_train", "y_train", "x_test", "y_test")):
+    """The arrays `load` of an .npz file (those present), after checking `required` ones exist.
+
+    One-line ValueErrors for a bad file or missing keys. Only the arrays in `load` are read.
+    """
     if path.is_dir():
         raise ValueError(f"Dataset 'npz' expects a .npz file for --data_dir, but {path} is a directory.")
     keys = []
@@ -685,8 +903,7 @@ def _read_npz(path, required):
             missing = [k for k in dict.fromkeys(required) if k not in keys]
             if missing:
                 raise KeyError(missing)
-            wanted = ("x_train", "y_train", "x_test", "y_test")
-            arrays = {k: npz[k] for k in wanted if k in keys}
+            arrays = {k: npz[k] for k in load if k in keys}
     except KeyError as error:
         raise ValueError(
             f"{path} lacks the arrays {', '.join(error.args[0])}; found: {', '.join(keys) or 'none'} "
@@ -698,37 +915,66 @@ def _read_npz(path, required):
     return arrays
 
 
-def _as_uint8_images(x, path, key):
-    """NHWC (C in 1, 3, 4) or NHW images, uint8 or [0, 1] floats or 0..255 integers → uint8 NHWC RGB."""
-    if x.ndim == 3:
-        x = x[..., None]
-    if x.ndim != 4 or x.shape[-1] not in (1, 3, 4) or len(x) == 0:
+def _uint8_converter(x, path, key):
+    """Check `x` once, whole; return `chunk -> uint8 NHWC RGB` for its chunks.
+
+    Accepts NHWC (C in 1, 3, 4) or NHW images, uint8 or [0, 1] floats or 0..255 integers. Whether
+    floats are scaled by 255 is decided from the whole array, not per chunk.
+    """
+    shape = x.shape + (1,) if x.ndim == 3 else x.shape
+    if len(shape) != 4 or shape[-1] not in (1, 3, 4) or shape[0] == 0:
         raise ValueError(
             f"{path}: {key} must be non-empty images shaped (N, H, W), (N, H, W, 1), (N, H, W, 3) or "
             f"(N, H, W, 4). Received shape {x.shape}."
         )
+    scale = None
     if x.dtype != np.uint8:
         if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
             raise ValueError(f"{path}: {key} must hold numbers; received dtype {x.dtype}.")
         low, high = float(x.min()), float(x.max())
         if np.issubdtype(x.dtype, np.floating) and low >= 0.0 and high <= 1.0:
-            x = np.round(x * 255.0)
+            scale = 255.0
         elif low < 0 or high > 255:
             raise ValueError(
                 f"{path}: {key} values must be uint8, floats in [0, 1] or numbers in 0..255; "
                 f"received {x.dtype} in [{low:g}, {high:g}]."
             )
-        x = np.round(x).astype(np.uint8)
-    if x.shape[-1] == 1:
-        x = np.repeat(x, 3, axis=-1)
-    elif x.shape[-1] == 4:
-        x = np.ascontiguousarray(x[..., :3])
-    return x
+        else:
+            scale = 1.0
+
+    def convert(chunk):
+        if chunk.ndim == 3:
+            chunk = chunk[..., None]
+        if scale is not None:
+            chunk = np.round(chunk * scale).astype(np.uint8)
+        if chunk.shape[-1] == 1:
+            return np.repeat(chunk, 3, axis=-1)
+        return chunk[..., :3]
+
+    return convert
 
 
-def _npz_labels(arrays, split, path):
-    y = arrays[f"y_{split}"]
-    n = len(arrays[f"x_{split}"])
+def _npz_entry(path, split, cache_dir):
+    """The cached `x_<split>` images of an .npz file (the file is read only to build the entry)."""
+    key = f"x_{split}"
+
+    def open_arrays():
+        x = _read_npz(path, (key,), load=(key,))[key]
+        return [(x, _uint8_converter(x, path, key))]
+
+    def summarise(images):
+        labels = _read_npz(path, (), load=("y_train", "y_test"))
+        labels = [y for y in labels.values() if y.size and np.issubdtype(y.dtype, np.number)]
+        num_classes = int(max(float(y.max()) for y in labels)) + 1 if labels else None
+        mean, std = _image_stats(images)
+        return {"num_classes": num_classes, "mean": mean, "std": std}
+
+    source = _FileArraySource("npz", path, key, [path], f"{path} ({key})", open_arrays,
+                              summarise if split == "train" else None)
+    return image_cache.load(source, cache_dir)
+
+
+def _npz_labels(y, n, split, path):
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1 or len(y) != n:
@@ -747,14 +993,11 @@ def _npz_labels(arrays, split, path):
     return y.astype(np.int64)
 
 
-def _npz_info(arrays, x_train):
-    num_classes = None
-    labels = [arrays[k] for k in ("y_train", "y_test") if k in arrays]
-    labels = [y for y in labels if y.size and np.issubdtype(y.dtype, np.number)]
-    if labels:
-        num_classes = int(max(float(y.max()) for y in labels)) + 1
-    mean, std = _image_stats(x_train)
-    return DatasetInfo("npz", num_classes, int(x_train.shape[1]), mean, std, len(x_train))
+def _npz_info(train):
+    """The `DatasetInfo` of an .npz dataset, from its cached `x_train` entry."""
+    meta = train.meta
+    return DatasetInfo("npz", meta.get("num_classes"), int(train.images.shape[1]), tuple(meta["mean"]),
+                       tuple(meta["std"]), len(train.images))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -800,6 +1043,15 @@ def _stl10_images(root, part):
     return np.memmap(path, dtype=np.uint8, mode="r", shape=(size // per_image, *_STL10_SHAPE))
 
 
+def _stl10_entry(root, parts, cache_dir):
+    """The cached (N, 96, 96, 3) images of the STL-10 `parts` (in order), converted from the .bin files."""
+    part = "+".join(parts)
+    files = [root / _STL10_FILES[p][0] for p in parts]
+    source = _FileArraySource("stl10_binary", root, part, files, f"dataset 'stl10_binary' at {root} ({part})",
+                              lambda: [(_stl10_images(root, p), _stl10_to_hwc) for p in parts])
+    return image_cache.load(source, cache_dir)
+
+
 def _stl10_to_hwc(x):
     """(N, 3, 96, 96) column-major STL-10 images → (N, 96, 96, 3) row-major."""
     return np.transpose(x, (0, 3, 2, 1))
@@ -825,34 +1077,228 @@ def _stl10_binary_info(num_pretrain):
 
 
 # ---------------------------------------------------------------------------------------------------
+# Sources of the decoded-image cache
+# ---------------------------------------------------------------------------------------------------
+
+
+class _FileArraySource(image_cache.CacheSource):
+    """Images read from arrays stored in files (an .npz member, STL-10 .bin files).
+
+    The fingerprint is the files' sizes and modification times, so a warm start never opens them;
+    the arrays are opened (and checked) only when the entry is built.
+    """
+
+    def __init__(self, kind, path, part, files, describe, open_arrays, summarise=None):
+        self.identity = {"kind": kind, "path": str(Path(path).resolve()), "part": part}
+        self.describe = describe
+        self.files = [Path(f) for f in files]
+        self._stat = self._stat_files()
+        self._open_arrays = open_arrays  # () -> [(array, chunk -> uint8 NHWC)]
+        self._arrays = None
+        self._summarise = summarise
+
+    def _stat_files(self):
+        stats = []
+        for f in self.files:
+            try:
+                st = f.stat()
+                stats.append([str(f.resolve()), st.st_size, st.st_mtime_ns])
+            except OSError:
+                stats.append([str(f), -1, -1])
+        return stats
+
+    def fingerprint(self):
+        return json.dumps(self._stat)
+
+    def changes(self):
+        changed = [Path(a[0]).name for a, b in zip(self._stat, self._stat_files()) if a != b]
+        return f"{', '.join(changed)} modified" if changed else ""
+
+    @property
+    def arrays(self):
+        if self._arrays is None:
+            self._arrays = self._open_arrays()
+        return self._arrays
+
+    @property
+    def count(self):
+        return sum(len(array) for array, _ in self.arrays)
+
+    @property
+    def image_shape(self):
+        array, transform = self.arrays[0]
+        return tuple(transform(array[:1]).shape[1:])
+
+    def chunks(self):
+        for array, transform in self.arrays:
+            for start in range(0, len(array), _CHUNK):
+                yield transform(array[start : start + _CHUNK]), None
+
+    def summarise(self, images):
+        return self._summarise(images) if self._summarise else {}
+
+
+class _FolderCacheSource(image_cache.CacheSource):
+    """One split of an image folder or Tiny-ImageNet, decoded (`_decode_image`) chunk by chunk."""
+
+    def __init__(self, source, split):
+        self.source, self.split = source, split
+        self.files = source.splits[split]
+        self.identity = {"kind": source.name, "path": str(source.root.resolve()), "part": split,
+                         "image_size": source.image_size}
+        self.describe = source.describe
+        self.count = len(self.files)
+        self.image_shape = (source.image_size, source.image_size, 3)
+        self._fingerprint = None
+        self._skipped = []
+
+    def fingerprint(self):
+        if self._fingerprint is None:
+            self._fingerprint = self.files.digest(self.source.root)
+        return self._fingerprint
+
+    def changes(self):
+        try:
+            again = _ImageSource(self.source.name, self.source.given_root, self.source.image_size)
+        except (OSError, ValueError) as e:
+            return f"it can no longer be listed: {e}"
+        files = again.splits.get(self.split)
+        if files is None:
+            return f"its {self.split} split is gone"
+        if files.digest(self.source.root) == self.fingerprint():
+            return ""
+        return self.files.difference(files, self.source.root)
+
+    def chunks(self):
+        return _decode_chunks(self.files, self.source.image_size, self.describe, self._skipped)
+
+    def summarise(self, images):
+        facts = {"files": len(self.files), "skipped": len(self._skipped),
+                 "skipped_examples": [Path(p).name for p in self._skipped[:5]]}
+        if self.source.name != "tiny_imagenet":
+            mean, std = _image_stats(images)
+            facts.update(mean=mean, std=std)
+        return facts
+
+
+# ---------------------------------------------------------------------------------------------------
 # Image folders and Tiny-ImageNet
 # ---------------------------------------------------------------------------------------------------
 
 
-def _is_image(path):
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+def _is_image_name(name):
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
 def _visible_dirs(path):
     return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _images_in(path, recursive):
-    """Sorted image files in `path` (or below it), skipping hidden files and folders."""
-    files = path.rglob("*") if recursive else path.iterdir()
-    hidden = lambda p: any(part.startswith(".") for part in p.relative_to(path).parts)  # noqa: E731
-    return sorted(p for p in files if _is_image(p) and not hidden(p))
+def _iter_images(directory, recursive):
+    """The `os.DirEntry`s of the image files in `directory` (or below it), skipping hidden files and
+    folders, in sorted relative-path order (names sorted per folder, depth first); links to folders
+    are not followed (as `Path.rglob`). One `scandir` per folder: no per-file `Path` objects."""
+    try:
+        with os.scandir(directory) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        try:
+            if entry.is_file():
+                if _is_image_name(entry.name):
+                    yield entry
+            elif recursive and entry.is_dir(follow_symlinks=False):
+                yield from _iter_images(entry.path, True)
+        except OSError:
+            continue
 
 
 def _contains_image(path):
     """Whether any image lies under `path` (stops at the first one)."""
-    return any(_is_image(p) for p in path.rglob("*"))
+    return any(True for _ in _iter_images(path, recursive=True))
+
+
+class _Files:
+    """The image files of one split: paths (strings), labels or None, and each file's size and mtime.
+
+    Compact for large folders: no `Path` per file, sizes and times in integer arrays.
+    """
+
+    def __init__(self, labels=None):
+        self.paths = []
+        self.sizes = array_lib.array("q")
+        self.mtimes = array_lib.array("q")
+        self.labels = labels
+
+    def add(self, path, stat=None):
+        try:
+            stat = stat or os.stat(path)
+            size, mtime = stat.st_size, stat.st_mtime_ns
+        except OSError:  # listed but missing (e.g. in val_annotations.txt): skipped when decoded
+            size = mtime = -1
+        self.paths.append(path)
+        self.sizes.append(size)
+        self.mtimes.append(mtime)
+
+    def add_entries(self, entries):
+        for entry in entries:
+            try:
+                stat = entry.stat()
+            except OSError:
+                stat = None
+            self.add(entry.path, stat)
+
+    def __len__(self):
+        return len(self.paths)
+
+    def subset(self, mask):
+        out = _Files(None if self.labels is None else self.labels[mask])
+        for i in np.flatnonzero(mask):
+            out.paths.append(self.paths[i])
+            out.sizes.append(self.sizes[i])
+            out.mtimes.append(self.mtimes[i])
+        return out
+
+    def _rows(self, root):
+        prefix = str(root) + os.sep
+        for path, size, mtime in zip(self.paths, self.sizes, self.mtimes):
+            yield (path[len(prefix):] if path.startswith(prefix) else path), size, mtime
+
+    def digest(self, root):
+        """A hash of the relative paths, sizes, modification times and labels."""
+        digest = hashlib.sha256()
+        rows = self._rows(root)
+        while True:
+            block = [f"{rel}\t{size}\t{mtime}\n" for rel, size, mtime in itertools.islice(rows, 4096)]
+            if not block:
+                break
+            digest.update("".join(block).encode("utf-8", "surrogateescape"))
+        if self.labels is not None:
+            digest.update(np.ascontiguousarray(self.labels, dtype=np.int64).tobytes())
+        return digest.hexdigest()
+
+    def difference(self, other, root):
+        """`other` against this listing, in words: counts of added, removed, modified files, a few names."""
+        before = {rel: (size, mtime) for rel, size, mtime in self._rows(root)}
+        after = {rel: (size, mtime) for rel, size, mtime in other._rows(root)}
+        added = sorted(set(after) - set(before))
+        removed = sorted(set(before) - set(after))
+        modified = sorted(rel for rel in set(before) & set(after) if before[rel] != after[rel])
+        parts = [f"{len(names)} file(s) {what}" for names, what in
+                 ((added, "added"), (removed, "removed"), (modified, "modified")) if names]
+        names = (added + removed + modified)[:3]
+        if not parts:
+            return "the labels changed"
+        return ", ".join(parts) + (f": {', '.join(names)}" if names else "")
 
 
 def _class_files(split_dir, classes=None):
-    """(paths, labels, class names) of a class-folder layout; `classes` fixes the id mapping."""
-    listing = [(d, _images_in(d, recursive=True)) for d in _visible_dirs(split_dir)]
-    listing = [(d, files) for d, files in listing if files]
+    """(`_Files` with labels, class names) of a class-folder layout; `classes` fixes the id mapping."""
+    listing = [(d, list(_iter_images(d, recursive=True))) for d in _visible_dirs(split_dir)]
+    listing = [(d, entries) for d, entries in listing if entries]
     names = [d.name for d, _ in listing]
     if classes is None:
         classes = names
@@ -863,20 +1309,27 @@ def _class_files(split_dir, classes=None):
                 f"{split_dir} has classes missing from the training split: {', '.join(unknown[:5])}."
             )
     index = {name: i for i, name in enumerate(classes)}
-    paths, labels = [], []
-    for d, files in listing:
-        paths += files
-        labels += [index[d.name]] * len(files)
-    return paths, np.asarray(labels, dtype=np.int64), classes
+    labels = np.concatenate([np.full(len(entries), index[d.name], np.int64) for d, entries in listing]
+                            or [np.zeros(0, np.int64)])
+    files = _Files(labels)
+    for _, entries in listing:
+        files.add_entries(entries)
+    return files, classes
+
+
+def _flat_files(directory):
+    files = _Files()
+    files.add_entries(_iter_images(directory, recursive=False))
+    return files
 
 
 class _ImageSource:
     """The files of a `folder` or `tiny_imagenet` dataset, found before anything is decoded."""
 
     def __init__(self, name, root, image_size):
-        self.name, self.root = name, root
+        self.name, self.root, self.given_root = name, root, root
         self.describe = f"dataset {name!r} at {root}"
-        self.splits = {}  # split → (paths, labels or None)
+        self.splits = {}  # split → _Files
         self.classes = None
         if name == "tiny_imagenet":
             self._find_tiny_imagenet()
@@ -897,22 +1350,21 @@ class _ImageSource:
             train_dir = subdirs["train"]
             test_dir = subdirs.get("test") or subdirs.get("val")
             if any(_contains_image(d) for d in _visible_dirs(train_dir)):
-                paths, labels, self.classes = _class_files(train_dir)
-                self.splits["train"] = (paths, labels)
+                self.splits["train"], self.classes = _class_files(train_dir)
                 if test_dir is not None:
-                    test_paths, test_labels, _ = _class_files(test_dir, self.classes)
-                    if test_paths:
-                        self.splits["test"] = (test_paths, test_labels)
+                    test, _ = _class_files(test_dir, self.classes)
+                    if len(test):
+                        self.splits["test"] = test
             else:
-                self.splits["train"] = (_images_in(train_dir, recursive=False), None)
+                self.splits["train"] = _flat_files(train_dir)
         elif any(_contains_image(d) for d in subdirs.values()):
-            paths, labels, self.classes = _class_files(root)
-            is_test = _stratified_split(labels)
-            self.splits["train"] = ([p for p, t in zip(paths, is_test) if not t], labels[~is_test])
-            self.splits["test"] = ([p for p, t in zip(paths, is_test) if t], labels[is_test])
+            files, self.classes = _class_files(root)
+            is_test = _stratified_split(files.labels)
+            self.splits["train"] = files.subset(~is_test)
+            self.splits["test"] = files.subset(is_test)
         else:
-            self.splits["train"] = (_images_in(root, recursive=False), None)
-        if not self.splits["train"][0]:
+            self.splits["train"] = _flat_files(root)
+        if not len(self.splits["train"]):
             raise DataUnavailableError(
                 f"Dataset 'folder': no images ({', '.join(IMAGE_EXTENSIONS)}) in {root}; expected images, "
                 "one sub-folder per class, or train/ and test/ sub-folders."
@@ -929,10 +1381,9 @@ class _ImageSource:
                 "(tiny-imagenet-200/train/<wnid>/images/*.JPEG, val/images + val/val_annotations.txt) or "
                 "train/<class>/ and val/<class>/ (or test/<class>/) folders."
             )
-        paths, labels, self.classes = _class_files(train_dir)
-        if not paths:
+        self.splits["train"], self.classes = _class_files(train_dir)
+        if not len(self.splits["train"]):
             raise DataUnavailableError(f"Dataset 'tiny_imagenet': no images under {train_dir}.")
-        self.splits["train"] = (paths, labels)
         annotations = root / "val" / "val_annotations.txt"
         if annotations.is_file():
             index = {name: i for i, name in enumerate(self.classes)}
@@ -943,20 +1394,22 @@ class _ImageSource:
                     continue
                 if fields[1] not in index:
                     raise ValueError(f"{annotations}: class {fields[1]!r} is not among the train/ classes.")
-                test_paths.append(root / "val" / "images" / fields[0])
+                test_paths.append(str(root / "val" / "images" / fields[0]))
                 test_labels.append(index[fields[1]])
-            self.splits["test"] = (test_paths, np.asarray(test_labels, dtype=np.int64))
+            test = _Files(np.asarray(test_labels, dtype=np.int64))
+            for path in test_paths:
+                test.add(path)
+            self.splits["test"] = test
         else:
             for folder in ("val", "test"):
                 if (root / folder).is_dir():
-                    test_paths, test_labels, _ = _class_files(root / folder, self.classes)
-                    self.splits["test"] = (test_paths, test_labels)
+                    self.splits["test"], _ = _class_files(root / folder, self.classes)
                     break
 
     def _median_short_side(self):
         from PIL import Image
 
-        paths = self.splits["train"][0]
+        paths = self.splits["train"].paths
         step = max(1, len(paths) // 1000)
         sides = []
         for path in paths[::step]:
@@ -968,9 +1421,6 @@ class _ImageSource:
         if not sides:
             raise ValueError(f"No readable image in {self.describe}.")
         return int(np.clip(np.median(sides), 16, 96))
-
-    def pretrain_files(self):
-        return self.splits["train"]
 
     def labelled_files(self, split):
         if self.classes is None:
@@ -985,16 +1435,36 @@ class _ImageSource:
             )
         return self.splits[split]
 
-    def info(self, train_images, num_pretrain):
+    def cached(self, split, cache_dir):
+        """The decoded images of `split` from the cache (built on first use); warns about skipped files."""
+        entry = image_cache.load(_FolderCacheSource(self, split), cache_dir)
+        skipped = entry.meta.get("skipped", 0)
+        if skipped:
+            names = ", ".join(entry.meta.get("skipped_examples", []))
+            warnings.warn(
+                f"Skipped {skipped} unreadable image file(s) of {entry.meta.get('files')} in {self.describe}: "
+                f"{names}" + (", ..." if skipped > 5 else ""),
+                stacklevel=3,
+            )
+        return entry
+
+    def find(self, split, cache_dir):
+        """The cached images of `split` if they are in the cache (None otherwise); never decodes."""
+        return image_cache.find(_FolderCacheSource(self, split), cache_dir)
+
+    def info(self, train):
+        """The `DatasetInfo`; `train` is the cached training split, or None (statistics from a sample)."""
         if self.name == "tiny_imagenet":
             mean, std = NORMALIZATIONS["tiny_imagenet"]
-        else:
-            if train_images is None:  # labelled split requested: statistics from the training images
-                sample = self.splits["train"][0]
-                sample = sample[:: max(1, len(sample) // 2000)]
-                train_images, _ = _decode_files(sample, None, self.image_size, self.describe, warn=False)
-            mean, std = _image_stats(train_images)
+        elif train is not None:
+            mean, std = tuple(train.meta["mean"]), tuple(train.meta["std"])
+        else:  # labelled test split without a cached training split: statistics from a sample
+            files = self.splits["train"]
+            sample = files.subset(np.arange(len(files)) % max(1, len(files) // 2000) == 0)
+            images = np.concatenate(list(_decode_chunks(sample, self.image_size, self.describe, [])))
+            mean, std = _image_stats(images)
         num_classes = None if self.classes is None else len(self.classes)
+        num_pretrain = len(train.images) if train is not None else len(self.splits["train"])
         return DatasetInfo(self.name, num_classes, self.image_size, mean, std, num_pretrain)
 
 
@@ -1023,8 +1493,15 @@ def _decode_image(path, size):
         return np.asarray(image, dtype=np.uint8)
 
 
-def _decode_files(paths, labels, size, describe, warn=True):
-    """Decode image files in parallel; unreadable files are skipped and reported in one warning."""
+def _decode_chunks(files, size, describe, skipped):
+    """Yield `(uint8 images [k, size, size, 3], labels [k] or None)`, `_CHUNK` files at a time.
+
+    Files are decoded by a thread pool (PIL releases the GIL while decoding); unreadable ones are
+    left out and their paths appended to `skipped`. Only one chunk is in memory at a time.
+
+    Raises:
+        ValueError: no file could be decoded.
+    """
 
     def decode(path):
         try:
@@ -1032,20 +1509,17 @@ def _decode_files(paths, labels, size, describe, warn=True):
         except Exception:  # noqa: BLE001 - any unreadable image (truncated, not an image, bomb) is skipped
             return None
 
+    kept = 0
     workers = min(8, (os.cpu_count() or 1) * 2)
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        decoded = list(pool.map(decode, paths, chunksize=64))
-    keep = [i for i, image in enumerate(decoded) if image is not None]
-    skipped = [str(paths[i]) for i, image in enumerate(decoded) if image is None]
-    if not keep:
-        raise ValueError(f"No readable image in {describe} ({len(paths)} files tried).")
-    if skipped and warn:
-        names = ", ".join(Path(p).name for p in skipped[:5])
-        warnings.warn(
-            f"Skipped {len(skipped)} unreadable image file(s) of {len(paths)} in {describe}: {names}"
-            + (", ..." if len(skipped) > 5 else ""),
-            stacklevel=3,
-        )
-    images = np.stack([decoded[i] for i in keep])
-    return images, (None if labels is None else np.asarray(labels, dtype=np.int64)[keep])
-
+        for start in range(0, len(files), _CHUNK):
+            paths = files.paths[start : start + _CHUNK]
+            decoded = list(pool.map(decode, paths))
+            keep = [i for i, image in enumerate(decoded) if image is not None]
+            skipped.extend(paths[i] for i, image in enumerate(decoded) if image is None)
+            if keep:
+                kept += len(keep)
+                labels = None if files.labels is None else files.labels[start : start + _CHUNK][keep]
+                yield np.stack([decoded[i] for i in keep]), labels
+    if not kept:
+        raise ValueError(f"No readable image in {describe} ({len(files)} files tried).")

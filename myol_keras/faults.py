@@ -15,7 +15,9 @@ Points (DESIGN §4.11):
 * `checkpoint_after_rename` — renamed, older checkpoints not yet pruned;
 * `before_export` — training finished, nothing exported;
 * `mid_export` — inside the export's temporary directory, before its rename;
-* `after_export` — the export is in place, the run's DONE marker is not.
+* `after_export` — the export is in place, the run's DONE marker is not;
+* `cache_build` — a decoded-image cache entry has its first chunk of images
+  written in its temporary directory (`image_cache.load`).
 """
 
 import os

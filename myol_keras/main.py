@@ -122,7 +122,11 @@ def run():
     except training.TrainingStopped as e:
         cli.fail(PROG, e, status=1)
     if FLAGS.eval and export_path is not None:
+        from myol_keras import image_cache
         from myol_keras.evaluation import run_evaluations
+
+        if config.cache_dir:  # the evaluations read the labelled images from the same decoded-image cache
+            os.environ[image_cache.ENV_VAR] = config.cache_dir
 
         results = run_evaluations(export_path, FLAGS.eval, dataset=FLAGS.eval_dataset,
                                   data_dir=config.data_dir if FLAGS.eval_dataset else None,

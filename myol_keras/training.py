@@ -45,7 +45,9 @@ class RunPlan:
     """What a config resolves to once the data is known (nothing written yet).
 
     Args:
-        images: the un-batched `uint8` pre-training images (`tf.data.Dataset`).
+        images: the `uint8 [N, H, W, 3]` pre-training images: memory-mapped from
+            the decoded-image cache for file-based sources (`data.load_pretrain_array`);
+            a `tf.data.Dataset` of images is accepted too (read into memory once).
         info: the dataset's `data.DatasetInfo`.
         image_size, stem: the training image size and the ResNet stem.
         mean, std: normalisation statistics.
@@ -92,7 +94,8 @@ def plan_run(config):
     from myol_keras import data
 
     config.validate()
-    images, info = data.load_pretrain_images(config.dataset, config.data_dir, download=config.download)
+    images, info = data.load_pretrain_array(config.dataset, config.data_dir, download=config.download,
+                                            cache_dir=config.cache_dir or None)
     image_size = config.image_size or info.image_size
     stem = config.stem if config.stem != "auto" else ("64px" if image_size >= 64 else "cifar")
     minimum = backbones.minimum_image_size(stem)
@@ -100,10 +103,7 @@ def plan_run(config):
         raise ValueError(f"--image_size={image_size} is below the minimum of {minimum} px for the {stem!r} stem; "
                          f"use --image_size={minimum} or more")
     mean, std = data.resolve_normalization(config.normalization, info)
-    num_images = info.num_pretrain_images
-    if num_images is None:
-        cardinality = int(images.cardinality())
-        num_images = cardinality if cardinality >= 0 else sum(1 for _ in images)
+    num_images = len(images)
     steps = data.steps_in_epoch(num_images, config.batch_size, config.drop_remainder, config.steps_per_epoch)
     if steps % config.steps_per_execution:
         divisors = [d for d in range(1, min(steps, 64) + 1) if steps % d == 0]
@@ -172,7 +172,11 @@ def check_resumable(config, run):
     if changed:
         mine = config.to_dict()
         diffs = ", ".join(f"--{k}={saved[k]!r} before, {mine[k]!r} now" for k in changed)
-        raise SetupError(f"{run.path} holds a run with different flags ({diffs}); pass --overwrite to start "
+        hint = ""
+        if changed == ["shuffle_buffer"] and saved["shuffle_buffer"]:
+            hint = (f" (a run started before the global shuffle: --shuffle_buffer={saved['shuffle_buffer']} resumes "
+                    "it with its shuffle buffer)")
+        raise SetupError(f"{run.path} holds a run with different flags ({diffs}){hint}; pass --overwrite to start "
                          "again or --run_name=NEW for a new run")
 
 

@@ -50,6 +50,20 @@ def random_views(batch=8, size=16, num_views=2, seed=0):
     return tuple(rng.normal(size=(batch, size, size, 3)).astype("float32") for _ in range(num_views))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _image_cache_dir(tmp_path_factory):
+    """Decoded-image caches of the tests (and of the CLI processes they start) go to a session directory,
+    never to the user's ~/.cache/myol_keras."""
+    previous = os.environ.get("MYOL_KERAS_CACHE_DIR")
+    path = tmp_path_factory.mktemp("image-cache")
+    os.environ["MYOL_KERAS_CACHE_DIR"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("MYOL_KERAS_CACHE_DIR", None)
+    else:
+        os.environ["MYOL_KERAS_CACHE_DIR"] = previous
+
+
 @pytest.fixture(autouse=True)
 def _reset_dtype_policy():
     """Every test starts and ends with the float32 policy."""

@@ -150,6 +150,30 @@ def test_changed_flags_on_an_existing_run_are_refused_and_nothing_is_overwritten
     assert sorted(os.listdir(run_dir)) == ["config.json"]
 
 
+@pytest.mark.skipif(not os.path.isdir("/sys/fs"), reason="needs Linux sysfs (a directory nobody can write)")
+def test_a_cache_directory_that_cannot_take_the_images_is_one_line_before_training(files, tmp_path, capsys,
+                                                                                   monkeypatch):
+    from myol_keras import image_cache
+
+    cwd, cache = tmp_path / "cwd", tmp_path / "cache"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    argv = [*TINY, "--dataset=folder", f"--data_dir={files}/mixed", "--batch_size=4"]
+    usage = image_cache.shutil.disk_usage(tmp_path)
+    for flag, fragment, full in [
+        ("--cache_dir=/sys/fs", "cache directory /sys/fs is not writable (Permission denied)", False),
+        (f"--cache_dir={files}/good.npz", "good.npz is a file, not a directory", False),
+        (f"--cache_dir={cache}", f"but the disk of {cache} has 0.00 GB free", True),
+    ]:
+        if full:
+            monkeypatch.setattr(image_cache.shutil, "disk_usage", lambda path: usage._replace(free=10))
+        status, out, err = run_main([*argv, flag], capsys)
+        assert status == 2, (out, err)
+        line = _one_error_line(err, "myol_keras.main")
+        assert fragment in line and "--cache_dir" in line, line
+    assert os.listdir(cwd) == [] and os.listdir(cache) == []  # no run directory, no cache entry, no temporary
+
+
 # --- data: skipped files, odd colour modes, labels ------------------------------------------
 
 

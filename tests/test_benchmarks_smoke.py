@@ -52,6 +52,28 @@ def test_throughput_smoke_runs_every_part(tmp_path, capsys):
     assert "CPU" in table and "Load average before the run" in table
 
 
+@pytest.mark.slow
+def test_scale_smoke_runs_cold_and_warm_and_times_the_pipelines(tmp_path, capsys):
+    scale = _load("scale")
+    output = tmp_path / "scale.json"
+    payload = scale.main(["--smoke", f"--work_dir={tmp_path / 'work'}", f"--output={output}"])
+    saved = json.loads(output.read_text())
+    assert saved["meta"]["smoke"] is True and saved["meta"]["cpu_model"]
+    (row,) = saved["results"]
+    assert row["num_images"] == 300 and row["folder_mb"] > 0
+    for run in ("cold", "warm"):
+        assert row[run]["status"] == 0, row[run]["stderr_tail"]
+        assert row[run]["startup_seconds"] > 0 and row[run]["peak_rss_anon_mb"] > 0
+        assert len(row[run]["load_before"]) == 3
+    names = {"cache, global permutation", "in memory, global permutation",
+             "in memory, shuffle buffer 10000 (previous pipeline)"}
+    assert set(row["pipeline"]) == names | {f"{name}, no views" for name in names}
+    assert all(p["median"] > 0 for p in row["pipeline"].values())
+    assert payload["results"][0]["warm"]["status"] == 0
+    table = capsys.readouterr().out
+    assert "| 300 |" in table and "| warm |" in table and "SMOKE" in table
+
+
 @pytest.mark.parametrize("script", ["reference_torch.py", "compare.py"])
 def test_torch_side_command_lines_parse_without_torch(script):
     # Both import torch lazily, so --help works in the project's environment.

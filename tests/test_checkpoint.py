@@ -80,19 +80,24 @@ def test_no_checkpoint_is_written_for_nan_weights(tmp_path):
     assert [e for e, _ in checkpoint.checkpoints(backup_dir)] == [1]
 
 
-def _pipeline(start_epoch, seed=0):
-    images = tf.data.Dataset.from_tensor_slices(
-        np.random.default_rng(0).integers(0, 256, size=(20, 16, 16, 3), dtype=np.uint8))
+def _pipeline(start_epoch, seed=0, shuffle_buffer=0):
+    images = np.random.default_rng(0).integers(0, 256, size=(20, 16, 16, 3), dtype=np.uint8)
+    if shuffle_buffer:  # the previous pipeline took a tf.data.Dataset
+        images = tf.data.Dataset.from_tensor_slices(images)
     recipe = augment.myol_view_recipe(16, (0.5,) * 3, (0.25,) * 3, seed=1)
     return data.epoch_pipeline(images, augment.make_view_fn([recipe, recipe]), 4, seed=seed,
-                               start_epoch=start_epoch, shuffle_buffer=8)
+                               start_epoch=start_epoch, shuffle_buffer=shuffle_buffer)
 
 
-def test_epoch_pipeline_is_a_function_of_seed_epoch_and_batch():
-    first = [tuple(v.numpy() for v in b) for b in _pipeline(0).take(10)]  # epochs 0 and 1 (5 batches each)
-    again = [tuple(v.numpy() for v in b) for b in _pipeline(0).take(10)]
-    resumed = [tuple(v.numpy() for v in b) for b in _pipeline(1).take(5)]
-    other_seed = [tuple(v.numpy() for v in b) for b in _pipeline(0, seed=1).take(5)]
+@pytest.mark.parametrize("shuffle_buffer", [0, 8], ids=["global_permutation", "shuffle_buffer"])
+def test_epoch_pipeline_is_a_function_of_seed_epoch_and_batch(shuffle_buffer):
+    def batches(start_epoch, count, seed=0):
+        return [tuple(v.numpy() for v in b) for b in _pipeline(start_epoch, seed, shuffle_buffer).take(count)]
+
+    first = batches(0, 10)  # epochs 0 and 1 (5 batches each)
+    again = batches(0, 10)
+    resumed = batches(1, 5)
+    other_seed = batches(0, 5, seed=1)
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_array_equal(a[1], b[1])

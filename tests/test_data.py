@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from myol_keras import data
+from myol_keras import augment, data
 
 
 def as_arrays(ds):
@@ -153,6 +153,108 @@ def test_pretrain_pipeline_validates_batch_size():
         data.pretrain_pipeline(_indexed_images(3), _two_views, 4)
     with pytest.raises(ValueError, match=">= 2"):
         data.pretrain_pipeline(_indexed_images(3), _two_views, 1)
+
+
+def test_pretrain_pipeline_takes_arrays_and_the_previous_shuffle_buffer():
+    array = _indexed_images(10).batch(10).get_single_element().numpy()
+    seen = np.concatenate([a.numpy()[:, 0, 0, 0] for a, _ in
+                           data.pretrain_pipeline(array, _two_views, 5, drop_remainder=False, seed=0)])
+    assert sorted(seen.astype(int)) == list(range(10))
+    in_order = data.pretrain_pipeline(array, _two_views, 5, shuffle_buffer=1)  # 1: source order
+    np.testing.assert_array_equal(np.concatenate([a.numpy()[:, 0, 0, 0] for a, _ in in_order]), np.arange(10))
+
+
+# --------------------------------------------------------------------------------------------------
+# epoch_pipeline: a full permutation per epoch, gathered by index
+# --------------------------------------------------------------------------------------------------
+
+
+def _labelled_images(num_classes, per_class, size=4):
+    """Class-sorted images (as a folder lists them): pixel (0, 0, 0) holds the class, (0, 1, :2) the index."""
+    n = num_classes * per_class
+    x = np.zeros((n, size, size, 3), np.uint8)
+    x[:, 0, 0, 0] = np.repeat(np.arange(num_classes), per_class)
+    x[:, 0, 1, 0], x[:, 0, 1, 1] = np.arange(n) // 256, np.arange(n) % 256
+    return x
+
+
+def _indices(batch):
+    batch = batch.numpy() if hasattr(batch, "numpy") else batch
+    return batch[:, 0, 1, 0].astype(int) * 256 + batch[:, 0, 1, 1]
+
+
+def _raw_batches(images, batch_size, count, **kwargs):
+    """`count` raw batches of `epoch_pipeline` (no views: `{"images", "seed"}` elements)."""
+    return [element["images"] for element in data.epoch_pipeline(images, None, batch_size, **kwargs).take(count)]
+
+
+def expected_distinct_classes(num_classes, per_class, batch_size):
+    """E[distinct classes in a batch] under a uniform random permutation (drawing without replacement)."""
+    n = num_classes * per_class
+    absent = np.prod([(n - per_class - j) / (n - j) for j in range(batch_size)])
+    return num_classes * (1.0 - absent)
+
+
+def test_batches_of_class_sorted_data_are_as_diverse_as_a_random_permutation():
+    # Issue 20: with a 10k-image shuffle buffer, class-sorted folders gave class-clustered batches.
+    classes, per_class, batch = 100, 20, 64
+    images = _labelled_images(classes, per_class)
+    steps = len(images) // batch  # 31 batches per epoch
+    batches = _raw_batches(images, batch, 3 * steps, seed=0)
+    distinct = [len(np.unique(b.numpy()[:, 0, 0, 0])) for b in batches]
+    expected = expected_distinct_classes(classes, per_class, batch)  # ≈ 47.5
+    simulated = [len(np.unique(np.random.default_rng(s).permutation(np.repeat(np.arange(classes), per_class))[:batch]))
+                 for s in range(2000)]
+    assert abs(np.median(simulated) - expected) < 1.0  # the closed form, checked by simulation
+    assert abs(np.median(distinct) - expected) <= 0.1 * expected, (np.median(distinct), expected)
+    # The previous pipeline's shuffle buffer (here 200 images, 10 % of the data as 10k is of
+    # Tiny-ImageNet) keeps batches within neighbouring classes: about half as many (25 here).
+    local = _raw_batches(tf.data.Dataset.from_tensor_slices(images), batch, steps, seed=0, shuffle_buffer=200)
+    assert np.median([len(np.unique(b.numpy()[:, 0, 0, 0])) for b in local]) < 0.6 * expected
+
+
+def test_each_epoch_is_a_permutation_of_every_image_drawn_from_seed_and_epoch():
+    images = _labelled_images(5, 10)  # 50 images
+    epochs = [[_indices(b) for b in _raw_batches(images, 8, 7, seed=3, start_epoch=e, drop_remainder=False)]
+              for e in (0, 1)]
+    for batches in epochs:
+        assert [len(b) for b in batches] == [8] * 6 + [2]
+        assert sorted(np.concatenate(batches)) == list(range(50))
+    assert not np.array_equal(np.concatenate(epochs[0]), np.concatenate(epochs[1]))
+    two = [_indices(b) for b in _raw_batches(images, 8, 14, seed=3, drop_remainder=False)]
+    np.testing.assert_array_equal(np.concatenate(two), np.concatenate(epochs[0] + epochs[1]))  # resume = straight
+    np.testing.assert_array_equal(np.concatenate(epochs[0]), data.epoch_order(3, 0, 50).numpy())
+    other = np.concatenate([_indices(b) for b in _raw_batches(images, 8, 7, seed=4, drop_remainder=False)])
+    assert not np.array_equal(other, np.concatenate(epochs[0]))
+    capped = [_indices(b) for b in _raw_batches(images, 8, 4, seed=3, steps_per_epoch=2)]
+    np.testing.assert_array_equal(np.concatenate(capped[:2]), np.concatenate(epochs[0])[:16])  # first batches
+    np.testing.assert_array_equal(np.concatenate(capped[2:]), np.concatenate(epochs[1])[:16])
+
+
+def test_counterparts_are_an_independent_permutation():
+    images = _labelled_images(4, 8)  # 32 images
+    elements = list(data.epoch_pipeline(images, None, 8, seed=0, counterparts=True).take(4))
+    x = np.concatenate([_indices(e["images"][0]) for e in elements])
+    r = np.concatenate([_indices(e["images"][1]) for e in elements])
+    assert sorted(x) == sorted(r) == list(range(32))
+    assert not np.array_equal(x, r)
+    np.testing.assert_array_equal(r, data.epoch_order(0, 0, 32, stream=1).numpy())
+
+
+def test_memory_mapped_dataset_and_in_memory_inputs_give_the_same_stream(tmp_path):
+    images = _labelled_images(3, 7)
+    path = tmp_path / "images.u8"
+    images.tofile(path)
+    mapped = np.memmap(path, dtype=np.uint8, mode="r", shape=images.shape)
+    recipe = augment.myol_view_recipe(4, (0.5,) * 3, (0.25,) * 3, seed=1)
+    view_fn = augment.make_view_fn([recipe, recipe])
+    streams = [list(data.epoch_pipeline(source, view_fn, 4, seed=1).take(6))
+               for source in (images, mapped, tf.data.Dataset.from_tensor_slices(images))]
+    for other in streams[1:]:
+        for a, b in zip(streams[0], other):
+            np.testing.assert_array_equal(a[0].numpy(), b[0].numpy())
+            np.testing.assert_array_equal(a[1].numpy(), b[1].numpy())
+    assert streams[0][0][0].shape == (4, 4, 4, 3)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ def _args(data, root, name):
         "--backbone=resnet18", "--width=4", "--image_size=16", "--batch_size=8",
         "--projector_hidden_dim=16", "--projection_dim=8", "--predictor_hidden_dim=16",
         "--epochs=2", "--steps_per_epoch=2", "--warmup_epochs=1", "--precision=float32",
-        "--deterministic", "--shuffle_buffer=64", "--verbose=0",
+        "--deterministic", "--verbose=0",
         f"--run_dir={root}/runs", f"--export_dir={root}/saved_models", f"--run_name={name}",
     ]
 

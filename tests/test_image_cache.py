@@ -1,0 +1,259 @@
+"""The on-disk decoded-image cache (issue 20, DESIGN §4.10): built once, memory-mapped after, rebuilt when
+the source changes, never used half-written, and every failure one clear line with nothing left behind."""
+
+import errno
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from myol_keras import data
+from myol_keras import image_cache
+from myol_keras import rundir
+
+
+def _folder(root, classes=3, per_class=4, size=16):
+    for k in range(classes):
+        (root / f"class{k}").mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.fromarray(np.full((size, size + 4, 3), 40 * k + i, np.uint8)).save(root / f"class{k}" / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def decodes(monkeypatch):
+    """Count the image files decoded (the cache's reason to exist is that this stays 0 on a warm start)."""
+    calls = []
+    decode = data._decode_image
+
+    def counting(path, size):
+        calls.append(path)
+        return decode(path, size)
+
+    monkeypatch.setattr(data, "_decode_image", counting)
+    return calls
+
+
+def _entries(cache_dir):
+    return sorted(n for n in os.listdir(cache_dir) if not n.startswith(rundir.TEMPORARY_PREFIX))
+
+
+def _temporaries(cache_dir):
+    return sorted(n for n in os.listdir(cache_dir) if n.startswith(rundir.TEMPORARY_PREFIX))
+
+
+def _one_line(error, *fragments):
+    message = str(error.value)
+    assert "\n" not in message, message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def test_folder_is_decoded_once_then_memory_mapped_by_training_and_evaluation(tmp_path, decodes):
+    root, cache = _folder(tmp_path / "images"), tmp_path / "cache"
+    images, info = data.load_pretrain_array("folder", str(root), cache_dir=str(cache))
+    assert isinstance(images, np.memmap) and images.shape == (9, 16, 16, 3)  # 80 % of 3 x 4 (class folders)
+    assert len(decodes) == 9 and info.num_pretrain_images == 9 and info.num_classes == 3
+    decodes.clear()
+    again, again_info = data.load_pretrain_array("folder", str(root), cache_dir=str(cache))
+    x_train, y_train, _ = data.load_labelled_array("folder", "train", str(root), cache_dir=str(cache))
+    assert decodes == []  # warm: nothing decoded, training and the evaluations share the entry
+    np.testing.assert_array_equal(again, images)
+    np.testing.assert_array_equal(x_train, images)
+    assert again_info == info and list(y_train) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    np.testing.assert_array_equal(x_train[:, 0, 0, 0] // 40, y_train)
+    meta = json.loads((cache / _entries(cache)[0] / image_cache.META_FILE).read_text())
+    assert meta["shape"] == [9, 16, 16, 3] and meta["labels"] and meta["mean"] == list(info.mean)
+    data.load_labelled_array("folder", "test", str(root), cache_dir=str(cache))
+    assert len(decodes) == 3  # the test split is an entry of its own
+    assert len(_entries(cache)) == 2 and _temporaries(cache) == []
+
+
+def test_changed_folder_rebuilds_and_drops_the_stale_entry(tmp_path, decodes):
+    root, cache = _folder(tmp_path / "images", classes=1, per_class=5), tmp_path / "cache"
+    flat = root / "class0"  # a flat folder: every image is a pre-training image
+    data.load_pretrain_array("folder", str(flat), cache_dir=str(cache))
+    (first,) = _entries(cache)
+    decodes.clear()
+    stat = os.stat(flat / "2.png")
+    os.utime(flat / "2.png", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched
+    data.load_pretrain_array("folder", str(flat), cache_dir=str(cache))
+    assert len(decodes) == 5
+    (second,) = _entries(cache)
+    assert second != first
+    Image.fromarray(np.zeros((16, 20, 3), np.uint8)).save(flat / "9.png")  # a file added
+    images, info = data.load_pretrain_array("folder", str(flat), cache_dir=str(cache))
+    assert len(images) == info.num_pretrain_images == 6 and len(_entries(cache)) == 1
+    # Another image size is another entry, kept beside the first.
+    data.load_pretrain_array("folder", str(flat), image_size=8, cache_dir=str(cache))
+    assert len(_entries(cache)) == 2
+
+
+def test_half_written_entries_are_never_used(tmp_path, decodes):
+    root, cache = _folder(tmp_path / "images", classes=1, per_class=4), tmp_path / "cache"
+    flat = root / "class0"
+    reference, _ = data.load_pretrain_array("folder", str(flat), cache_dir=str(cache))
+    reference = np.array(reference)
+    (entry,) = _entries(cache)
+    # A build killed on another host long ago, and one killed here (its process is gone).
+    stale = cache / f"{rundir.TEMPORARY_PREFIX}{entry}-old"
+    stale.mkdir()
+    (stale / image_cache.IMAGES_FILE).write_bytes(b"\0" * 100)
+    os.utime(stale / image_cache.IMAGES_FILE, (0, 0))
+    os.utime(stale, (0, 0))
+    dead = cache / f"{rundir.TEMPORARY_PREFIX}{entry}-dead"
+    dead.mkdir()
+    (dead / image_cache.OWNER_FILE).write_text(json.dumps({"host": os.uname().nodename, "pid": 2**22 + 7}))
+
+    # An entry whose images file is truncated and whose meta.json is gone: not used, rebuilt.
+    (cache / entry / image_cache.META_FILE).unlink()
+    with open(cache / entry / image_cache.IMAGES_FILE, "r+b") as f:
+        f.truncate(100)
+    decodes.clear()
+    images, _ = data.load_pretrain_array("folder", str(flat), cache_dir=str(cache))
+    assert len(decodes) == 4
+    np.testing.assert_array_equal(images, reference)
+    assert _temporaries(cache) == [] and _entries(cache) == [entry]
+
+    # meta.json present, images file truncated: not used either.
+    with open(cache / entry / image_cache.IMAGES_FILE, "r+b") as f:
+        f.truncate(100)
+    decodes.clear()
+    images, _ = data.load_pretrain_array("folder", str(flat), cache_dir=str(cache))
+    assert len(decodes) == 4
+    np.testing.assert_array_equal(images, reference)
+
+
+def test_a_build_killed_midway_leaves_a_temporary_that_the_next_build_removes(tmp_path):
+    root, cache = _folder(tmp_path / "images", classes=1, per_class=3), tmp_path / "cache"
+    script = textwrap.dedent(f"""
+        from myol_keras import data
+        data.load_pretrain_array("folder", {str(root / 'class0')!r}, cache_dir={str(cache)!r})
+    """)
+    env = dict(os.environ, MYOL_KERAS_FAULT="cache_build", TF_CPP_MIN_LOG_LEVEL="2")
+    killed = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert _entries(cache) == [] and len(_temporaries(cache)) == 1  # the images written so far, never used
+    images, _ = data.load_pretrain_array("folder", str(root / "class0"), cache_dir=str(cache))
+    assert len(images) == 3 and _temporaries(cache) == [] and len(_entries(cache)) == 1
+
+
+def test_a_folder_changing_during_the_build_is_one_error_and_caches_nothing(tmp_path, monkeypatch):
+    root, cache = _folder(tmp_path / "images", classes=1, per_class=4), tmp_path / "cache"
+    flat = root / "class0"
+    decode = data._decode_image
+
+    def decode_while_a_file_arrives(path, size):
+        (flat / "late.png").exists() or Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(flat / "late.png")
+        return decode(path, size)
+
+    monkeypatch.setattr(data, "_decode_image", decode_while_a_file_arrives)
+    with pytest.raises(image_cache.ImageCacheError) as error:
+        data.load_pretrain_array("folder", str(flat), cache_dir=str(cache))
+    _one_line(error, str(flat), "changed while its decoded-image cache was being built", "1 file(s) added: late.png",
+              "rerun")
+    assert os.listdir(cache) == []
+
+
+def test_a_full_disk_fails_before_decoding_and_a_disk_filling_up_leaves_nothing(tmp_path, monkeypatch, decodes):
+    root, cache = _folder(tmp_path / "images", classes=1, per_class=4), tmp_path / "cache"
+    flat = str(root / "class0")
+    usage = image_cache.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(image_cache.shutil, "disk_usage", lambda path: usage._replace(free=1000))
+    with pytest.raises(image_cache.ImageCacheError) as error:
+        data.load_pretrain_array("folder", flat, cache_dir=str(cache))
+    _one_line(error, "needs 0.06 GB", "0.00 GB free", str(cache), "--cache_dir")
+    assert decodes == [] and os.listdir(cache) == []
+    monkeypatch.undo()
+
+    def no_space(f, images):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(image_cache, "_write_chunk", no_space)
+    with pytest.raises(image_cache.ImageCacheError) as error:
+        data.load_pretrain_array("folder", flat, cache_dir=str(cache))
+    _one_line(error, "cannot write the decoded-image cache", "No space left on device", "--cache_dir")
+    assert os.listdir(cache) == []
+
+
+@pytest.mark.skipif(not os.path.isdir("/sys/fs"), reason="needs Linux sysfs (a directory nobody can write)")
+def test_an_unwritable_cache_directory_is_refused_but_a_complete_entry_there_is_read(tmp_path, monkeypatch):
+    root = _folder(tmp_path / "images", classes=1, per_class=2)
+    with pytest.raises(image_cache.ImageCacheError) as error:
+        data.load_pretrain_array("folder", str(root / "class0"), cache_dir="/sys/fs")
+    _one_line(error, "/sys/fs is not writable", "--cache_dir", "MYOL_KERAS_CACHE_DIR")
+    # A read-only cache that already holds the entry (e.g. one shared, built beforehand) is fine.
+    cache = tmp_path / "cache"
+    data.load_pretrain_array("folder", str(root / "class0"), cache_dir=str(cache))
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(image_cache, "_mkstemp", refuse)
+    monkeypatch.setattr(image_cache.rundir, "atomic_directory", refuse)
+    images, _ = data.load_pretrain_array("folder", str(root / "class0"), cache_dir=str(cache))
+    assert len(images) == 2
+
+
+def test_npz_and_stl10_binary_are_read_only_to_build(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(10, 8, 8, 3), dtype=np.uint8)
+    path = tmp_path / "d.npz"
+    np.savez(path, x_train=x, y_train=np.arange(10) % 4, x_test=x[:3], y_test=np.arange(3))
+    images, info = data.load_pretrain_array("npz", str(path), cache_dir=str(cache))
+    np.testing.assert_array_equal(images, x)
+    assert isinstance(images, np.memmap) and info.num_classes == 4
+
+    read = data._read_npz
+    monkeypatch.setattr(data, "_read_npz", lambda *a, **k: pytest.fail("the .npz was read on a warm start"))
+    again, again_info = data.load_pretrain_array("npz", str(path), cache_dir=str(cache))
+    assert again_info == info
+    monkeypatch.setattr(data, "_read_npz", read)
+    x_test, y_test, _ = data.load_labelled_array("npz", "test", str(path), cache_dir=str(cache))
+    np.testing.assert_array_equal(x_test, x[:3])
+    np.testing.assert_array_equal(y_test, [0, 1, 2])
+    np.savez(path, x_train=x[::-1], y_train=np.arange(10) % 4)  # rewritten: rebuilt
+    os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 10**9))
+    np.testing.assert_array_equal(data.load_pretrain_array("npz", str(path), cache_dir=str(cache))[0], x[::-1])
+
+    stl = tmp_path / "stl10_binary"
+    stl.mkdir()
+    hwc = rng.integers(0, 256, size=(3, 96, 96, 3), dtype=np.uint8)
+    for name, part in (("unlabeled_X.bin", hwc[:2]), ("train_X.bin", hwc[2:])):
+        (stl / name).write_bytes(np.ascontiguousarray(np.transpose(part, (0, 3, 2, 1))).tobytes())
+    images, info = data.load_pretrain_array("stl10_binary", str(tmp_path), cache_dir=str(cache))
+    np.testing.assert_array_equal(images, hwc)
+    assert isinstance(images, np.memmap) and info.num_pretrain_images == 3
+
+
+def test_plan_run_reads_the_cache_of_the_config(tmp_path):
+    from myol_keras import PretrainConfig
+    from myol_keras import training
+
+    root = _folder(tmp_path / "images", classes=2, per_class=5)
+    config = PretrainConfig(dataset="folder", data_dir=str(root), cache_dir=str(tmp_path / "cache"), batch_size=4,
+                            run_dir=str(tmp_path / "runs"), export_dir=str(tmp_path / "exports"))
+    plan = training.plan_run(config)
+    assert isinstance(plan.images, np.memmap) and plan.num_images == 8 and plan.steps_per_epoch == 2
+    assert len(_entries(tmp_path / "cache")) == 1 and not (tmp_path / "runs").exists()
+
+
+def test_a_run_started_with_the_shuffle_buffer_is_told_how_to_resume(tmp_path):
+    from myol_keras import PretrainConfig
+    from myol_keras import training
+
+    config = PretrainConfig(dataset="digits")
+    saved = {**config.to_dict(), "shuffle_buffer": 10000}  # what runs recorded before the global shuffle
+    run = rundir.RunDirectory(str(tmp_path / "run")).create()
+    run.write_config(saved)
+    with pytest.raises(training.SetupError) as error:
+        training.check_resumable(config, run)
+    _one_line(error, "--shuffle_buffer=10000 before, 0 now", "--shuffle_buffer=10000 resumes it")
+    training.check_resumable(config.replace(shuffle_buffer=10000), run)
