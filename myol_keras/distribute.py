@@ -34,6 +34,8 @@ import contextlib
 import json
 import os
 
+from myol_keras.native_logs import quiet_native_stderr
+
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 
 _BN_OPTIONS = {"synchronized": False}
@@ -120,7 +122,8 @@ def make_strategy(name, collective_timeout=COLLECTIVE_TIMEOUT_SECONDS):
                     "(create it first: myol_keras.pretrain does); " + " ".join(str(e).split())
                 ) from None
             raise
-    gpus = tf.config.list_logical_devices("GPU")
+    with quiet_native_stderr():  # listing devices logs CUDA probing on machines without a GPU
+        gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
         return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
     if name == "one_device":
