@@ -252,6 +252,8 @@ def parse_args(argv):
     p.add_argument("--pythonpath", default=REPO, help="the checkout whose myol_keras the CLI runs")
     p.add_argument("--label", default="", help="a name for this set of figures (e.g. before / after)")
     p.add_argument("--timeout", type=float, default=7200)
+    p.add_argument("--require_quiet", action="store_true",
+                   help=f"refuse to run when the 1-min load average is above {common.QUIET_LOAD}")
     p.add_argument("--output", default="", help="write the results as JSON here")
     p.add_argument("--smoke", action="store_true", help="300 tiny images, one pipeline batch: CI only, not a figure")
     args = p.parse_args(argv)
@@ -310,7 +312,7 @@ def main(argv=None):
          "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
          **{k: getattr(args, k) for k in ("image_px", "classes", "batch_size", "width", "pipeline_batch_size",
                                           "pipeline_batches", "pipeline_reps")}}
-    common.check_load(args if hasattr(args, "require_quiet") else argparse.Namespace(require_quiet=False))
+    common.check_load(args, stream=sys.stderr)  # today's stderr (bench_common's default is bound at its import)
     rows = []
     try:
         for n in sizes:
