@@ -379,11 +379,7 @@ def _remove_abandoned(directory):
             else:
                 abandoned = age > _STALE_SECONDS
             if abandoned:
-                if os.path.isdir(path):
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    with contextlib.suppress(OSError):
-                        os.remove(path)
+                rundir.remove_path(path)
 
 
 def _last_modified(path):

@@ -167,12 +167,16 @@ def remove_temporaries(directory):
         return
     for name in os.listdir(directory):
         if name.startswith(TEMPORARY_PREFIX):
-            path = os.path.join(directory, name)
-            if os.path.isdir(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                with contextlib.suppress(OSError):
-                    os.remove(path)
+            remove_path(os.path.join(directory, name))
+
+
+def remove_path(path):
+    """Remove a file or a directory tree, whichever `path` is; missing is fine."""
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            os.remove(path)
 
 
 def versions(export_root):
