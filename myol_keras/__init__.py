@@ -1,7 +1,9 @@
 """myol_keras: BYOL and the mixing family (MYOL, ...) for small images, in Keras 3.
 
-Public names are imported lazily, so `python -m myol_keras.main --help` and
-start-up errors do not pay for importing TensorFlow first.
+Public names are imported lazily, so `import myol_keras` does not import
+TensorFlow until a name is used. (`python -m myol_keras.main` imports it once
+at start-up: its flags are generated from `PretrainConfig`, whose choices come
+from the method and dataset registries.)
 
 Example (one call, the command line's run directory):
 ```python
