@@ -24,6 +24,12 @@ All four are TensorFlow ops with dynamic height and width, so they run inside
 SavedModel signatures (`[batch, None, None, 3]`), `tf.data` maps and
 `tf.function`s, on batched `[N, H, W, C]` or single `[H, W, C]` images.
 
+`fixed_size_transform` is the same transform for one static input size,
+written with ops every converter knows (a static slice, two matrix products,
+no `ScaleAndTranslate`), for the ONNX and LiteRT exports (`myol_keras.deploy`):
+for a fixed size the antialiased resize is a linear map per axis, and
+`resize_matrix` reads its weights off `resize` itself.
+
 Example:
 ```python
 x = evaluation_transform(tf.zeros([2, 96, 120, 3], tf.uint8), 64,
@@ -165,3 +171,58 @@ def evaluation_transform(images, image_size, mean, std):
     image_size = check_image_size(image_size)
     mean, std = check_mean_std(mean, std)
     return normalize(resize_pixels(images, image_size), mean, std)
+
+
+def resize_matrix(size_in, size_out):
+    """The `[size_out, size_in]` float32 matrix of `resize` along one axis (numpy, computed eagerly).
+
+    `resize` (TensorFlow's `ScaleAndTranslate` with a triangle kernel) is
+    separable: row i of the matrix holds the weights output pixel i gives the
+    input pixels, read off by resizing the unit vectors along that axis.
+
+    Example:
+    ```python
+    m = resize_matrix(96, 64)  # then x[64, 64] = m @ x[96, 96] @ m.T per channel
+    ```
+    """
+    size_in, size_out = check_image_size(size_in), check_image_size(size_out)
+    with tf.init_scope():  # eager even inside a tf.function: the weights become constants
+        units = tf.eye(size_in)[:, :, None, None]  # size_in images of [size_in, 1, 1]
+        columns = tf.image.resize(units, (size_out, 1), method="bilinear", antialias=True)
+        return tf.transpose(columns[:, :, 0, 0]).numpy()
+
+
+def fixed_size_transform(images, image_size, mean, std):
+    """`evaluation_transform` for images of one static size, with converter-friendly ops.
+
+    The same crop rule, resize weights and normalisation, as a static slice and
+    two batched matrix products per image (`resize_matrix`), so tf2onnx and the
+    LiteRT converter can translate it (neither knows `ScaleAndTranslate`).
+    Agrees with `evaluation_transform` to float rounding (tested to 1e-5).
+
+    Args:
+        images: uint8 images (or float pixels in [0, 1]) `[N, H, W, 3]` whose H
+            and W are known when traced (the batch may be dynamic).
+        image_size, mean, std: as for `evaluation_transform`.
+
+    Example:
+    ```python
+    fixed_size_transform(tf.zeros([2, 96, 120, 3], tf.uint8), 64, (0.5,) * 3, (0.25,) * 3).shape  # [2, 64, 64, 3]
+    ```
+    """
+    image_size = check_image_size(image_size)
+    mean, std = check_mean_std(mean, std)
+    images = tf.convert_to_tensor(images)
+    if images.shape.rank != 4 or images.shape[1] is None or images.shape[2] is None:
+        raise ValueError(f"Expected images shaped [batch, H, W, C] with a static H and W. Received: shape={images.shape}")
+    height, width = int(images.shape[1]), int(images.shape[2])
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    x = to_unit_float(images)[:, top:top + side, left:left + side, :]
+    matrix = tf.constant(resize_matrix(side, image_size))
+    # Batched matmuls rather than tf.einsum: with a dynamic batch, the LiteRT converter of TF 2.21 lowers
+    # this einsum to a RESHAPE whose static shape keeps a -1, and the interpreter refuses the file
+    # ("BytesRequired number of elements overflowed", as in tensorflow/tensorflow#62565).
+    x = tf.transpose(x, [0, 3, 1, 2])  # [N, C, side, side]
+    x = tf.matmul(tf.matmul(matrix, x), matrix, transpose_b=True)  # [N, C, image_size, image_size]
+    return normalize(tf.transpose(x, [0, 2, 3, 1]), mean, std)

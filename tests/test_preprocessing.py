@@ -112,6 +112,26 @@ def test_the_augment_recipe_and_layer_are_the_same_transform():
     np.testing.assert_allclose(layer(images).numpy(), expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("height, width, size", [(32, 32, 32), (96, 96, 64), (40, 48, 32), (20, 17, 32), (64, 96, 24)])
+def test_the_fixed_size_transform_is_the_evaluation_transform(height, width, size):
+    # Shrinking, enlarging, the same size and non-square inputs: what the ONNX / LiteRT exports compute.
+    images = np.random.default_rng(3).integers(0, 256, size=(3, height, width, 3), dtype=np.uint8)
+    mean, std = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
+    expected = preprocessing.evaluation_transform(images, size, mean, std).numpy()
+    fixed = tf.function(lambda x: preprocessing.fixed_size_transform(x, size, mean, std),
+                        input_signature=[tf.TensorSpec([None, height, width, 3], tf.uint8)])
+    np.testing.assert_allclose(fixed(images).numpy(), expected, atol=1e-5)
+    assert fixed(images[:1]).shape == (1, size, size, 3)  # the batch stays dynamic
+    assert preprocessing.resize_matrix(size, size) == pytest.approx(np.eye(size), abs=1e-6)
+
+
+def test_the_fixed_size_transform_needs_a_static_size():
+    fixed = tf.function(lambda x: preprocessing.fixed_size_transform(x, 8, (0.5,) * 3, (0.25,) * 3),
+                        input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+    with pytest.raises(ValueError, match=r"static H and W. Received: shape=\(None, None, None, 3\)"):
+        fixed.get_concrete_function()
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"image_size": 0}, r"Expected `image_size` to be an int >= 1. Received: image_size=0"),
     ({"image_size": 8.0}, r"Received: image_size=8.0"),
