@@ -12,10 +12,17 @@ The contract (DESIGN §4.6), in `saved_models/<name>/<version>/`:
   feature dim, run directory, flags, library versions.
 * `assets.extra/backbone.keras`: the Keras-native backbone, for fine-tuning
   (SavedModel endpoints run BatchNorm in inference mode): `load_backbone()`.
+* with `formats=(..., "onnx", "litert")`: `model.onnx` and `model.tflite`
+  beside the SavedModel (`myol_keras.deploy`): uint8 `[batch, S, S, 3]` with S
+  fixed, the same preprocessing inside -> `embedding`. Each file is run under
+  its runtime on a probe batch before the export is renamed into place and
+  must give the SavedModel's embeddings; the metadata's `formats` names every
+  file with its input and output and the difference measured.
 
 Exports are atomic (`rundir.atomic_directory`): everything is written into a
 temporary sibling directory that is renamed to the version directory only
-once complete.
+once complete. A converter that fails, a file that disagrees or a full disk
+raise `ExportError` (one line) and leave no version directory.
 """
 
 import json
@@ -25,11 +32,26 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from myol_keras import preprocessing, rundir
+from myol_keras import deploy, preprocessing, rundir
 
 METADATA_FILE = "myol_keras.json"
 BACKBONE_FILE = "backbone.keras"
 EXTRA_DIR = "assets.extra"
+#: a format's embeddings may differ from the SavedModel's by this much (relative to max(1, max |embedding|))
+#: on the probe batch checked at export; measured differences are about 1e-6 (docs/SERVING.md).
+AGREEMENT_TOLERANCE = 1e-3
+PROBE_BATCH = 2
+
+
+class ExportError(ValueError):
+    """An export that could not be completed: a format's converter failed, its file disagrees with the
+    SavedModel, or the disk is full. Nothing was left behind (no version directory, no temporaries)."""
+
+
+def _first_line(error):
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    return f"{type(error).__name__}: {text[:300]}"
 
 
 def library_versions():
@@ -105,7 +127,7 @@ def add_image_endpoints(archive, model_fn, *, image_size, mean, std):
         archive.add_endpoint(name, serve, input_signature=[tf.TensorSpec([None, None, None, 3], dtype, name=input_name)])
 
 
-def write_export(archive, export_root, info, *, version=None, extra_files=None):
+def write_export(archive, export_root, info, *, version=None, extra_files=None, formats=None):
     """Write `archive` and its `assets.extra/` atomically to `export_root/<version>/`; returns that path.
 
     Temporaries a killed export left in `export_root` are removed first; the
@@ -117,6 +139,12 @@ def write_export(archive, export_root, info, *, version=None, extra_files=None):
         info: the `myol_keras.json` metadata.
         version: integer version; default: one above the highest present.
         extra_files: {file name: callable(path)} written into `assets.extra/`.
+        formats: {format: callable(version directory) -> dict}, run after the
+            SavedModel is written; each dict goes to `info["formats"][format]`.
+
+    Raises:
+        FileExistsError: the version directory exists.
+        ExportError: a writer failed or the disk is full (nothing is left behind).
     """
     os.makedirs(export_root, exist_ok=True)
     rundir.remove_temporaries(export_root)
@@ -126,14 +154,20 @@ def write_export(archive, export_root, info, *, version=None, extra_files=None):
         raise FileExistsError(f"Export version directory already exists: {final_dir}")
     from myol_keras import faults
 
-    with rundir.atomic_directory(final_dir, before_rename=lambda: faults.maybe_fail("mid_export")) as tmp_dir:
-        archive.write_out(tmp_dir, verbose=False)
-        extra = os.path.join(tmp_dir, EXTRA_DIR)
-        os.makedirs(extra, exist_ok=True)
-        for name, write in (extra_files or {}).items():
-            write(os.path.join(extra, name))
-        with open(os.path.join(extra, METADATA_FILE), "w") as f:
-            json.dump(info, f, indent=2, sort_keys=True, default=str)
+    try:
+        with rundir.atomic_directory(final_dir, before_rename=lambda: faults.maybe_fail("mid_export")) as tmp_dir:
+            archive.write_out(tmp_dir, verbose=False)
+            extra = os.path.join(tmp_dir, EXTRA_DIR)
+            os.makedirs(extra, exist_ok=True)
+            for name, write in (extra_files or {}).items():
+                write(os.path.join(extra, name))
+            for name, write in (formats or {}).items():
+                info.setdefault("formats", {})[name] = write(tmp_dir)
+            with open(os.path.join(extra, METADATA_FILE), "w") as f:
+                json.dump(info, f, indent=2, sort_keys=True, default=str)
+    except (OSError, tf.errors.OpError) as e:  # a full disk, a read-only directory
+        raise ExportError(f"cannot write the export {final_dir}: {_first_line(e)}; nothing was written "
+                          f"(no version directory, no temporaries)") from e
     return final_dir
 
 
@@ -146,6 +180,8 @@ def export_encoder(
     std,
     metadata=None,
     version=None,
+    formats=("saved_model",),
+    input_size=None,
 ):
     """Export `backbone` (the online encoder) to `export_root/<version>/`.
 
@@ -158,18 +194,32 @@ def export_encoder(
         std: per-channel normalisation std.
         metadata: extra JSON-serialisable facts for `myol_keras.json`.
         version: integer version; default: one above the highest present.
+        formats: `deploy.FORMATS` to write (a sequence or `"saved_model,onnx"`);
+            the SavedModel is always written. `onnx` and `litert` need
+            `pip install "myol_keras[export]"`.
+        input_size: the fixed input height and width of the `onnx` and
+            `litert` files (default: `image_size`); the SavedModel takes any size.
 
     Returns:
         The path of the written version directory.
 
+    Raises:
+        ValueError: an unknown format or a bad size / statistic.
+        deploy.MissingDependencyError: a format's packages are not installed.
+        ExportError: a converter failed, a file disagrees with the SavedModel,
+            or the disk is full; no version directory is left.
+
     Example:
     ```python
     path = myol_keras.export_encoder(model.backbone, "saved_models/myol_c10",
-                                     image_size=32, mean=mean, std=std)
+                                     image_size=32, mean=mean, std=std, formats=("saved_model", "onnx"))
     ```
     """
     image_size = preprocessing.check_image_size(image_size)
     mean, std = preprocessing.check_mean_std(mean, std)
+    formats = deploy.parse_formats(formats)
+    deploy.check_dependencies([f for f in formats if f != "saved_model"])
+    input_size = preprocessing.check_image_size(image_size if input_size is None else input_size)
 
     def embed(images):
         return {"embedding": tf.cast(backbone(images, training=False), tf.float32)}
@@ -178,20 +228,74 @@ def export_encoder(
     archive.track(backbone)
     add_image_endpoints(archive, embed, image_size=image_size, mean=mean, std=std)
 
+    feature_dim = int(backbone.output_shape[-1])
+    output = {"name": deploy.OUTPUT_NAME, "dtype": "float32", "shape": [None, feature_dim]}
     info = {
         "format": "myol_keras encoder export, version 1",
         "signatures": {
             "serving_default": "uint8 [batch, H, W, 3] -> embedding float32 [batch, D]",
             "serve_pixels": "float32 [batch, H, W, 3] in [0, 1] -> embedding float32 [batch, D]",
         },
+        "formats": {"saved_model": {
+            "file": "saved_model.pb", "runtime": "TensorFlow / TF Serving",
+            "signatures": ["serving_default", "serve_pixels"],
+            "input": {"name": deploy.INPUT_NAME, "dtype": "uint8", "shape": [None, None, None, 3],
+                      "dynamic_batch": True, "fixed_size": False},
+            "output": output,
+        }},
         "image_size": image_size,
         "mean": list(mean),
         "std": list(std),
-        "feature_dim": int(backbone.output_shape[-1]),
+        "feature_dim": feature_dim,
         "versions": library_versions(),
     }
     info.update(metadata or {})
-    return write_export(archive, export_root, info, version=version, extra_files={BACKBONE_FILE: backbone.save})
+    writers = {fmt: _format_writer(fmt, backbone, embed, export_root, image_size=image_size, mean=mean, std=std,
+                                   input_size=input_size, output=output)
+               for fmt in formats if fmt != "saved_model"}
+    return write_export(archive, export_root, info, version=version, extra_files={BACKBONE_FILE: backbone.save},
+                        formats=writers)
+
+
+def _format_writer(fmt, backbone, embed, export_root, *, image_size, mean, std, input_size, output):
+    """A `write_export` format writer: convert, run the file on a probe batch, compare with the SavedModel."""
+    spec = tf.TensorSpec([None, input_size, input_size, 3], tf.uint8, name=deploy.INPUT_NAME)
+
+    def serve_fixed(images):
+        return embed(preprocessing.fixed_size_transform(images, image_size, mean, std))
+
+    def write(version_dir):
+        path = os.path.join(version_dir, deploy.FILES[fmt])
+        probe = np.random.default_rng(0).integers(0, 256, size=(PROBE_BATCH, input_size, input_size, 3),
+                                                  dtype=np.uint8)
+        try:
+            deploy.CONVERTERS[fmt](backbone, serve_fixed, spec, path)
+            served = np.asarray(deploy.load_runner(fmt, path)(probe), np.float32)
+        except (OSError, tf.errors.OpError):
+            raise  # a full disk: write_export reports it
+        except Exception as e:  # noqa: BLE001 (any converter or runtime failure ends the export in one line)
+            raise ExportError(f"cannot export the encoder to {fmt} ({deploy.converter_name(fmt)}): {_first_line(e)}; "
+                              f"nothing was written to {export_root}") from e
+        # The reference is the SavedModel's own computation (`serving_default`: resize by ScaleAndTranslate).
+        reference = embed(preprocessing.evaluation_transform(probe, image_size, mean, std))["embedding"].numpy()
+        difference = float(np.max(np.abs(served - reference))) if served.shape == reference.shape else float("inf")
+        tolerance = AGREEMENT_TOLERANCE * max(1.0, float(np.max(np.abs(reference))))
+        if not difference <= tolerance:
+            raise ExportError(f"the {fmt} file's embeddings differ from the SavedModel's by {difference:.3g} "
+                              f"(tolerance {tolerance:.3g}) on a probe batch; nothing was written to {export_root}")
+        return {
+            "file": deploy.FILES[fmt],
+            "runtime": {"onnx": "onnxruntime", "litert": "ai_edge_litert (LiteRT interpreter)"}[fmt],
+            "converter": deploy.converter_name(fmt),
+            **({"opset": deploy.ONNX_OPSET} if fmt == "onnx" else {"signature": deploy.LITERT_SIGNATURE}),
+            "input": {"name": deploy.INPUT_NAME, "dtype": "uint8", "shape": [None, input_size, input_size, 3],
+                      "dynamic_batch": True, "fixed_size": True},
+            "output": output,
+            "max_abs_difference_from_saved_model": difference,
+            "bytes": os.path.getsize(path),
+        }
+
+    return write
 
 
 def load_export_metadata(path):
@@ -199,6 +303,41 @@ def load_export_metadata(path):
     version_dir = resolve_version_dir(path)
     with open(os.path.join(version_dir, EXTRA_DIR, METADATA_FILE)) as f:
         return json.load(f)
+
+
+def load_format(path, fmt):
+    """A runner of an export's `fmt` file (`deploy.OnnxRunner` / `deploy.LiteRTRunner`), found by its metadata.
+
+    The runner maps uint8 images `[batch, S, S, 3]` (S = `runner.input_size`)
+    to float32 embeddings `[batch, D]`, with the preprocessing inside.
+
+    Args:
+        path: an export version directory or its model base path.
+        fmt: `"onnx"` or `"litert"`.
+
+    Raises:
+        ValueError: the export has no `fmt` file (the message lists the formats it has).
+        FileNotFoundError: the metadata names a file that is missing.
+        deploy.MissingDependencyError: the format's runtime is not installed.
+
+    Example:
+    ```python
+    runner = myol_keras.export.load_format("saved_models/myol_c10", "onnx")
+    embeddings = runner(uint8_images)
+    ```
+    """
+    version_dir = resolve_version_dir(path)
+    entries = load_export_metadata(version_dir).get("formats") or {"saved_model": {}}
+    if fmt not in entries:
+        raise ValueError(f"{version_dir} has no {fmt} export; it has: {', '.join(sorted(entries))} (export with "
+                         f"--export_formats=saved_model,{fmt})")
+    if fmt not in deploy.RUNNERS:
+        raise ValueError(f"Expected a format with a file runner, one of {', '.join(deploy.RUNNERS)}. "
+                         f"Received: fmt={fmt!r}")
+    file = os.path.join(version_dir, entries[fmt]["file"])
+    if not os.path.exists(file):
+        raise FileNotFoundError(f"{file} is missing: the export's metadata names it as its {fmt} file")
+    return deploy.load_runner(fmt, file)
 
 
 def load_backbone(path, trainable=True):
