@@ -25,6 +25,7 @@ import math
 import os
 import typing
 
+from myol_keras import deploy
 from myol_keras import distribute
 from myol_keras import precision
 from myol_keras.data import DATASETS
@@ -41,7 +42,7 @@ AUGMENT_ON = ("host", "device")
 #: settings that may change between an interrupted run and its resumption.
 RESUMABLE_CHANGES = frozenset({
     "epochs", "verbose", "overwrite", "download", "data_dir", "cache_dir", "threads", "strategy", "augment_on",
-    "steps_per_execution",
+    "steps_per_execution", "export_formats",
 })
 
 #: constructor argument of a method class -> the setting that feeds it. Shared
@@ -187,7 +188,7 @@ class PretrainConfig:
         precision, jit_compile, augment_on, steps_per_execution, strategy,
             sync_batchnorm, seed, deterministic, shuffle_buffer, threads,
             verbose: execution.
-        run_name, run_dir, export_dir, overwrite: outputs.
+        run_name, run_dir, export_dir, overwrite, export_formats: outputs.
 
     Example:
     ```python
@@ -306,6 +307,11 @@ class PretrainConfig:
                               group="outputs")
     overwrite: bool = setting(False, "Start the run again even if its run directory holds a finished or partial run.",
                               group="outputs")
+    export_formats: str = setting("saved_model", "Comma-separated export formats, written side by side in the version "
+                                  "directory: saved_model (always written), onnx (model.onnx, for ONNX Runtime / "
+                                  "Triton), litert (model.tflite, for phones); onnx and litert need "
+                                  "pip install \"myol_keras[export]\" and take a fixed input size.",
+                                  check=deploy.format_problem, group="outputs")
 
     # --- checks ---------------------------------------------------------------------
 
@@ -327,6 +333,10 @@ class PretrainConfig:
         for reason in cross_checks(dataclasses.asdict(self)):
             raise ValueError(reason)
         distribute.validate_strategy(self.strategy)
+        try:  # before training: a missing converter must not surface after the last epoch
+            deploy.check_dependencies([f for f in deploy.parse_formats(self.export_formats) if f != "saved_model"])
+        except deploy.MissingDependencyError as e:
+            raise deploy.MissingDependencyError(f"--export_formats={self.export_formats}: {e}") from None
         from myol_keras import rundir
 
         rundir.check_writable_directory(self.run_dir, "--run_dir")

@@ -12,12 +12,14 @@ learning rate and EMA tau included), TensorBoard logs and kill-safe
 checkpoints. Running the same command again after an interruption resumes from
 the last completed epoch; rerunning a finished run says where its outputs are.
 The online backbone is exported to `--export_dir/<run_name>/<version>/` (see
-`myol_keras.export`).
+`myol_keras.export`), as a SavedModel and, with `--export_formats`, as ONNX
+and LiteRT files beside it.
 
 Usage errors (unknown names, bad values, missing data) print one line and exit
 with status 2 before anything is written; a training that stops after it has
 started (a non-finite loss) prints one line and exits with status 1, its run
-directory kept for the resume.
+directory kept for the resume, and so does an export that fails (a converter,
+a full disk): rerunning exports again.
 """
 
 import os
@@ -96,6 +98,7 @@ def config_from_flags():
 def run():
     """Run with the already-parsed flags. Returns the process exit status."""
     from myol_keras import distribute
+    from myol_keras import export
     from myol_keras import training
     from myol_keras.evaluation import EVALUATIONS
 
@@ -119,7 +122,7 @@ def run():
         export_path = training.pretrain(config, plan=plan, strategy=strategy)
     except training.SetupError as e:  # e.g. a run directory written with other settings (nothing written)
         cli.fail(PROG, e)
-    except training.TrainingStopped as e:
+    except (training.TrainingStopped, export.ExportError) as e:  # the run directory is kept for the rerun
         cli.fail(PROG, e, status=1)
     if FLAGS.eval and export_path is not None:
         from myol_keras import image_cache

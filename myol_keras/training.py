@@ -213,6 +213,9 @@ def pretrain(config=None, *, plan=None, strategy=None, **settings):
         ValueError / FileNotFoundError: a bad setting or unusable data, before
             anything is written (`SetupError` for a run that cannot start here).
         TrainingStopped: training started but stopped (the run is resumable).
+        export.ExportError: training finished but the export could not be
+            written (a converter failed, a full disk); the run is kept and a
+            rerun exports again.
 
     Example:
     ```python
@@ -363,11 +366,20 @@ def _fit_and_export(config, plan, model, strategy, policy, reason):
         return None
 
     faults.maybe_fail("before_export")
-    export_path = _export_once(config, plan, model, policy)
+    from myol_keras import deploy
+    from myol_keras import export
+
+    try:
+        export_path = _export_once(config, plan, model, policy)
+    except export.ExportError as e:
+        raise export.ExportError(f"{e}. Training is complete and {run.path} is kept: rerun the same command to "
+                                 "export again") from e
     faults.maybe_fail("after_export")
     run.mark_done(export_path)
     run.clear_claim()
-    print(f"{PROG}: exported the online encoder to {export_path}")
+    formats = deploy.parse_formats(config.export_formats)
+    print(f"{PROG}: exported the online encoder to {export_path}"
+          + (f" ({', '.join(formats)})" if len(formats) > 1 else ""))
     print(f"{PROG}: run directory {run.path} (history.csv, tensorboard/, config.json)")
     return export_path
 
@@ -402,6 +414,7 @@ def _export_once(config, plan, model, policy):
     plan.run.claim_export(os.path.join(plan.export_root, str(version)))
     return export.export_encoder(
         model.backbone, plan.export_root, version=version, image_size=plan.image_size, mean=plan.mean, std=plan.std,
+        formats=config.export_formats,
         metadata={"method": config.method, "dataset": config.dataset, "data_dir": config.data_dir,
                   "num_classes": plan.info.num_classes, "run_dir": os.path.abspath(plan.run.path),
                   "precision": policy, "config": config.to_dict()},
