@@ -2,14 +2,26 @@
 
     python -m myol_keras.embed --saved_model=saved_models/myol_stl10 --images=photos/ \
         --output=photos_embeddings.npy
+    python -m myol_keras.embed --saved_model=saved_models/myol_stl10 --images=photos/ --format=onnx
 
 Every readable image under `--images` (recursively; jpg, png, bmp, gif) is
 decoded to RGB, centre-cropped to a square and resized (antialiased) to the
 export's image size — `myol_keras.preprocessing.resize_pixels`, the rule of
-the export's own endpoints — and embedded through the SavedModel's
-`serve_pixels` endpoint in batches, with a progress line. The
-embeddings go to `--output` (float32 [N, D]) and the file names, relative to
-`--images` and in the same order, one per line, to the `.txt` beside it.
+the export's own endpoints — and embedded in batches, with a progress line.
+The embeddings go to `--output` (float32 [N, D]) and the file names, relative
+to `--images` and in the same order, one per line, to the `.txt` beside it.
+
+`--format` picks the file of the export that computes them:
+
+* `saved_model` (default): the SavedModel's `serve_pixels` endpoint, fed the
+  resized [0, 1] pixels;
+* `onnx` (`model.onnx` under onnxruntime) or `litert` (`model.tflite` under
+  the LiteRT interpreter): uint8 images at the file's fixed input size S
+  (images of another size are cropped and resized to S first, then rounded
+  to uint8), so a deployed file can be checked from the shell. These need
+  `pip install "myol_keras[export]"` and an export written with
+  `--export_formats=...,onnx,litert`; an export without the file is one line
+  saying which formats it has.
 """
 
 import io
@@ -19,7 +31,7 @@ import sys
 import numpy as np
 from absl import flags
 
-from myol_keras import cli, rundir
+from myol_keras import cli, deploy, rundir
 
 PROG = "myol_keras.embed"
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -32,6 +44,8 @@ cli.require(FLAGS, "images", "a folder of images")
 flags.DEFINE_string("output", "embeddings.npy", "Output .npy; the file names go to the .txt beside it.", flag_values=FLAGS)
 flags.register_validator("output", lambda path: path.endswith(".npy"), message="give a .npy path", flag_values=FLAGS)
 flags.DEFINE_integer("batch_size", 64, "Images per call.", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_enum("format", "saved_model", deploy.FORMATS, "Which file of the export computes the embeddings: the "
+                  "SavedModel, model.onnx (onnxruntime) or model.tflite (LiteRT).", flag_values=FLAGS)
 
 
 def list_images(folder):
@@ -53,26 +67,67 @@ def list_images(folder):
     return found
 
 
-def decode_image(path, image_size):
-    """One image file -> float32 [0, 1] pixels `[image_size, image_size, 3]` (`preprocessing.resize_pixels`)."""
+def decode_image(path, image_size, uint8=False):
+    """One image file -> float32 [0, 1] pixels `[image_size, image_size, 3]` (`preprocessing.resize_pixels`).
+
+    With `uint8=True`: uint8 pixels, the file's own if it is `image_size`
+    square already, else the resized pixels rounded.
+    """
     import tensorflow as tf
 
     from myol_keras.preprocessing import resize_pixels
 
     image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    return resize_pixels(image, image_size).numpy()
+    if uint8 and tuple(image.shape[:2]) == (image_size, image_size):
+        return image.numpy()
+    pixels = resize_pixels(image, image_size).numpy()
+    return np.clip(np.round(pixels * 255.0), 0, 255).astype(np.uint8) if uint8 else pixels
 
 
-def embed_folder(saved_model, images, output=None, *, batch_size=64, verbose=True):
+def load_embedder(saved_model, format="saved_model"):  # noqa: A002 (the flag's name)
+    """`(embed, size, uint8)`: a batch -> embeddings function of an export's `format` file and what it takes.
+
+    `saved_model`: float32 [0, 1] pixels at the export's image size through
+    `serve_pixels`; `onnx` / `litert`: uint8 images at the file's fixed input size.
+
+    Raises:
+        FileNotFoundError: no export.
+        ValueError: a classifier export, an unknown format, or an export without that file.
+        deploy.MissingDependencyError: the format's runtime is not installed.
+    """
+    from myol_keras import export
+    from myol_keras.evaluation import features
+
+    if format not in deploy.FORMATS:
+        raise ValueError(f"Expected `format` to be one of {', '.join(deploy.FORMATS)}. Received: format={format!r}")
+    if format == "saved_model":
+        encoder = features.load_export(saved_model, expect="encoder")
+        return (lambda batch: encoder.serve_pixels(batch)["embedding"]), encoder.image_size, False
+    features.read_export_metadata(saved_model, expect="encoder")  # a classifier export: the message says which to pass
+    runner = export.load_format(saved_model, format)
+    return runner, runner.input_size, True
+
+
+def embed_folder(saved_model, images, output=None, *, batch_size=64, verbose=True, format="saved_model"):  # noqa: A002
     """Embed every image under `images`; returns {"embeddings", "names", "skipped", "output", "names_file"}.
 
     Unreadable files are skipped and listed (a warning line on stderr). The
     embeddings and the names are written atomically.
 
+    Args:
+        saved_model: the export (version directory or model base path).
+        images: the folder of images.
+        output: the `.npy` to write (None: write nothing).
+        batch_size: images per call.
+        verbose: show a progress line.
+        format: the export's file that computes the embeddings: `saved_model`,
+            `onnx` or `litert` (`load_embedder`).
+
     Raises:
         FileNotFoundError: no folder or no export.
         ValueError: a bad batch size or output name, no image file, none decodable,
-            or a classifier export.
+            a classifier export, or an export without the `format` file.
+        deploy.MissingDependencyError: the format's runtime is not installed.
 
     Example:
     ```python
@@ -86,20 +141,19 @@ def embed_folder(saved_model, images, output=None, *, batch_size=64, verbose=Tru
     if output and not str(output).endswith(".npy"):
         raise ValueError(f"Expected `output` to be a .npy path. Received: output={output!r}")
     names = list_images(images)
-    encoder = features.load_export(saved_model, expect="encoder")
-    size = encoder.image_size
+    embed, size, uint8 = load_embedder(saved_model, format)
     progress = features.ProgressLine("embedding", len(names), enabled=verbose)
     kept, skipped, chunks, batch = [], [], [], []
 
     def flush():
         if batch:
-            chunks.append(np.asarray(encoder.serve_pixels(np.stack(batch))["embedding"], np.float32))
+            chunks.append(np.asarray(embed(np.stack(batch)), np.float32))
             progress.update(len(batch))
             batch.clear()
 
     for name in names:
         try:
-            batch.append(decode_image(os.path.join(images, name), size))
+            batch.append(decode_image(os.path.join(images, name), size, uint8=uint8))
             kept.append(name)
         except Exception:  # noqa: BLE001 (any undecodable file is skipped and reported)
             skipped.append(name)
@@ -127,7 +181,7 @@ def embed_folder(saved_model, images, output=None, *, batch_size=64, verbose=Tru
 
 def _run():
     out = cli.call_with_flags(embed_folder, FLAGS)
-    print(f"{PROG}: {out['embeddings'].shape[0]} embeddings of size {out['embeddings'].shape[1]} -> "
+    print(f"{PROG}: {out['embeddings'].shape[0]} embeddings of size {out['embeddings'].shape[1]} ({FLAGS.format}) -> "
           f"{out['output']} (names: {out['names_file']})")
 
 
