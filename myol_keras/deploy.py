@@ -106,6 +106,15 @@ def check_dependencies(formats, runtime_only=False):
                 f"installed: {INSTALL_HINT}")
 
 
+def check_images(images, size):
+    """`images` as a uint8 array `[batch, size, size, 3]`; raises `ValueError` naming the fixed size otherwise."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (size, size, 3):
+        raise ValueError(f"Expected uint8 images shaped [batch, {size}, {size}, 3] (the file's fixed input size). "
+                         f"Received: {images.dtype} images of shape {images.shape}")
+    return images
+
+
 def _import(module, fmt, runtime_only=False):
     check_dependencies([fmt], runtime_only=runtime_only)
     return importlib.import_module(module)
@@ -218,7 +227,7 @@ class OnnxRunner:
         return int(self.session.get_inputs()[0].shape[1])
 
     def __call__(self, images):
-        return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.asarray(images, np.uint8)})[0]
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: check_images(images, self.input_size)})[0]
 
 
 class LiteRTRunner:
@@ -247,7 +256,9 @@ class LiteRTRunner:
         return int(self.runner.get_input_details()[INPUT_NAME]["shape_signature"][1])
 
     def __call__(self, images):
-        return self.runner(**{INPUT_NAME: np.asarray(images, np.uint8)})[OUTPUT_NAME]
+        # The interpreter would let H and W be resized too; the file then fails in a shape check with an
+        # XNNPack message, so say what the file takes instead.
+        return self.runner(**{INPUT_NAME: check_images(images, self.input_size)})[OUTPUT_NAME]
 
 
 RUNNERS = {"onnx": OnnxRunner, "litert": LiteRTRunner}

@@ -25,10 +25,10 @@ SavedModel signatures (`[batch, None, None, 3]`), `tf.data` maps and
 `tf.function`s, on batched `[N, H, W, C]` or single `[H, W, C]` images.
 
 `fixed_size_transform` is the same transform for one static input size,
-written with ops every converter knows (a static slice, two matrix products,
-no `ScaleAndTranslate`), for the ONNX and LiteRT exports (`myol_keras.deploy`):
-for a fixed size the antialiased resize is a linear map per axis, and
-`resize_matrix` reads its weights off `resize` itself.
+written with ops every converter knows (two matrix products, no
+`ScaleAndTranslate`), for the ONNX and LiteRT exports (`myol_keras.deploy`):
+for a fixed size the crop and the antialiased resize are a linear map per
+axis, and `resize_matrix` reads the resize weights off `resize` itself.
 
 Example:
 ```python
@@ -195,9 +195,13 @@ def resize_matrix(size_in, size_out):
 def fixed_size_transform(images, image_size, mean, std):
     """`evaluation_transform` for images of one static size, with converter-friendly ops.
 
-    The same crop rule, resize weights and normalisation, as a static slice and
-    two batched matrix products per image (`resize_matrix`), so tf2onnx and the
-    LiteRT converter can translate it (neither knows `ScaleAndTranslate`).
+    The same crop rule, resize weights and normalisation, as two batched
+    matrix products per image: the centre square crop is folded into the
+    resize matrices (`resize_matrix`, zero weights outside the square), so
+    tf2onnx and the LiteRT converter can translate it (neither knows
+    `ScaleAndTranslate`), and a runtime handed another size fails in the
+    products' shape check instead of computing on a wrong crop (the LiteRT
+    interpreter lets a caller resize H and W as well as the batch).
     Agrees with `evaluation_transform` to float rounding (tested to 1e-5).
 
     Args:
@@ -210,6 +214,8 @@ def fixed_size_transform(images, image_size, mean, std):
     fixed_size_transform(tf.zeros([2, 96, 120, 3], tf.uint8), 64, (0.5,) * 3, (0.25,) * 3).shape  # [2, 64, 64, 3]
     ```
     """
+    import numpy as np
+
     image_size = check_image_size(image_size)
     mean, std = check_mean_std(mean, std)
     images = tf.convert_to_tensor(images)
@@ -217,12 +223,14 @@ def fixed_size_transform(images, image_size, mean, std):
         raise ValueError(f"Expected images shaped [batch, H, W, C] with a static H and W. Received: shape={images.shape}")
     height, width = int(images.shape[1]), int(images.shape[2])
     side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    x = to_unit_float(images)[:, top:top + side, left:left + side, :]
-    matrix = tf.constant(resize_matrix(side, image_size))
+    weights = resize_matrix(side, image_size)
+    rows = np.zeros((image_size, height), np.float32)
+    columns = np.zeros((image_size, width), np.float32)
+    rows[:, (height - side) // 2:(height - side) // 2 + side] = weights
+    columns[:, (width - side) // 2:(width - side) // 2 + side] = weights
     # Batched matmuls rather than tf.einsum: with a dynamic batch, the LiteRT converter of TF 2.21 lowers
     # this einsum to a RESHAPE whose static shape keeps a -1, and the interpreter refuses the file
     # ("BytesRequired number of elements overflowed", as in tensorflow/tensorflow#62565).
-    x = tf.transpose(x, [0, 3, 1, 2])  # [N, C, side, side]
-    x = tf.matmul(tf.matmul(matrix, x), matrix, transpose_b=True)  # [N, C, image_size, image_size]
+    x = tf.transpose(to_unit_float(images), [0, 3, 1, 2])  # [N, C, H, W]
+    x = tf.matmul(tf.matmul(tf.constant(rows), x), tf.constant(columns), transpose_b=True)  # [N, C, S, S]
     return normalize(tf.transpose(x, [0, 2, 3, 1]), mean, std)

@@ -146,6 +146,21 @@ def test_the_metadata_names_each_file_and_its_input_contract(exports):
     assert details["dtype"] == np.uint8 and list(details["shape_signature"]) == [-1, IMAGE_SIZE, IMAGE_SIZE, 3]
 
 
+def test_another_input_size_is_an_error_not_a_wrong_crop(exports):
+    import onnxruntime
+    from ai_edge_litert.interpreter import Interpreter
+
+    wrong = np.zeros((2, 48, 48, 3), np.uint8)
+    with pytest.raises(onnxruntime.capi.onnxruntime_pybind11_state.InvalidArgument, match="Got: 48 Expected: 32"):
+        _onnxruntime_embeddings(os.path.join(exports["every"], "model.onnx"), wrong)
+    runner = Interpreter(model_path=os.path.join(exports["every"], "model.tflite")).get_signature_runner()
+    with pytest.raises(RuntimeError, match="failed to prepare"):  # the interpreter resizes H and W on request
+        runner(images=wrong)
+    for fmt in ("onnx", "litert"):
+        with pytest.raises(ValueError, match=r"Expected uint8 images shaped \[batch, 32, 32, 3\].*\(2, 48, 48, 3\)"):
+            export.load_format(exports["every"], fmt)(wrong)
+
+
 def test_a_fixed_input_size_other_than_the_training_size_resizes_inside(exports):
     # 40 px in, 32 px to the network: the SavedModel's resize weights, as two matrix products in the file.
     assert export.load_export_metadata(exports["resized"])["formats"]["litert"]["input"]["shape"] == [None, 40, 40, 3]
