@@ -215,7 +215,7 @@ def test_a_converter_that_cannot_translate_the_model_leaves_no_version_directory
     assert _left_behind(root) == []
 
 
-@pytest.mark.parametrize("failure", ["converter_raises", "file_disagrees", "disk_full"])
+@pytest.mark.parametrize("failure", ["converter_raises", "file_disagrees", "disk_full", "disk_full_in_saved_model"])
 def test_a_failed_format_leaves_no_version_directory(failure, backbone, tmp_path, monkeypatch):
     _require_extra()
     root = tmp_path / "enc"
@@ -229,6 +229,15 @@ def test_a_failed_format_leaves_no_version_directory(failure, backbone, tmp_path
                 f.write(b"a file")
         monkeypatch.setattr(deploy, "load_runner", lambda fmt, path: lambda images: np.zeros((len(images), 64)))
         fragments = ["the litert file's embeddings differ from the SavedModel's by", "on a probe batch"]
+    elif failure == "disk_full_in_saved_model":  # TensorFlow's own writer reports it as an op error
+        import tensorflow as tf
+
+        def write_out(self, path, **kwargs):
+            os.makedirs(os.path.join(path, "variables"))
+            raise tf.errors.ResourceExhaustedError(None, None, "variables.data: No space left on device [Op:SaveV2]")
+        monkeypatch.setattr(type(export.keras.export.ExportArchive()), "write_out", write_out)  # the backend's class
+        convert = deploy.CONVERTERS["litert"]
+        fragments = [f"cannot write the export {root / '1'}: ResourceExhaustedError", "No space left on device"]
     else:
         def convert(module, serve, spec, path):  # the disk fills up half-way through the file
             with open(path, "wb") as f:
