@@ -76,6 +76,9 @@ _EXPORTS = {
     "export_encoder": "myol_keras.export",
     "load_backbone": "myol_keras.export",
     "load_export_metadata": "myol_keras.export",
+    "load_format": "myol_keras.export",
+    "ExportError": "myol_keras.export",
+    "MissingDependencyError": "myol_keras.deploy",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
