@@ -33,6 +33,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import tempfile
 
@@ -186,8 +187,14 @@ def to_litert(module, serve, input_spec, path):
         # TF 2.21 kept the weights as uninitialised resource variables (the file ran and returned NaN).
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        with quiet_native_stderr():
-            flatbuffer = converter.convert()
+        try:
+            with quiet_native_stderr(replay=False):  # the error carries the converter's diagnostics
+                flatbuffer = converter.convert()
+        except Exception as e:
+            ops = sorted(set(re.findall(r"'(tf\.\w+)' op is neither a custom op nor a flex op", str(e))))
+            if ops:
+                raise ConversionError(f"the LiteRT converter has no built-in op for {', '.join(ops)}") from e
+            raise
     finally:
         shutil.rmtree(saved_model, ignore_errors=True)
     with open(path, "wb") as f:

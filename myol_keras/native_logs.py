@@ -7,10 +7,12 @@ import tempfile
 
 
 @contextlib.contextmanager
-def quiet_native_stderr():
+def quiet_native_stderr(replay=True):
     """Hide TensorFlow's native start-up logging (written straight to fd 2).
 
-    What was written is replayed if the block raises, so no error is lost.
+    What was written is replayed if the block raises, so no error is lost
+    (`replay=False`: not replayed, for calls whose exception carries it, such
+    as the LiteRT converter's).
     """
     try:
         saved = os.dup(2)
@@ -25,8 +27,9 @@ def quiet_native_stderr():
         except BaseException:
             sys.stderr.flush()
             os.dup2(saved, 2)
-            capture.seek(0)
-            os.write(2, capture.read())
+            if replay:
+                capture.seek(0)
+                os.write(2, capture.read())
             raise
         finally:
             sys.stderr.flush()

@@ -202,16 +202,20 @@ def test_a_missing_optional_package_is_one_line_naming_the_extra(backbone, tmp_p
     PretrainConfig(export_formats="saved_model").validate()  # the SavedModel needs nothing more
 
 
-def test_a_converter_that_cannot_translate_the_model_leaves_no_version_directory(backbone, tmp_path, monkeypatch):
-    # The dynamic-size transform (ScaleAndTranslate) instead of the fixed-size one: tf2onnx logs the op it cannot
-    # translate and writes the file anyway; the export must refuse it.
+@pytest.mark.parametrize("fmt, reason", [
+    ("onnx", "tf2onnx cannot translate the TensorFlow op(s) ScaleAndTranslate"),
+    ("litert", "the LiteRT converter has no built-in op for tf.ScaleAndTranslate"),
+])
+def test_a_converter_that_cannot_translate_the_model_leaves_no_version_directory(fmt, reason, backbone, tmp_path,
+                                                                                 monkeypatch):
+    # The dynamic-size transform (ScaleAndTranslate) instead of the fixed-size one: a real converter failure.
+    # tf2onnx only logs the op it cannot translate and writes the file anyway; the export must refuse it.
     _require_extra()
     monkeypatch.setattr(export.preprocessing, "fixed_size_transform", export.preprocessing.evaluation_transform)
     root = tmp_path / "enc"
     with pytest.raises(export.ExportError) as error:
-        export.export_encoder(backbone, str(root), image_size=IMAGE_SIZE, mean=MEAN, std=STD, formats="onnx")
-    _one_line(error, "cannot export the encoder to onnx (tf2onnx", "cannot translate the TensorFlow op(s) "
-              "ScaleAndTranslate", f"nothing was written to {root}")
+        export.export_encoder(backbone, str(root), image_size=IMAGE_SIZE, mean=MEAN, std=STD, formats=fmt)
+    _one_line(error, f"cannot export the encoder to {fmt} (", reason, f"nothing was written to {root}")
     assert _left_behind(root) == []
 
 
