@@ -207,7 +207,10 @@ class InputWait(keras.callbacks.Callback):
     variable update per batch (`benchmarks/input_wait.py` measures it).
 
     Call `instrument` outside any `strategy.scope()` (the variables must be
-    plain host variables), and put the callback before the loggers.
+    plain host variables), and put the callback before the loggers. Under
+    `tf.config.experimental.enable_op_determinism()` TensorFlow refuses to
+    read the clock: `instrument` then returns the dataset unchanged and the
+    callback logs nothing.
 
     Example:
     ```python
@@ -222,6 +225,7 @@ class InputWait(keras.callbacks.Callback):
         self._batches = None
         self._start = None
         self._checked = False
+        self.enabled = True
 
     def instrument(self, dataset):
         """`dataset` with the timing stage appended (same elements, same order)."""
@@ -230,6 +234,11 @@ class InputWait(keras.callbacks.Callback):
         if tf.distribute.has_strategy():
             raise ValueError("InputWait.instrument must be called outside strategy.scope(): its counters are "
                              "host variables that the input pipeline updates")
+        try:
+            tf.timestamp()
+        except tf.errors.FailedPreconditionError:  # "Timestamp cannot be called when determinism is enabled"
+            self.enabled = False
+            return dataset
         if self._waited is None:
             with tf.init_scope():
                 self._waited = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="input_wait_seconds")
@@ -262,7 +271,7 @@ class InputWait(keras.callbacks.Callback):
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
-        if self._checked:
+        if self._checked or not self.enabled:
             return
         self._checked = True
         if self._batches is None or int(self._batches.numpy()) == 0:
@@ -272,7 +281,7 @@ class InputWait(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         import time
 
-        if logs is None or self._start is None or self._waited is None:
+        if logs is None or self._start is None or self._waited is None or not self.enabled:
             return
         elapsed = max(time.perf_counter() - self._start, 1e-9)
         logs["input_bound_percent"] = 100.0 * min(float(self._waited.numpy()) / elapsed, 1.0)
