@@ -52,7 +52,8 @@ class _BusyHost(keras.callbacks.Callback):
 def test_a_slow_pipeline_is_input_bound(steps_per_execution):
     wait = InputWait()
     ds = wait.instrument(_dataset().map(_slow).prefetch(1))
-    history = _model(steps_per_execution).fit(ds, epochs=2, steps_per_epoch=STEPS, verbose=0, shuffle=False, callbacks=[wait])
+    history = _model(steps_per_execution).fit(ds, epochs=2, steps_per_epoch=STEPS, verbose=0, shuffle=False,
+                                              callbacks=[wait])
     # The second epoch: the first one also traces the train function.
     assert history.history["input_bound_percent"][1] > 50.0
     assert int(wait._batches.numpy()) == 2 * STEPS  # every step counted, also inside one execution

@@ -167,7 +167,8 @@ def comparison_rows(linear=None, knn=None, random_init=None, label="trained"):
     """
     rows = []
     if linear or knn:
-        rows.append({"encoder": label, "linear top-1": (linear or {}).get("top1"), "kNN top-1": (knn or {}).get("top1")})
+        rows.append({"encoder": label, "linear top-1": (linear or {}).get("top1"),
+                     "kNN top-1": (knn or {}).get("top1")})
     if random_init:
         rows.append({"encoder": f"random init (seed {random_init.get('init_seed', 0)})",
                      "linear top-1": random_init["linear"]["top1"], "kNN top-1": random_init["knn"]["top1"]})
