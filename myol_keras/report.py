@@ -55,12 +55,17 @@ def read_history(run_dir):
     return columns
 
 
+def _run_settings(run_dir):
+    """The settings in a run's config.json: the `PretrainConfig` dict (older runs: under "flags")."""
+    config = rundir.read_json(os.path.join(run_dir, rundir.CONFIG_FILE), default={})
+    return config.get("flags") or config
+
+
 def summarize_run(run_dir):
     """One table row (an ordered dict of column -> value) for a run directory."""
     from myol_keras.evaluation.features import read_results
 
-    config = rundir.read_json(os.path.join(run_dir, rundir.CONFIG_FILE), default={})
-    flag_values = config.get("flags", {})
+    flag_values = _run_settings(run_dir)
     history = read_history(run_dir)
     row = {
         "run": os.path.basename(os.path.normpath(run_dir)),
@@ -230,7 +235,7 @@ def plot_retrieval(run_dir, path):
     has_labels = bool(sample["has_labels"])
     queries, k = sample["neighbour_index"].shape
     plt = _plt()
-    fig, axes = plt.subplots(queries, k + 1, figsize=(1.25 * (k + 1) + 0.3, 1.3 * queries + 1.1), squeeze=False)
+    fig, axes = plt.subplots(queries, k + 1, figsize=(1.25 * (k + 1) + 0.3, 1.4 * queries + 1.1), squeeze=False)
 
     def show(ax, image, caption, colour, width):
         ax.imshow(image, interpolation="nearest")
@@ -271,7 +276,7 @@ def learned_table(run_dir):
     from myol_keras.evaluation import random_init
     from myol_keras.evaluation.features import read_results
 
-    flag_values = rundir.read_json(os.path.join(run_dir, rundir.CONFIG_FILE), default={}).get("flags", {})
+    flag_values = _run_settings(run_dir)
     label = "trained"
     if flag_values.get("method"):
         label = f"trained ({flag_values['method']}, {flag_values.get('epochs', '?')} epochs)"

@@ -88,7 +88,8 @@ def _run_dir(tmp_path, name="tiny", labels=True):
          "linear": {"top1": 0.5, "top5": 0.9}, "knn": {"top1": 0.4, "top5": 0.8}},
     ]
     (run / "results.json").write_text(json.dumps(records))
-    (run / "config.json").write_text(json.dumps({"flags": {"method": "myol", "epochs": 10}}))
+    (run / "config.json").write_text(json.dumps({"method": "myol", "dataset": "digits", "epochs": 10,
+                                                 "resolved": {"image_size": 32}}))
     return str(run)
 
 
@@ -119,6 +120,7 @@ def test_report_shows_what_the_encoder_learned(tmp_path):
     assert os.path.exists(os.path.join(run, "plots", "retrieval_tiny.png"))
     row = out["rows"][0]
     assert row["random-init linear top-1"] == 0.5 and row["random-init kNN top-1"] == 0.4
+    assert row["method"] == "myol" and row["dataset"] == "digits"  # config.json: the PretrainConfig dict
 
 
 def test_comparison_table_in_percent():

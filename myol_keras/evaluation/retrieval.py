@@ -15,7 +15,7 @@ Example:
 index, similarity = nearest_neighbours(test_features[:8], train_features, k=5)
 sample = retrieval_sample(x_test, test_features, x_train, train_features,
                           query_labels=y_test, gallery_labels=y_train)
-sample["wrong"]  # [8, 5] bool: neighbour of another class than its query
+sample["wrong"]  # [10, 5] bool (CIFAR-10): a neighbour of another class than its query
 ```
 """
 
@@ -77,7 +77,7 @@ def nearest_neighbours(query_emb, gallery_emb, k=5, chunk=256):
     return index, similarity
 
 
-def pick_queries(labels=None, count=None, max_queries=8):
+def pick_queries(labels=None, count=None, max_queries=10):
     """A fixed choice of query indices: the first item of each class, in class order, up to `max_queries`.
 
     Args:
@@ -97,7 +97,7 @@ def pick_queries(labels=None, count=None, max_queries=8):
 
 
 def retrieval_sample(query_images, query_emb, gallery_images, gallery_emb, *, query_labels=None,
-                     gallery_labels=None, k=5, max_queries=8):
+                     gallery_labels=None, k=5, max_queries=10):
     """A few queries with their top-k gallery neighbours, ready to draw.
 
     Args:
