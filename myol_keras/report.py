@@ -265,7 +265,7 @@ def plot_retrieval(run_dir, path):
         wrong = int(np.sum(sample["wrong"]))
         legend += f"\nRed frame: a neighbour of another class ({wrong} of {queries * k})."
     fig.text(0.5, 0.01, legend, ha="center", va="bottom", fontsize=6.5, wrap=True)
-    fig.tight_layout(rect=(0, 0.06 if has_labels else 0.04, 1, 0.97))
+    fig.tight_layout(rect=(0, 0.04 if has_labels else 0.03, 1, 0.98), h_pad=1.0)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
