@@ -69,8 +69,8 @@ def topk_accuracy(scores, labels, ks=(1, 5)):
     return out
 
 
-def build_linear_head(feature_dim, num_classes, seed=0, name="linear_head"):
-    """`Dense(C)` with torch's `nn.Linear` initialisation U(-1/sqrt(D), 1/sqrt(D))."""
+def build_linear_head(feature_dim, num_classes, seed=0, name="linear_head", dtype=None):
+    """`Dense(C)` with torch's `nn.Linear` initialisation U(-1/sqrt(D), 1/sqrt(D)) (`dtype`: its dtype policy)."""
     import keras
 
     bound = 1.0 / math.sqrt(feature_dim)
@@ -79,6 +79,7 @@ def build_linear_head(feature_dim, num_classes, seed=0, name="linear_head"):
         kernel_initializer=keras.initializers.RandomUniform(-bound, bound, seed=seed),
         bias_initializer=keras.initializers.RandomUniform(-bound, bound, seed=seed + 1),
         name=name,
+        dtype=dtype,
     )
 
 

@@ -72,7 +72,9 @@ def train_linear_classifier(
     steps_per_epoch = math.ceil(len(train_features) / batch_size)
     total_steps = steps_per_epoch * epochs
     keras.utils.set_random_seed(seed)
-    head = common.build_linear_head(train_features.shape[1], num_classes, seed=seed)
+    # float32 whatever the global policy: after a mixed-precision pre-training in the same process
+    # (main --eval) the head would otherwise train in bf16/fp16 and give other numbers than the tool.
+    head = common.build_linear_head(train_features.shape[1], num_classes, seed=seed, dtype="float32")
     model = keras.Sequential([keras.Input((train_features.shape[1],)), head])
     model.compile(
         optimizer=keras.optimizers.SGD(common.cosine_schedule(lr, total_steps), momentum=momentum,
