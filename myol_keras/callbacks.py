@@ -184,6 +184,109 @@ def _global_step(model):
     return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
 
 
+class InputWait(keras.callbacks.Callback):
+    """Logs the share of each epoch's training time spent waiting for input, as `input_bound_percent`.
+
+    In Keras 3 on TensorFlow the iterator's `get_next` runs inside the
+    compiled train function, so timing on the host between batches cannot
+    see it. `instrument(dataset)` appends one synchronous stage to the
+    pipeline: when the train function asks for a batch, the stage reads
+    `tf.timestamp()`, pulls the batch from the pipeline (blocking until its
+    last stage, usually a prefetch buffer, has one ready), reads the clock
+    again and adds the difference to a float64 variable. The callback resets
+    the variable when an epoch begins and, when it ends, logs
+    `100 * waited / epoch wall time` (capped at 100), so the progress line,
+    `history.csv` and TensorBoard show it. Near 0: the step is the
+    bottleneck; near 100: tf.data is (more parallel calls, caching,
+    `--augment_on=device`).
+
+    Every step of `steps_per_execution` is counted. Under a strategy with
+    several local devices tf.distribute prefetches into each device from a
+    background thread, which is then what waits: the share is that of the
+    slower side, approximately. The stage costs two clock reads and one
+    variable update per batch (`benchmarks/input_wait.py` measures it).
+
+    Call `instrument` outside any `strategy.scope()` (the variables must be
+    plain host variables), and put the callback before the loggers. Under
+    `tf.config.experimental.enable_op_determinism()` TensorFlow refuses to
+    read the clock: `instrument` then returns the dataset unchanged and the
+    callback logs nothing.
+
+    Example:
+    ```python
+    wait = myol_keras.callbacks.InputWait()
+    model.fit(wait.instrument(ds), epochs=10, callbacks=[wait, EMATargetUpdate(0.996)])
+    ```
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._waited = None
+        self._batches = None
+        self._start = None
+        self._checked = False
+        self.enabled = True
+
+    def instrument(self, dataset):
+        """`dataset` with the timing stage appended (same elements, same order)."""
+        if not isinstance(dataset, tf.data.Dataset):
+            raise ValueError(f"InputWait.instrument needs a tf.data.Dataset. Received: {type(dataset).__name__}")
+        if tf.distribute.has_strategy():
+            raise ValueError("InputWait.instrument must be called outside strategy.scope(): its counters are "
+                             "host variables that the input pipeline updates")
+        try:
+            tf.timestamp()
+        except tf.errors.FailedPreconditionError:  # "Timestamp cannot be called when determinism is enabled"
+            self.enabled = False
+            return dataset
+        if self._waited is None:
+            with tf.init_scope():
+                self._waited = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="input_wait_seconds")
+                self._batches = tf.Variable(0, dtype=tf.int64, trainable=False, name="input_wait_batches")
+        waited, batches = self._waited, self._batches
+
+        @tf.autograph.experimental.do_not_convert
+        def request_time(_):
+            return tf.timestamp()
+
+        @tf.autograph.experimental.do_not_convert
+        def record(requested, element):
+            with tf.control_dependencies(tf.nest.flatten(element)):
+                seconds = tf.timestamp() - requested
+            with tf.control_dependencies([waited.assign_add(seconds), batches.assign_add(1)]):
+                return tf.nest.map_structure(tf.identity, element)
+
+        # The zip calls its inputs in order, in the consumer's thread: the clock first, then the pipeline.
+        clock = tf.data.Dataset.from_tensors(tf.constant(0, tf.int8)).repeat().map(request_time)
+        options = tf.data.Options()
+        # Else tf.data may add a prefetch after this stage, which would then time a background thread.
+        options.experimental_optimization.inject_prefetch = False
+        return tf.data.Dataset.zip((clock, dataset)).map(record).with_options(options)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        import time
+
+        if self._waited is not None:
+            self._waited.assign(0.0)
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._checked or not self.enabled:
+            return
+        self._checked = True
+        if self._batches is None or int(self._batches.numpy()) == 0:
+            raise ValueError("InputWait saw no batch: pass the training dataset through its instrument() method "
+                             "(model.fit(wait.instrument(ds), callbacks=[wait]))")
+
+    def on_epoch_end(self, epoch, logs=None):
+        import time
+
+        if logs is None or self._start is None or self._waited is None or not self.enabled:
+            return
+        elapsed = max(time.perf_counter() - self._start, 1e-9)
+        logs["input_bound_percent"] = 100.0 * min(float(self._waited.numpy()) / elapsed, 1.0)
+
+
 class FaultPoint(keras.callbacks.Callback):
     """SIGKILL at a point of `fit` named by `MYOL_KERAS_FAULT` (see `myol_keras.faults`).
 

@@ -80,7 +80,9 @@ for _field in config_lib.fields():
 for _names, _rule in config_lib.CROSS_RULES:
     _define_cross_check(_names, _rule)
 flags.DEFINE_list("eval", [], "Evaluations to run on the export after pre-training: linear, knn, attack, semisup, "
-                  "transfer (METHODS §3; results go to the run's results.json).")
+                  "transfer (METHODS §3; results go to the run's results.json), random_init (linear and kNN of a "
+                  "randomly initialised encoder of the same architecture next to the trained one's, printed as a "
+                  "table).")
 flags.DEFINE_string("eval_dataset", "", "Labelled dataset for --eval (default: the pre-training dataset).")
 flags.DEFINE_integer("probe_epochs", 100, "Linear-probe epochs for --eval (100 in the protocol).", lower_bound=1)
 
@@ -135,6 +137,19 @@ def run():
                                   data_dir=config.data_dir if FLAGS.eval_dataset else None,
                                   probe_epochs=FLAGS.probe_epochs, download=config.download)
         print(f"{PROG}: evaluations {', '.join(results)} written to {plan.run.results_path}")
+        from myol_keras import report
+
+        written = report.render_report(plan.run.path)
+        plots = ", ".join(sorted(os.path.basename(p) for p in written["plots"].values()))
+        print(f"{PROG}: report {written['report']} (plots/: {plots})")
+        if "random_init" in results:
+            from myol_keras.evaluation import random_init
+
+            rows = random_init.comparison_rows(results["linear"], results["knn"], results["random_init"],
+                                               label=f"trained ({config.method}, {config.epochs} epochs)")
+            print(f"{PROG}: what pre-training bought ({results['linear']['dataset']} test split, "
+                  f"linear probe {FLAGS.probe_epochs} epochs, kNN k={results['knn']['k']}):")
+            print(random_init.format_comparison(rows))
     return 0
 
 

@@ -4,10 +4,15 @@
 
 For each run directory: pre-training curves from `history.csv` (loss, the
 collapse monitor `z_std`, learning rate and EMA tau), the accuracy under attack
-against epsilon from the attack records of `results.json`, and a 2-D map of
-test-image embeddings coloured by class (PCA; `--embedding_map=tsne` for
-t-SNE on at most 2,000 points) from the sample the linear probe keeps
-(`embedding_sample.npz`). The results table has one row per run. With several
+against epsilon from the attack records of `results.json`, and what the
+encoder learned: the linear-probe and kNN top-1 of the trained encoder next to
+a randomly initialised one of the same architecture (`--eval=random_init`), a
+2-D map of test-image embeddings coloured by class (PCA; `--embedding_map=tsne`
+for t-SNE on at most 2,000 points) from the sample the linear probe keeps
+(`embedding_sample.npz`), and beside it a retrieval grid: a few test images,
+each with its nearest training images by cosine similarity of the embeddings,
+neighbours of another class framed in red (`retrieval_sample.npz`, kept by
+the linear probe and kNN). The results table has one row per run. With several
 runs, the curves are drawn side by side (one line per run).
 """
 
@@ -50,12 +55,17 @@ def read_history(run_dir):
     return columns
 
 
+def _run_settings(run_dir):
+    """The settings in a run's config.json: the `PretrainConfig` dict (older runs: under "flags")."""
+    config = rundir.read_json(os.path.join(run_dir, rundir.CONFIG_FILE), default={})
+    return config.get("flags") or config
+
+
 def summarize_run(run_dir):
     """One table row (an ordered dict of column -> value) for a run directory."""
     from myol_keras.evaluation.features import read_results
 
-    config = rundir.read_json(os.path.join(run_dir, rundir.CONFIG_FILE), default={})
-    flag_values = config.get("flags", {})
+    flag_values = _run_settings(run_dir)
     history = read_history(run_dir)
     row = {
         "run": os.path.basename(os.path.normpath(run_dir)),
@@ -83,6 +93,9 @@ def summarize_run(run_dir):
         row["linear top-5"] = latest["linear"]["top5"]
     if "knn" in latest:
         row["kNN top-1"] = latest["knn"]["top1"]
+    if "random_init" in latest:
+        row["random-init linear top-1"] = latest["random_init"]["linear"]["top1"]
+        row["random-init kNN top-1"] = latest["random_init"]["knn"]["top1"]
     for key in sorted(latest):
         record = latest[key]
         if key.startswith("semisup") or key.startswith("transfer"):
@@ -206,6 +219,71 @@ def plot_embedding(run_dir, path, method="pca"):
     return path
 
 
+def plot_retrieval(run_dir, path):
+    """Grid of test images (left) and their nearest training images, wrong-class ones framed in red.
+
+    Draws the run's `retrieval_sample.npz` (`evaluation.retrieval`): one row
+    per query, its top-k training neighbours by cosine similarity, most similar
+    first, each captioned with its class and similarity. Without labels
+    nothing is framed. Returns the path, or None when the run has no sample.
+    """
+    from myol_keras.evaluation import retrieval
+
+    sample = retrieval.load_retrieval_sample(run_dir)
+    if sample is None or not len(sample["query_index"]):
+        return None
+    has_labels = bool(sample["has_labels"])
+    queries, k = sample["neighbour_index"].shape
+    plt = _plt()
+    fig, axes = plt.subplots(queries, k + 1, figsize=(1.25 * (k + 1) + 0.3, 1.4 * queries + 1.1), squeeze=False)
+
+    def show(ax, image, caption, colour, width):
+        ax.imshow(image, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_edgecolor(colour)
+            spine.set_linewidth(width)
+        ax.set_title(caption, fontsize=7, color=colour if colour == "red" else "black", pad=2)
+
+    for i in range(queries):
+        label = f"class {sample['query_labels'][i]}" if has_labels else f"test #{sample['query_index'][i]}"
+        show(axes[i, 0], sample["query_images"][i], f"query: {label}", "royalblue", 2.5)
+        for j in range(k):
+            wrong = bool(sample["wrong"][i, j])
+            caption = f"cos {sample['similarity'][i, j]:.2f}"
+            if has_labels:
+                caption = f"{sample['neighbour_labels'][i, j]} · {caption}"
+            show(axes[i, j + 1], sample["neighbour_images"][i, j], caption, "red" if wrong else "lightgray",
+                 3.0 if wrong else 0.8)
+    name = os.path.basename(os.path.normpath(run_dir))
+    fig.suptitle(f"{name}: nearest training images", fontsize=9)
+    legend = (f"Left: a test image ({'one per class' if has_labels else 'the first ones'}). Right: its {k} nearest "
+              f"of {int(sample['gallery_size'])} training images by cosine similarity of the embeddings, most "
+              "similar first.")
+    if has_labels:
+        wrong = int(np.sum(sample["wrong"]))
+        legend += f"\nRed frame: a neighbour of another class ({wrong} of {queries * k})."
+    fig.text(0.5, 0.01, legend, ha="center", va="bottom", fontsize=6.5, wrap=True)
+    fig.tight_layout(rect=(0, 0.04 if has_labels else 0.03, 1, 0.98), h_pad=1.0)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def learned_table(run_dir):
+    """Markdown rows of the trained vs random-init comparison of a run (`random_init.comparison_from_results`)."""
+    from myol_keras.evaluation import random_init
+    from myol_keras.evaluation.features import read_results
+
+    flag_values = _run_settings(run_dir)
+    label = "trained"
+    if flag_values.get("method"):
+        label = f"trained ({flag_values['method']}, {flag_values.get('epochs', '?')} epochs)"
+    rows = random_init.comparison_from_results(read_results(run_dir), label)
+    return [{k: (f"{100 * v:.1f} %" if isinstance(v, float) else v) for k, v in row.items()} for row in rows]
+
+
 def render_report(run_dirs, output_dir=None, *, embedding_map="pca"):
     """Write `report.md` and its plots; returns {"report", "plots", "rows"}.
 
@@ -231,9 +309,12 @@ def render_report(run_dirs, output_dir=None, *, embedding_map="pca"):
     plots = {}
     plots["training"] = plot_training(run_dirs, os.path.join(plot_dir, "training.png"))
     plots["attack"] = plot_attacks(run_dirs, os.path.join(plot_dir, "attack_vs_eps.png"))
+    learned = {}
     for d in run_dirs:
         name = os.path.basename(os.path.normpath(d))
         plots[f"embedding {name}"] = plot_embedding(d, os.path.join(plot_dir, f"embedding_{name}.png"), embedding_map)
+        plots[f"retrieval {name}"] = plot_retrieval(d, os.path.join(plot_dir, f"retrieval_{name}.png"))
+        learned[name] = learned_table(d)
     plots = {k: v for k, v in plots.items() if v}
     lines = ["# myol_keras report", "", "## Results", "", markdown_table(rows), ""]
     titles = {"training": "Pre-training: loss, collapse monitor, learning rate and tau",
@@ -241,8 +322,25 @@ def render_report(run_dirs, output_dir=None, *, embedding_map="pca"):
     if plots:
         lines += ["## Plots", ""]
     for key, path in plots.items():
-        lines += [f"### {titles.get(key, key.replace('embedding ', 'Embedding map: '))}", "",
-                  f"![{key}]({os.path.relpath(path, output_dir)})", ""]
+        if key in titles:
+            lines += [f"### {titles[key]}", "", f"![{key}]({os.path.relpath(path, output_dir)})", ""]
+    for name, table in learned.items():
+        shown = [k for k in (f"embedding {name}", f"retrieval {name}") if k in plots]
+        if not table and not shown:
+            continue
+        lines += [f"## What {name} learned", ""]
+        if table:
+            lines += ["Linear probe and kNN top-1 on the test split, next to a randomly initialised encoder of "
+                      "the same architecture (the same probes):", "", markdown_table(table), ""]
+        if shown:
+            lines += [" ".join(f"![{k}]({os.path.relpath(plots[k], output_dir)})" for k in shown), ""]
+            captions = {f"embedding {name}": "the test embeddings in 2-D, coloured by class",
+                        f"retrieval {name}": "test images with their nearest training images by cosine similarity "
+                                             "of the embeddings (a red frame: a neighbour of another class)"}
+            if len(shown) == 2:
+                lines += [f"Left: {captions[shown[0]]}. Right: {captions[shown[1]]}.", ""]
+            else:
+                lines += [captions[shown[0]][0].upper() + captions[shown[0]][1:] + ".", ""]
     report = rundir.atomic_write(os.path.join(output_dir, REPORT_FILE), "\n".join(lines))
     return {"report": report, "plots": plots, "rows": rows}
 

@@ -279,7 +279,7 @@ def _compile_model(config, plan, strategy):
     return model, policy, reason
 
 
-def _callbacks(config, plan, backup, chief):
+def _callbacks(config, plan, backup, chief, input_wait):
     import keras
 
     from myol_keras import callbacks as callbacks_lib
@@ -293,6 +293,7 @@ def _callbacks(config, plan, backup, chief):
                                       in_step=config.steps_per_execution > 1),
         callbacks_lib.LearningRateLogger(),
         callbacks_lib.Throughput(config.batch_size),
+        input_wait,  # input_bound_percent: the share of the epoch spent waiting for the next batch
         keras.callbacks.TerminateOnNaN(raise_error=True),
     ]
     if chief:
@@ -307,6 +308,7 @@ def _callbacks(config, plan, backup, chief):
 def _fit_and_export(config, plan, model, strategy, policy, reason):
     import tensorflow as tf
 
+    from myol_keras import callbacks as callbacks_lib
     from myol_keras import checkpoint
     from myol_keras import distribute
     from myol_keras import faults
@@ -340,11 +342,12 @@ def _fit_and_export(config, plan, model, strategy, policy, reason):
         print(f"{PROG}: resuming {run.path} after epoch {start_epoch}")
     print(f"{PROG}: precision {policy} ({reason}); {plan.num_images} images, {plan.steps_per_epoch} steps/epoch"
           + (f"; {strategy.num_replicas_in_sync} replicas" if strategy.num_replicas_in_sync > 1 else ""))
-    dataset = build_dataset(config, plan, type(model), start_epoch=start_epoch)
+    input_wait = callbacks_lib.InputWait()
+    dataset = input_wait.instrument(build_dataset(config, plan, type(model), start_epoch=start_epoch))
     if start_epoch < config.epochs:
         try:
             model.fit(dataset, epochs=config.epochs, initial_epoch=start_epoch, steps_per_epoch=plan.steps_per_epoch,
-                      callbacks=_callbacks(config, plan, backup, chief), verbose=config.verbose,
+                      callbacks=_callbacks(config, plan, backup, chief, input_wait), verbose=config.verbose,
                       shuffle=False)  # the tf.data pipeline shuffles
         except tf.errors.OpError as e:
             if not distribute.is_multi_worker(strategy):

@@ -37,6 +37,22 @@ def test_knn_vote_on_a_hand_made_example():
                                [math.exp(cos[0] / 0.1), 0.0], rtol=1e-6)
 
 
+def test_linear_probe_head_is_float32_whatever_the_global_policy():
+    # main --eval probes in the process that pre-trained, possibly under mixed_bfloat16.
+    import keras
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64")
+    runs = []
+    for policy in ("mixed_bfloat16", "float32"):
+        keras.mixed_precision.set_global_policy(policy)
+        runs.append(linear_probe.train_linear_classifier(x, y, x, y, 2, epochs=2, batch_size=16, eval_every=1,
+                                                         verbose=False))
+    np.testing.assert_array_equal(runs[0]["kernel"], runs[1]["kernel"])
+    assert runs[0]["top1"] == runs[1]["top1"]
+
+
 def test_knn_accuracy_separable_clusters():
     rng = np.random.default_rng(0)
     centres = np.eye(4, 8) * 5
@@ -161,9 +177,13 @@ def test_sweep_plan_scales_epochs_with_batch_size():
     (lambda: __import__("myol_keras.sweep").sweep.sweep_plan([256, 1]), r"batch size 1 is below 2"),
     (lambda: __import__("myol_keras.report").report.render_report([]), r"no run directory given"),
     (lambda: __import__("myol_keras.evaluation.features").evaluation.features.load_export(""), r"no encoder export"),
+    (lambda: __import__("myol_keras.evaluation.random_init").evaluation.random_init.random_init_evaluate(
+        "nowhere", epochs=0), r"Received: epochs=0"),
+    (lambda: __import__("myol_keras.evaluation.retrieval").evaluation.retrieval.nearest_neighbours(
+        np.ones((1, 2)), np.ones((3, 2)), k=0), r"Received: k=0"),
 ], ids=["probe_epochs", "probe_lr", "probe_feature_batch", "knn_k", "knn_temperature", "semisup_fraction",
         "semisup_epochs", "attack_batch", "attack_steps", "attack_eps", "transfer_mode", "embed_batch", "sweep_batch",
-        "report_runs", "no_export"])
+        "report_runs", "no_export", "random_init_epochs", "retrieval_k"])
 def test_library_functions_raise_value_error_not_usage_error(call, match):
     # Checked before anything is loaded ("nowhere" does not exist), with a plain ValueError a
     # Python caller can catch; only the tools' main() turns it into one line and exit 2.

@@ -138,8 +138,10 @@ def test_bad_inputs_are_one_line_with_exit_status_2(case, pretrained, tmp_path, 
     ("myol_keras.embed", ["--saved_model=x", "--images=y", "--output=e.txt"], r"flag --output=e.txt: give a .npy path"),
     ("myol_keras.sweep", ["--batch_sizes=256,1"], r"flag --batch_sizes=256,1: 1 is not an integer >= 2 \(BatchNorm needs two images\)"),
     ("myol_keras.report", [], r"pass at least one run directory"),
+    ("myol_keras.evaluation.random_init", ["--saved_model=x", "--epochs=0"], r"flag --epochs=0: 0 is not a positive"),
 ], ids=["probe_batch", "probe_lr", "probe_required", "knn_temperature", "semisup_fraction", "semisup_unreadable",
-        "attack_steps", "attack_space", "transfer_pairs", "embed_output", "sweep_batch", "report_runs"])
+        "attack_steps", "attack_space", "transfer_pairs", "embed_output", "sweep_batch", "report_runs",
+        "random_init_epochs"])
 def test_flag_errors_are_caught_by_absl_in_one_line_with_exit_status_2(tool, argv, match, capsys, tmp_path,
                                                                           monkeypatch):
     import importlib

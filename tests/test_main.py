@@ -153,3 +153,51 @@ def _compare_export_with_in_process_backbone(args, run_dir, version_dir, npz_pat
     backbone = export.load_backbone(str(version_dir.parent))
     np.testing.assert_allclose(backbone(normalised, training=False).numpy(), expected, atol=1e-5)
     cli.FLAGS.unparse_flags()
+
+
+def test_quick_start_ends_with_the_trained_vs_random_init_table(tmp_path, capsys):
+    # The quick start's evaluations on a tiny run: digits, width 4, two steps, a 2-epoch probe.
+    import keras
+
+    from myol_keras import training
+    from myol_keras.evaluation import random_init
+
+    flagfile = ROOT / "flags" / "quickstart.cfg"
+    args = [f"--flagfile={flagfile}", "--width=4", "--image_size=16", "--batch_size=16", "--epochs=1",
+            "--steps_per_epoch=2", "--warmup_epochs=0", "--projector_hidden_dim=32", "--projection_dim=16",
+            "--predictor_hidden_dim=32", "--precision=float32", "--probe_epochs=2", "--seed=3",
+            f"--run_dir={tmp_path}/runs", f"--export_dir={tmp_path}/saved_models"]
+    status, out, err = run_main_in_process(args, capsys)
+    assert status == 0, err[-3000:]
+    run_dir = tmp_path / "runs" / "quickstart"
+
+    lines = out.splitlines()
+    top = next(i for i, line in enumerate(lines) if line.startswith("encoder"))
+    assert lines[top].split() == ["encoder", "linear", "top-1", "kNN", "top-1"]
+    rows = {line.split("  ")[0].strip(): line.split() for line in lines[top + 2:top + 4]}
+    assert set(rows) == {"trained (myol, 1 epochs)", "random init (seed 3)"}
+    for cells in rows.values():
+        assert cells[-1] == cells[-3] == "%"
+        assert all(0.0 <= float(v) <= 100.0 for v in (cells[-4], cells[-2]))
+
+    records = json.loads((run_dir / "results.json").read_text())
+    assert [r["evaluation"] for r in records] == ["linear", "knn", "random_init"]
+    baseline = records[-1]
+    assert baseline["init_seed"] == 3 and 0.0 <= baseline["linear"]["top1"] <= 1.0
+    assert 0.0 <= baseline["knn"]["top1"] <= 1.0 and baseline["protocol"]["linear"]["epochs"] == 2
+    assert random_init.comparison_from_results(records)[1]["linear top-1"] == baseline["linear"]["top1"]
+
+    text = (run_dir / "report.md").read_text()
+    assert "## What quickstart learned" in text and "plots/retrieval_quickstart.png" in text
+    assert (run_dir / "plots" / "retrieval_quickstart.png").exists()
+    with open(run_dir / "history.csv") as f:
+        history = list(csv.DictReader(f))
+    assert 0.0 <= float(history[0]["input_bound_percent"]) <= 100.0
+
+    # The random-init encoder is the pre-training's starting point: the same seed-controlled weights.
+    config = cli.config_from_flags()
+    keras.utils.set_random_seed(config.seed)
+    initial = training.build_model(config, training.plan_run(config)).backbone.get_weights()
+    again, _, _ = random_init.random_init_backbone(baseline["encoder"])
+    assert all(np.array_equal(a, b) for a, b in zip(initial, again.get_weights()))
+    cli.FLAGS.unparse_flags()

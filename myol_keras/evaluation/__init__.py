@@ -7,6 +7,9 @@ dict that is also appended to the run's `results.json`:
 * `knn.knn_evaluate` (k = 200, T = 0.1) and the `knn.KNNMonitor` callback
 * `semisup.semisup_evaluate` (§3.2), `transfer.transfer_evaluate` (§3.3)
 * `attack.attack_evaluate` (§3.4, FGSM / PGD, pixel or faithful space)
+* `random_init.random_init_evaluate`: the linear probe and kNN of a randomly
+  initialised encoder of the same architecture, the baseline that shows what
+  pre-training bought (`random_init.comparison_rows`)
 
 `run_evaluations` chains them after pre-training (`main --eval=linear,knn,attack`).
 They share `common` (linear head, cosine schedule, top-k, the features cache)
@@ -15,7 +18,7 @@ progress line, `results.json`); every image goes through
 `myol_keras.preprocessing.evaluation_transform`.
 """
 
-EVALUATIONS = ("linear", "knn", "attack", "semisup", "transfer")
+EVALUATIONS = ("linear", "knn", "attack", "semisup", "transfer", "random_init")
 
 
 def run_evaluations(export_dir, evaluations, dataset="", data_dir=None, *, probe_epochs=100, download=True,
@@ -26,14 +29,16 @@ def run_evaluations(export_dir, evaluations, dataset="", data_dir=None, *, probe
     Args:
         export_dir: the encoder export (`saved_models/<name>` or a version directory).
         evaluations: names from `EVALUATIONS`; "attack" trains the linear probe first if
-            "linear" is not in the list (it attacks the probe's classifier).
+            "linear" is not in the list (it attacks the probe's classifier);
+            "random_init" runs "linear" and "knn" too (it is their baseline).
         dataset, data_dir: labelled data (default: the export's pre-training dataset).
         probe_epochs: linear-probe epochs (100 in the protocol).
         attack_space: "pixel" or "normalized_clip01".
         label_fractions: semi-supervised label fractions.
         transfer_targets: transfer targets (default: the paper's list).
         transfer_mode: "linear" or "finetune".
-        **kwargs: passed to the linear probe (e.g. batch_size, max_train_images).
+        **kwargs: passed to the linear probe (e.g. batch_size, max_train_images), and
+            those it shares with it to the random-init baseline.
 
     Raises:
         ValueError: an unknown evaluation name (the message lists the valid ones).
@@ -49,8 +54,12 @@ def run_evaluations(export_dir, evaluations, dataset="", data_dir=None, *, probe
     unknown = [e for e in names if e not in EVALUATIONS]
     if unknown:
         raise ValueError(f"unknown evaluation(s) {', '.join(unknown)}; choose from: {', '.join(EVALUATIONS)}")
-    from myol_keras.evaluation import attack, knn, linear_probe, semisup, transfer
+    from myol_keras.evaluation import attack, knn, linear_probe, random_init, semisup, transfer
 
+    if "random_init" in names:
+        names += [e for e in ("linear", "knn") if e not in names]
+    # The data caps of the probe apply to kNN and the baseline too: the same features, extracted once.
+    caps = {k: v for k, v in kwargs.items() if k in ("feature_batch_size", "max_train_images", "max_test_images")}
     cache = {}
     results = {}
     if "linear" in names or "attack" in names:
@@ -58,7 +67,12 @@ def run_evaluations(export_dir, evaluations, dataset="", data_dir=None, *, probe
                                                       download=download, cache=cache, verbose=verbose, **kwargs)
     if "knn" in names:
         results["knn"] = knn.knn_evaluate(export_dir, dataset, data_dir, download=download, cache=cache,
-                                          verbose=verbose)
+                                          verbose=verbose, **caps)
+    if "random_init" in names:
+        shared = {k: v for k, v in kwargs.items() if k in ("batch_size", "lr", "eval_every", "seed")}
+        results["random_init"] = random_init.random_init_evaluate(export_dir, dataset, data_dir, epochs=probe_epochs,
+                                                                   download=download, verbose=verbose, **shared, **caps)
+    cache.clear()  # the features of the trained encoder are not needed after this point
     if "attack" in names:
         results["attack"] = attack.attack_evaluate(results["linear"]["classifier"], dataset, data_dir,
                                                    attack_space=attack_space, download=download, verbose=verbose)

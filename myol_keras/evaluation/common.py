@@ -7,6 +7,8 @@
 * `encoder_features`: train and test features of an encoder export, extracted
   once through its `serving_default` endpoint and reusable through a cache
   dict (the linear probe and kNN of one `run_evaluations` share it);
+  `labelled_features` does the same for any embedding function (the
+  random-init baseline's in-process encoder);
 * `resolve_dataset`, `count_classes`: which labelled data, how many classes;
 * `check_positive_ints`, `check_positive`: argument checks with `ValueError`.
 
@@ -67,8 +69,8 @@ def topk_accuracy(scores, labels, ks=(1, 5)):
     return out
 
 
-def build_linear_head(feature_dim, num_classes, seed=0, name="linear_head"):
-    """`Dense(C)` with torch's `nn.Linear` initialisation U(-1/sqrt(D), 1/sqrt(D))."""
+def build_linear_head(feature_dim, num_classes, seed=0, name="linear_head", dtype=None):
+    """`Dense(C)` with torch's `nn.Linear` initialisation U(-1/sqrt(D), 1/sqrt(D)) (`dtype`: its dtype policy)."""
     import keras
 
     bound = 1.0 / math.sqrt(feature_dim)
@@ -77,6 +79,7 @@ def build_linear_head(feature_dim, num_classes, seed=0, name="linear_head"):
         kernel_initializer=keras.initializers.RandomUniform(-bound, bound, seed=seed),
         bias_initializer=keras.initializers.RandomUniform(-bound, bound, seed=seed + 1),
         name=name,
+        dtype=dtype,
     )
 
 
@@ -126,8 +129,8 @@ def encoder_features(saved_model, dataset="", data_dir=None, *, download=True, f
 
     Returns:
         dict with train_features, train_labels, test_features, test_labels, info,
-        num_classes, dataset, data_dir, encoder (the version directory), run_dir
-        and extract_seconds.
+        num_classes, retrieval (`labelled_features`), dataset, data_dir, encoder
+        (the version directory), run_dir and extract_seconds.
 
     Raises:
         FileNotFoundError: no export at `saved_model`.
@@ -144,16 +147,45 @@ def encoder_features(saved_model, dataset="", data_dir=None, *, download=True, f
     start = time.perf_counter()
     encoder = features.load_export(version_dir, expect="encoder")
     out = {"dataset": dataset, "data_dir": data_dir, "encoder": version_dir, "run_dir": encoder.run_dir}
-    for split, cap in (("train", max_train_images), ("test", max_test_images)):
-        images, labels, info = features.load_labelled_arrays(dataset, split, data_dir, download, cap or None)
-        out[f"{split}_features"] = features.extract_features(
-            encoder.serve_uint8, images, feature_batch_size, f"features ({dataset} {split})", verbose=verbose
-        )
-        out[f"{split}_labels"] = labels
-        out["info"] = info
-    out["num_classes"] = count_classes(out["info"], out["train_labels"], out["test_labels"])
+    out.update(labelled_features(encoder.serve_uint8, dataset, data_dir, download=download,
+                                 feature_batch_size=feature_batch_size, max_train_images=max_train_images,
+                                 max_test_images=max_test_images, verbose=verbose))
     out["extract_seconds"] = time.perf_counter() - start
     if cache is not None:
         cache["key"] = key
         cache["features"] = out
+    return out
+
+
+def labelled_features(embed, dataset, data_dir=None, *, download=True, feature_batch_size=256, max_train_images=0,
+                      max_test_images=0, verbose=True):
+    """Features of the train and test splits of a labelled dataset under `embed`, and a retrieval sample.
+
+    Args:
+        embed: uint8 images `[n, H, W, 3]` -> features (or a dict with "embedding"),
+            e.g. `LoadedExport.serve_uint8`.
+        dataset, data_dir: the labelled data.
+        feature_batch_size: images per call of `embed`.
+        max_train_images, max_test_images: caps (0: all).
+
+    Returns:
+        dict with train_features, train_labels, test_features, test_labels, info,
+        num_classes and retrieval: a few test images with their nearest training
+        images (`retrieval.retrieval_sample`), kept for the report while the
+        pixels are at hand.
+    """
+    from myol_keras.evaluation import features
+    from myol_keras.evaluation import retrieval
+
+    out, images = {}, {}
+    for split, cap in (("train", max_train_images), ("test", max_test_images)):
+        images[split], out[f"{split}_labels"], out["info"] = features.load_labelled_arrays(
+            dataset, split, data_dir, download, cap or None)
+        out[f"{split}_features"] = features.extract_features(
+            embed, images[split], feature_batch_size, f"features ({dataset} {split})", verbose=verbose
+        )
+    out["num_classes"] = count_classes(out["info"], out["train_labels"], out["test_labels"])
+    out["retrieval"] = retrieval.retrieval_sample(
+        images["test"], out["test_features"], images["train"], out["train_features"],
+        query_labels=out["test_labels"], gallery_labels=out["train_labels"])
     return out

@@ -84,6 +84,7 @@ def knn_evaluate(saved_model, dataset="", data_dir=None, *, k=200, temperature=0
     ```
     """
     from myol_keras.evaluation import features
+    from myol_keras.evaluation import retrieval
 
     common.check_positive_ints(k=k)
     common.check_positive(temperature=temperature)
@@ -107,6 +108,7 @@ def knn_evaluate(saved_model, dataset="", data_dir=None, *, k=200, temperature=0
         "seconds": time.perf_counter() - start,
     }
     result["results_file"] = features.append_result(feats["run_dir"], result)
+    retrieval.save_retrieval_sample(feats["run_dir"], feats.get("retrieval"))  # the report's neighbour grid
     return result
 
 

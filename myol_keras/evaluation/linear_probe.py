@@ -72,7 +72,9 @@ def train_linear_classifier(
     steps_per_epoch = math.ceil(len(train_features) / batch_size)
     total_steps = steps_per_epoch * epochs
     keras.utils.set_random_seed(seed)
-    head = common.build_linear_head(train_features.shape[1], num_classes, seed=seed)
+    # float32 whatever the global policy: after a mixed-precision pre-training in the same process
+    # (main --eval) the head would otherwise train in bf16/fp16 and give other numbers than the tool.
+    head = common.build_linear_head(train_features.shape[1], num_classes, seed=seed, dtype="float32")
     model = keras.Sequential([keras.Input((train_features.shape[1],)), head])
     model.compile(
         optimizer=keras.optimizers.SGD(common.cosine_schedule(lr, total_steps), momentum=momentum,
@@ -185,7 +187,8 @@ def linear_probe(saved_model, dataset="", data_dir=None, *, epochs=100, batch_si
         cache: optional dict; filled with the extracted features so kNN can reuse them
             (`common.encoder_features`).
 
-    The record is appended to the run's `results.json`.
+    The record is appended to the run's `results.json`; the run directory also
+    keeps a sample of test embeddings and a retrieval sample for the report.
 
     Raises:
         ValueError: a bad argument (checked before anything is loaded), a classifier
@@ -199,6 +202,7 @@ def linear_probe(saved_model, dataset="", data_dir=None, *, epochs=100, batch_si
     ```
     """
     from myol_keras.evaluation import features
+    from myol_keras.evaluation import retrieval
 
     common.check_positive_ints(epochs=epochs, batch_size=batch_size, eval_every=eval_every)
     common.check_positive(lr=lr)
@@ -235,6 +239,7 @@ def linear_probe(saved_model, dataset="", data_dir=None, *, epochs=100, batch_si
     result["seconds"] = time.perf_counter() - start
     result["results_file"] = features.append_result(feats["run_dir"], result)
     features.save_embedding_sample(feats["run_dir"], feats["test_features"], feats["test_labels"])
+    retrieval.save_retrieval_sample(feats["run_dir"], feats.get("retrieval"))
     return result
 
 
