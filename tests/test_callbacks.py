@@ -19,6 +19,22 @@ from myol_keras.callbacks import InputWait
 STEPS = 6
 
 
+@pytest.fixture(autouse=True)
+def no_op_determinism():
+    # A `--deterministic` run earlier in the same pytest process leaves op determinism on (it is
+    # process-wide), and under it InputWait logs nothing by design; these tests need the clock.
+    # TF exports only `enable_op_determinism`; its query and its inverse live in tf.python.
+    from tensorflow.python.framework import config as tf_config
+
+    was_enabled = tf_config.is_op_determinism_enabled()
+    tf_config.disable_op_determinism()
+    yield
+    if was_enabled:
+        tf_config.enable_op_determinism()
+    else:
+        tf_config.disable_op_determinism()
+
+
 def _model(steps_per_execution=1):
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse", steps_per_execution=steps_per_execution)
@@ -93,13 +109,8 @@ def test_instrument_refuses_a_strategy_scope_and_other_inputs():
             wait.instrument(_dataset())
 
 
-def test_under_op_determinism_the_dataset_is_left_alone(monkeypatch):
-    # With enable_op_determinism() (process-wide, so not switched on here) tf.timestamp raises this error;
-    # test_config's deterministic pretrain runs the real thing.
-    def refuse():
-        raise tf.errors.FailedPreconditionError(None, None, "Timestamp cannot be called when determinism is enabled")
-
-    monkeypatch.setattr(tf, "timestamp", refuse)
+def test_under_op_determinism_the_dataset_is_left_alone():
+    tf.config.experimental.enable_op_determinism()  # switched back off by the fixture
     ds = tf.data.Dataset.range(3)
     wait = InputWait()
     assert wait.instrument(ds) is ds and not wait.enabled
