@@ -131,6 +131,53 @@ def steps_for(task, args):
     return {"train_step": args.steps, "end_to_end": args.e2e_steps, "augment": args.augment_batches}[task["part"]]
 
 
+def forward_macs(depth=18, width=64, image_size=32, projector_hidden=2048, projection=128):
+    """Multiply-accumulates of one image through ResNet-18/34 (basic blocks) + projector + predictor.
+
+    The convolutions of the `backbones.ResNet` / torchvision network with the
+    MYOL stem (3x3 s1; the 64-px stem's max-pool halves the side first),
+    counted as k*k*c_in*c_out*h_out*w_out; the heads as two Dense layers each.
+    ResNet-18, width 64, CIFAR stem, 32 px: 0.556 GMAC (1.11 GFLOP).
+    """
+    if depth not in (18, 34):
+        return None
+    blocks = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}[depth]
+    side = image_size
+    macs = 9 * 3 * width * side * side  # conv1
+    if image_size >= 64:
+        side = -(-side // 2)  # the max-pool
+    c_in = width
+    for stage, n in enumerate(blocks):
+        c_out = width * 2 ** stage
+        for b in range(n):
+            stride = 2 if (stage > 0 and b == 0) else 1
+            side_out = -(-side // stride)
+            macs += 9 * c_in * c_out * side_out * side_out + 9 * c_out * c_out * side_out * side_out
+            if stride != 1 or c_in != c_out:
+                macs += c_in * c_out * side_out * side_out  # 1x1 downsample
+            c_in, side = c_out, side_out
+    feature = c_in
+    heads = feature * projector_hidden + projector_hidden * projection  # projector
+    heads += projection * projector_hidden + projector_hidden * projection  # predictor
+    return macs + heads
+
+
+def train_flops_per_image(method, depth=18, width=64, image_size=32):
+    """Approximate FLOPs of one training step per source image (2 FLOPs per MAC).
+
+    An online pass counts 3 forward-equivalents (forward, gradient of the
+    input, gradient of the weights), a target pass 1: BYOL has 2 online + 2
+    target passes (8 forwards: ≈ 8.9 GFLOP at ResNet-18 width 64, 32 px),
+    MYOL one more online pass for the mixed batch (11 forwards: ≈ 12.2 GFLOP).
+    Element-wise work (BatchNorm, ReLU, the optimizer, the EMA) is not counted.
+    """
+    macs = forward_macs(depth, width, image_size)
+    passes = {"byol": 2 * 3 + 2, "myol": 3 * 3 + 2}.get(method)
+    if macs is None or passes is None:
+        return None
+    return 2.0 * macs * passes
+
+
 def load_images(args):
     """uint8 NHWC numpy images: the npz's x_train, or random ones."""
     import numpy as np
