@@ -136,8 +136,9 @@ def ratio_table(ratios):
             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in ratios:
         tflops = f"{r['ours_tflops']:.3f}" if r.get("ours_tflops") else "–"
+        ours = r["ours_precision"] + ("" if r.get("ours_worker", "ours") == "ours" else f" ({r['ours_worker']})")
         rows.append(
-            f"| {r['part']} | {r['method'] or '–'} | {r['views']} | {r['ours_precision']} | {r['ours']:.1f} | "
+            f"| {r['part']} | {r['method'] or '–'} | {r['views']} | {ours} | {r['ours']:.1f} | "
             f"{tflops} | {r['reference_config']} | {r['reference']:.1f} | "
             f"**{r['ratio']:.2f}×** | {r['paired_min']:.2f} – {r['paired_max']:.2f} | {r['target']} |"
         )
@@ -160,6 +161,11 @@ def build_parser():
     parser.add_argument("--steps_per_execution", type=int, default=1, help="ours: diagnostic only")
     parser.add_argument("--ema", choices=["callback", "off"], default="callback", help="ours: diagnostic only")
     parser.add_argument("--pipeline", choices=["cli", "pretrain_pipeline"], default="cli", help="ours: augment pipeline")
+    parser.add_argument("--stack_views", choices=["on", "off"], default="on",
+                        help="ours: one forward pass over the stacked views (on, the default) or one per view")
+    parser.add_argument("--also_per_view", action="store_true",
+                        help="a second worker of ours with --stack_views=off, alternated with the others: "
+                             "the stacked-views lever measured side by side")
     parser.add_argument("--log_dir", default="", help="worker logs (default: a temporary directory)")
     return parser
 
@@ -181,13 +187,18 @@ def main(argv=None):
                  f"--steps_per_execution={args.steps_per_execution}", f"--ema={args.ema}",
                  f"--pipeline={args.pipeline}"]
     ours_argv += ["--jit_compile"] if args.jit_compile else []
+    ours_variants = [("ours", args.stack_views)]
+    if args.also_per_view and args.stack_views == "on":
+        ours_variants.append(("ours per-view", "off"))
     references = [(args.torch_precision, args.channels_last)]
     for name in common.split(args.extra_references):
         config = parse_reference(name)
         if config not in references:
             references.append(config)
     print(f"workers' logs: {log_dir}", file=sys.stderr)
-    ours = Worker("ours", ours_argv, log_dir)
+    ours_workers = [Worker(name, ours_argv + [f"--stack_views={stack}"], log_dir, file_name=name.replace(" ", "_"))
+                    for name, stack in ours_variants]
+    ours = ours_workers[0]
     refs = []
     try:
         for precision, channels_last in references:
@@ -197,14 +208,16 @@ def main(argv=None):
             argv += ["--channels_last"] if channels_last else []
             refs.append(Worker(label, argv, log_dir, file_name=label.replace(" ", "_").replace("+", "_")))
     except Exception:
-        for w in [ours, *refs]:
+        for w in [*ours_workers, *refs]:
             w.close()
         raise
     results, ratios = [], []
     try:
         for task in common.tasks(args):
             label = f"{task['part']} {task['method'] or ''} views={task['views'] or 2}"
-            workers = [ours] + (refs[:1] if task["part"] == "augment" else refs)
+            workers = [ours] if task["part"] == "augment" else list(ours_workers)
+            mine = list(workers)
+            workers += refs[:1] if task["part"] == "augment" else refs
             setups = {}
             for w in workers:
                 t0 = time.perf_counter()
@@ -224,34 +237,38 @@ def main(argv=None):
             records = {}
             for w in workers:
                 info = setups[w.name]
-                library = "myol_keras" if w is ours else "torch_reference"
+                library = "myol_keras" if w in mine else "torch_reference"
                 rec = common.result_record(library, info["task"], info["precision"], reps[w.name],
                                            {"setup_seconds": round(info["setup_seconds"], 2), **info["describe"]})
                 rec["peak_rss_mb"] = rss[w.name]
                 records[w.name] = rec
                 results.append(rec)
-            o = records["ours"]["images_per_second"]
             views = records["ours"]["views"]
-            ours_precision = records["ours"]["precision"]
             flops = (common.train_flops_per_image(task["method"], args.depth, args.width, args.image_size)
                      if task["part"] != "augment" else None)
-            for w in workers[1:]:
-                f = records[w.name]["images_per_second"]
+            pairs = [(m, w) for m in mine for w in workers if w not in mine]
+            pairs += [(m, ours) for m in mine[1:]]  # ours / ours per-view: the lever's effect
+            for m, w in pairs:
+                o, f = records[m.name]["images_per_second"], records[w.name]["images_per_second"]
                 paired = [(a["images"] / a["seconds"]) / (b["images"] / b["seconds"])
-                          for a, b in zip(reps["ours"], reps[w.name])]
+                          for a, b in zip(reps[m.name], reps[w.name])]
+                ours_precision = records[m.name]["precision"]
+                reference_config = (records[w.name]["precision"] if w not in mine
+                                    else f"{w.name} ({records[w.name]['precision']})")
                 ratios.append({
-                    "part": task["part"], "method": task["method"], "views": views,
-                    "ours_precision": ours_precision, "reference_config": records[w.name]["precision"],
+                    "part": task["part"], "method": task["method"], "views": views, "ours_worker": m.name,
+                    "ours_precision": ours_precision, "reference_config": reference_config,
                     "ours": o["median"], "reference": f["median"], "ratio": o["median"] / f["median"],
                     "paired_ratios": paired, "paired_min": min(paired), "paired_max": max(paired),
                     "paired_median": statistics.median(paired),
                     "train_gflop_per_image": flops / 1e9 if flops else None,
                     "ours_tflops": o["median"] * flops / 1e12 if flops else None,
                     "reference_tflops": f["median"] * flops / 1e12 if flops else None,
-                    "target": target_for(task["part"], views, ours_precision, records[w.name]["precision"]),
+                    "target": (target_for(task["part"], views, ours_precision, records[w.name]["precision"])
+                               if w not in mine else "–"),
                 })
     finally:
-        for w in [ours, *refs]:
+        for w in [*ours_workers, *refs]:
             w.close()
 
     meta = {"ours": ours.hello, "reference": refs[0].hello, "references": {w.name: w.hello for w in refs},
@@ -269,6 +286,10 @@ def main(argv=None):
         variant.append(f"ours with steps_per_execution={args.steps_per_execution} (EMA once per execution: not the algorithm)")
     if args.ema == "off":
         variant.append("ours WITHOUT the EMA callback (diagnostic)")
+    if args.stack_views == "off":
+        variant.append("ours with one forward pass per view (--stack_views=off)")
+    if len(ours_workers) > 1:
+        variant.append("a second worker of ours with one forward pass per view ('ours per-view')")
     if variant:
         print(f"**Variant**: {'; '.join(variant)}")
     print(f"**References**: {', '.join(w.name for w in refs)}  ")

@@ -335,6 +335,7 @@ def build_parser():
     parser.add_argument("--jit_compile", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--steps_per_execution", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--ema", default="callback", help=argparse.SUPPRESS)
+    parser.add_argument("--stack_views", default="on", help=argparse.SUPPRESS)
     return parser
 
 

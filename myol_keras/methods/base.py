@@ -289,16 +289,18 @@ class BootstrapMethod(keras.Model):
 
     def online_forward(self, images, training=True):
         """`(z, p)`: online projection and prediction (None without predictor)."""
-        z = self.projector(self.backbone(images, training=training), training=training)
-        if self.predictor is None:
-            return z, None
-        p = self.predictor(z, training=training)
-        return z, p
+        with tf.name_scope("online"):  # names the ops in traces (benchmarks/profile_step.py)
+            z = self.projector(self.backbone(images, training=training), training=training)
+            if self.predictor is None:
+                return z, None
+            p = self.predictor(z, training=training)
+            return z, p
 
     def target_forward(self, images):
         """Target projection of one view: training-mode BN, no gradient."""
-        h = self.target_backbone(images, training=True)
-        return tf.stop_gradient(self.target_projector(h, training=True))
+        with tf.name_scope("target"):
+            h = self.target_backbone(images, training=True)
+            return tf.stop_gradient(self.target_projector(h, training=True))
 
     def _per_view(self, forward, images):
         """`forward` of each batch in `images`: one stacked pass with per-view BN, or one pass each."""
