@@ -166,6 +166,10 @@ def build_parser():
     parser.add_argument("--also_per_view", action="store_true",
                         help="a second worker of ours with --stack_views=off, alternated with the others: "
                              "the stacked-views lever measured side by side")
+    parser.add_argument("--inter_op_threads", type=int, default=0, help="ours: TensorFlow's inter-op threads")
+    parser.add_argument("--ours_variant", action="append", default=[],
+                        help="another worker of ours with these throughput.py options (space-separated), e.g. "
+                             "'--inter_op_threads=1'; repeatable; each lever measured side by side")
     parser.add_argument("--log_dir", default="", help="worker logs (default: a temporary directory)")
     return parser
 
@@ -187,17 +191,20 @@ def main(argv=None):
                  f"--steps_per_execution={args.steps_per_execution}", f"--ema={args.ema}",
                  f"--pipeline={args.pipeline}"]
     ours_argv += ["--jit_compile"] if args.jit_compile else []
-    ours_variants = [("ours", args.stack_views)]
+    ours_argv += [f"--inter_op_threads={args.inter_op_threads}"]
+    ours_variants = [("ours", [f"--stack_views={args.stack_views}"])]
     if args.also_per_view and args.stack_views == "on":
-        ours_variants.append(("ours per-view", "off"))
+        ours_variants.append(("ours per-view", ["--stack_views=off"]))
+    for extra in args.ours_variant:
+        ours_variants.append((f"ours {extra.strip()}", [f"--stack_views={args.stack_views}", *extra.split()]))
     references = [(args.torch_precision, args.channels_last)]
     for name in common.split(args.extra_references):
         config = parse_reference(name)
         if config not in references:
             references.append(config)
     print(f"workers' logs: {log_dir}", file=sys.stderr)
-    ours_workers = [Worker(name, ours_argv + [f"--stack_views={stack}"], log_dir, file_name=name.replace(" ", "_"))
-                    for name, stack in ours_variants]
+    ours_workers = [Worker(name, ours_argv + extra, log_dir, file_name=f"ours_{i}")
+                    for i, (name, extra) in enumerate(ours_variants)]
     ours = ours_workers[0]
     refs = []
     try:
@@ -288,8 +295,10 @@ def main(argv=None):
         variant.append("ours WITHOUT the EMA callback (diagnostic)")
     if args.stack_views == "off":
         variant.append("ours with one forward pass per view (--stack_views=off)")
+    if args.inter_op_threads:
+        variant.append(f"ours with {args.inter_op_threads} inter-op thread(s)")
     if len(ours_workers) > 1:
-        variant.append("a second worker of ours with one forward pass per view ('ours per-view')")
+        variant.append("more workers of ours: " + ", ".join(w.name for w in ours_workers[1:]))
     if variant:
         print(f"**Variant**: {'; '.join(variant)}")
     print(f"**References**: {', '.join(w.name for w in refs)}  ")

@@ -336,6 +336,7 @@ def build_parser():
     parser.add_argument("--steps_per_execution", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--ema", default="callback", help=argparse.SUPPRESS)
     parser.add_argument("--stack_views", default="on", help=argparse.SUPPRESS)
+    parser.add_argument("--inter_op_threads", type=int, default=0, help=argparse.SUPPRESS)
     return parser
 
 

@@ -182,6 +182,7 @@ class KerasBench:
             "augment_on": self.args.augment_on,
             "pipeline": self.args.pipeline,
             "stack_views": self.args.stack_views,
+            "inter_op_threads": self.args.inter_op_threads,
             "num_images": self.num_images,
         }
 
@@ -238,6 +239,9 @@ def build_parser():
                              "as the CLI's --augment_on")
     parser.add_argument("--ema", choices=["callback", "off"], default="callback",
                         help="off: drop EMATargetUpdate (diagnostic: measures the callback's cost)")
+    parser.add_argument("--inter_op_threads", type=int, default=0,
+                        help="TensorFlow's inter-op threads (0: TensorFlow's default, one per core), set before "
+                             "the first op; 1 runs one op at a time, each on every core")
     parser.add_argument("--stack_views", choices=["on", "off"], default="on",
                         help="on (the library default): one forward pass over a step's views with per-view "
                              "BatchNorm; off: one pass per view, as the reference code")
@@ -249,8 +253,13 @@ def build_parser():
 
 def main(argv=None):
     args = common.apply_smoke(build_parser().parse_args(argv))
+    if args.inter_op_threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
     extra = {"variant": {"jit_compile": args.jit_compile, "steps_per_execution": args.steps_per_execution,
-                         "ema": args.ema, "augment_on": args.augment_on, "stack_views": args.stack_views}}
+                         "ema": args.ema, "augment_on": args.augment_on, "stack_views": args.stack_views,
+                         "inter_op_threads": args.inter_op_threads}}
     if args.serve:
         common.serve(LIBRARY, versions(), args, make_bench)
         return None
