@@ -306,14 +306,16 @@ def run_standalone(library, versions, args, make_bench, extra_meta=None, stream=
         bench = make_bench(task, args)
         bench.warmup()
         setup_seconds = time.perf_counter() - t0
-        reps = [bench.rep() for _ in range(args.reps)]
+        reps = [timed_rep(bench) for _ in range(args.reps)]
         record = result_record(library, bench.task, bench.precision, reps,
                                {"setup_seconds": round(setup_seconds, 2), **bench.describe()})
         results.append(record)
         bench.close()
         s = record["images_per_second"]
         print(f"[{library}] {task['part']} {task['method'] or ''} views={record['views']}: "
-              f"{s['median']:.1f} images/s (setup {setup_seconds:.1f} s)", file=sys.stderr, flush=True)
+              f"{s['median']:.1f} images/s (setup {setup_seconds:.1f} s); reps "
+              + ", ".join(f"{r['images'] / r['seconds']:.1f} ({r['cpu_cores_used']} cores)" for r in reps),
+              file=sys.stderr, flush=True)
     m["load_average_after"] = [round(x, 2) for x in load_average()]
     print("\n".join(header_lines(m)), file=stream)
     print("", file=stream)
@@ -321,6 +323,20 @@ def run_standalone(library, versions, args, make_bench, extra_meta=None, stream=
     payload = {"meta": m, "results": results}
     write_json(args.output, payload)
     return payload
+
+
+def timed_rep(bench):
+    """`bench.rep()` plus the cores this process kept busy meanwhile and when it ended.
+
+    About 2 on a quiet 2-core machine for a train step; well below it, something
+    else took CPU time during the repetition.
+    """
+    cpu0, wall0 = os.times(), time.perf_counter()
+    rep = bench.rep()
+    cpu1, wall = os.times(), time.perf_counter() - wall0
+    rep["cpu_cores_used"] = round(((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / wall, 2)
+    rep["finished_utc"] = time.strftime("%H:%M:%S", time.gmtime())
+    return rep
 
 
 def serve(library, versions, args, make_bench):
@@ -347,7 +363,7 @@ def serve(library, versions, args, make_bench):
                 reply({"ok": True, "setup_seconds": time.perf_counter() - t0,
                        "precision": bench.precision, "task": bench.task, "describe": bench.describe()})
             elif command["cmd"] == "rep":
-                rep = bench.rep()
+                rep = timed_rep(bench)
                 reply({"ok": True, "rep": rep, "peak_rss_mb": list(peak_rss_mb())})
             elif command["cmd"] == "quit":
                 reply({"ok": True})

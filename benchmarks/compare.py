@@ -239,8 +239,9 @@ def main(argv=None):
                     reps[w.name].append(answer["rep"])
                     rss[w.name] = answer["peak_rss_mb"]
                     rate = answer["rep"]["images"] / answer["rep"]["seconds"]
-                    print(f"[{label}] rep {r + 1}/{args.reps} {w.name}: {rate:.1f} images/s",
-                          file=sys.stderr, flush=True)
+                    print(f"[{label}] rep {r + 1}/{args.reps} {w.name}: {rate:.1f} images/s "
+                          f"({answer['rep'].get('cpu_cores_used')} cores busy, "
+                          f"ended {answer['rep'].get('finished_utc')} UTC)", file=sys.stderr, flush=True)
             records = {}
             for w in workers:
                 info = setups[w.name]
