@@ -161,11 +161,11 @@ def build_parser():
     parser.add_argument("--steps_per_execution", type=int, default=1, help="ours: diagnostic only")
     parser.add_argument("--ema", choices=["callback", "off"], default="callback", help="ours: diagnostic only")
     parser.add_argument("--pipeline", choices=["cli", "pretrain_pipeline"], default="cli", help="ours: augment pipeline")
-    parser.add_argument("--stack_views", choices=["on", "off"], default="on",
-                        help="ours: one forward pass over the stacked views (on, the default) or one per view")
+    parser.add_argument("--stack_views", choices=["on", "off"], default="off",
+                        help="ours: one forward pass over the stacked views (on) or one per view (off, the default)")
     parser.add_argument("--also_per_view", action="store_true",
-                        help="a second worker of ours with --stack_views=off, alternated with the others: "
-                             "the stacked-views lever measured side by side")
+                        help="with --stack_views=on: a second worker of ours with --stack_views=off, alternated "
+                             "with the others: the stacked-views lever measured side by side")
     parser.add_argument("--inter_op_threads", type=int, default=0, help="ours: TensorFlow's inter-op threads")
     parser.add_argument("--ours_variant", action="append", default=[],
                         help="another worker of ours with these throughput.py options (space-separated), e.g. "
@@ -294,8 +294,8 @@ def main(argv=None):
         variant.append(f"ours with steps_per_execution={args.steps_per_execution} (EMA once per execution: not the algorithm)")
     if args.ema == "off":
         variant.append("ours WITHOUT the EMA callback (diagnostic)")
-    if args.stack_views == "off":
-        variant.append("ours with one forward pass per view (--stack_views=off)")
+    if args.stack_views == "on":
+        variant.append("ours with one forward pass over the stacked views (--stack_views=on)")
     if args.inter_op_threads:
         variant.append(f"ours with {args.inter_op_threads} inter-op thread(s)")
     if len(ours_workers) > 1:

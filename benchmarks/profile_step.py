@@ -5,8 +5,8 @@
     python benchmarks/profile_step.py --smoke        # plumbing check only
 
 For each variant (`stacked`: one forward pass over the stacked views with
-per-view BatchNorm, the library default; `per_view`: one pass per view, as the
-reference) the script builds the step exactly as `throughput.py` does
+per-view BatchNorm, `stack_views=True`; `per_view`: one pass per view, as the
+reference and the library default) the script builds the step exactly as `throughput.py` does
 (`model.fit`, the CLI's callbacks, one batch of views in memory), runs one
 untimed step, then `--steps` steps under
 
@@ -246,7 +246,7 @@ def build_parser():
     parser.add_argument("--onednn_log", default="", help="where oneDNN's verbose log goes (default: a temp file)")
     # throughput.py's options, at their CLI defaults
     parser.set_defaults(parts="train_step", steps=2, warmup_steps=0, jit_compile=False, steps_per_execution=1,
-                        augment_on="host", ema="callback", pipeline="cli", stack_views="on")
+                        augment_on="host", ema="callback", pipeline="cli", stack_views="off")
     return parser
 
 

@@ -242,9 +242,9 @@ def build_parser():
     parser.add_argument("--inter_op_threads", type=int, default=0,
                         help="TensorFlow's inter-op threads (0: TensorFlow's default, one per core), set before "
                              "the first op; 1 runs one op at a time, each on every core")
-    parser.add_argument("--stack_views", choices=["on", "off"], default="on",
-                        help="on (the library default): one forward pass over a step's views with per-view "
-                             "BatchNorm; off: one pass per view, as the reference code")
+    parser.add_argument("--stack_views", choices=["on", "off"], default="off",
+                        help="on: one forward pass over a step's views with per-view BatchNorm; off (the library "
+                             "default): one pass per view, as the reference code")
     parser.add_argument("--pipeline", choices=["cli", "pretrain_pipeline"], default="cli",
                         help="augment part: the CLI's own input pipeline (myol_keras.training.build_dataset), or "
                              "data.pretrain_pipeline + make_view_fn")

@@ -14,12 +14,15 @@ each section of `METHODS.md` adds a term to BYOL. The base owns:
   stateless per-step seeds for the mixing randomness;
 * loss trackers and the collapse monitor `z_std`.
 
-**Stacked views** (`stack_views=True`, the default): the views of a step go
+**Stacked views** (`stack_views=True`, opt-in): the views of a step go
 through each network in one forward pass, stacked along the batch axis, with
 BatchNorm statistics per view (`batchnorm.view_groups`): the same outputs,
 gradients and moving statistics as one pass per view (METHODS §1.4, tested to
-float tolerance), in half the convolution calls or fewer. `stack_views=False`
-runs one pass per view, as the reference code does.
+float tolerance), in half the convolution calls or fewer. The default,
+`stack_views=False`, runs one pass per view, as the reference code does: on
+the 2-core avx512_bf16 CPU of issue 17 the stacked pass did not measurably
+speed the step up (docs/PERFORMANCE.md); it is there for hardware where
+larger convolutions pay.
 
 Two optional fast paths leave the algorithm unchanged:
 
@@ -64,7 +67,7 @@ class BootstrapMethod(keras.Model):
         seed: integer seed of the stateless mixing randomness.
         stack_views: run the views of a step through each network in one
             forward pass with per-view BatchNorm statistics (same results as
-            one pass per view, faster); False: one pass per view.
+            one pass per view); False (the default): one pass per view.
     """
 
     #: names of the loss terms a subclass returns besides "loss".
@@ -88,7 +91,7 @@ class BootstrapMethod(keras.Model):
         predictor_hidden_dim=2048,
         weight_decay=0.0,
         seed=0,
-        stack_views=True,
+        stack_views=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
