@@ -230,3 +230,27 @@ def test_train_flops_per_image_counts_the_passes_of_each_method():
     assert byol == pytest.approx(8.92e9, rel=1e-2)  # 2 online passes x 3 + 2 target passes
     assert myol / byol == pytest.approx(11 / 8)  # one more online pass
     assert common.train_flops_per_image("simclr") is None and common.forward_macs(50) is None
+
+
+def test_profile_step_reads_onednn_lines_and_names_the_parts_of_a_step():
+    profile = _load("profile_step")
+    lines = [
+        "onednn_verbose,v1,primitive,exec,cpu,convolution,brg_conv_fwd:avx512_core_bf16,forward_training,"
+        "src:bf16::blocked:acdb::f0 wei:bf16:a:blocked:AcdB64a2b::f0 dst:bf16::blocked:acdb::f0,,"
+        "alg:convolution_direct,mb128_ic64oc64_ih32oh32kh3sh1dh0ph1_iw32ow32kw3sw1dw0pw1,2.5",
+        "onednn_verbose,v1,primitive,exec,cpu,reorder,jit:uni,undef,"
+        "src:bf16::blocked:cdba::f0 dst:bf16::blocked:AcdB64a2b::f0,,,64x64x3x3,0.5",
+        "onednn_verbose,v1,primitive,exec,cpu,convolution,brg_conv_fwd:avx512_core_bf16,forward_training,"
+        "src:bf16::blocked:acdb::f0,,,mb128,1.5",
+        "not a oneDNN line",
+    ]
+    parsed = profile.parse_onednn(lines)
+    assert parsed["total_ms"] == pytest.approx(4.5)
+    assert parsed["primitives"][0] == ["convolution", "forward_training", "brg_conv_fwd:avx512_core_bf16", 2, 4.0]
+    assert parsed["reorders"] == [["bf16 cdba", "bf16 AcdB64a2b", 1, 0.5]]
+    assert profile.op_category("_MklNativeConv2DBackpropFilter") == "conv backward (weights)"
+    assert profile.op_category("_MklNativeFusedBatchNormEx") == "batchnorm forward"
+    assert profile.op_part("StatefulPartitionedCall/target/res_net_1/conv1/convolution") == "target forward"
+    assert profile.op_part("StatefulPartitionedCall/gradient_tape/online_1/res_net/conv1/Conv2DBackpropFilter") \
+        == "online backward"
+    assert profile.op_part("StatefulPartitionedCall/sgd/Mul_3").startswith("optimizer")
