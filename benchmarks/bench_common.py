@@ -131,6 +131,53 @@ def steps_for(task, args):
     return {"train_step": args.steps, "end_to_end": args.e2e_steps, "augment": args.augment_batches}[task["part"]]
 
 
+def forward_macs(depth=18, width=64, image_size=32, projector_hidden=2048, projection=128):
+    """Multiply-accumulates of one image through ResNet-18/34 (basic blocks) + projector + predictor.
+
+    The convolutions of the `backbones.ResNet` / torchvision network with the
+    MYOL stem (3x3 s1; the 64-px stem's max-pool halves the side first),
+    counted as k*k*c_in*c_out*h_out*w_out; the heads as two Dense layers each.
+    ResNet-18, width 64, CIFAR stem, 32 px: 0.556 GMAC (1.11 GFLOP).
+    """
+    if depth not in (18, 34):
+        return None
+    blocks = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}[depth]
+    side = image_size
+    macs = 9 * 3 * width * side * side  # conv1
+    if image_size >= 64:
+        side = -(-side // 2)  # the max-pool
+    c_in = width
+    for stage, n in enumerate(blocks):
+        c_out = width * 2 ** stage
+        for b in range(n):
+            stride = 2 if (stage > 0 and b == 0) else 1
+            side_out = -(-side // stride)
+            macs += 9 * c_in * c_out * side_out * side_out + 9 * c_out * c_out * side_out * side_out
+            if stride != 1 or c_in != c_out:
+                macs += c_in * c_out * side_out * side_out  # 1x1 downsample
+            c_in, side = c_out, side_out
+    feature = c_in
+    heads = feature * projector_hidden + projector_hidden * projection  # projector
+    heads += projection * projector_hidden + projector_hidden * projection  # predictor
+    return macs + heads
+
+
+def train_flops_per_image(method, depth=18, width=64, image_size=32):
+    """Approximate FLOPs of one training step per source image (2 FLOPs per MAC).
+
+    An online pass counts 3 forward-equivalents (forward, gradient of the
+    input, gradient of the weights), a target pass 1: BYOL has 2 online + 2
+    target passes (8 forwards: ≈ 8.9 GFLOP at ResNet-18 width 64, 32 px),
+    MYOL one more online pass for the mixed batch (11 forwards: ≈ 12.2 GFLOP).
+    Element-wise work (BatchNorm, ReLU, the optimizer, the EMA) is not counted.
+    """
+    macs = forward_macs(depth, width, image_size)
+    passes = {"byol": 2 * 3 + 2, "myol": 3 * 3 + 2}.get(method)
+    if macs is None or passes is None:
+        return None
+    return 2.0 * macs * passes
+
+
 def load_images(args):
     """uint8 NHWC numpy images: the npz's x_train, or random ones."""
     import numpy as np
@@ -259,14 +306,16 @@ def run_standalone(library, versions, args, make_bench, extra_meta=None, stream=
         bench = make_bench(task, args)
         bench.warmup()
         setup_seconds = time.perf_counter() - t0
-        reps = [bench.rep() for _ in range(args.reps)]
+        reps = [timed_rep(bench) for _ in range(args.reps)]
         record = result_record(library, bench.task, bench.precision, reps,
                                {"setup_seconds": round(setup_seconds, 2), **bench.describe()})
         results.append(record)
         bench.close()
         s = record["images_per_second"]
         print(f"[{library}] {task['part']} {task['method'] or ''} views={record['views']}: "
-              f"{s['median']:.1f} images/s (setup {setup_seconds:.1f} s)", file=sys.stderr, flush=True)
+              f"{s['median']:.1f} images/s (setup {setup_seconds:.1f} s); reps "
+              + ", ".join(f"{r['images'] / r['seconds']:.1f} ({r['cpu_cores_used']} cores)" for r in reps),
+              file=sys.stderr, flush=True)
     m["load_average_after"] = [round(x, 2) for x in load_average()]
     print("\n".join(header_lines(m)), file=stream)
     print("", file=stream)
@@ -274,6 +323,20 @@ def run_standalone(library, versions, args, make_bench, extra_meta=None, stream=
     payload = {"meta": m, "results": results}
     write_json(args.output, payload)
     return payload
+
+
+def timed_rep(bench):
+    """`bench.rep()` plus the cores this process kept busy meanwhile and when it ended.
+
+    About 2 on a quiet 2-core machine for a train step; well below it, something
+    else took CPU time during the repetition.
+    """
+    cpu0, wall0 = os.times(), time.perf_counter()
+    rep = bench.rep()
+    cpu1, wall = os.times(), time.perf_counter() - wall0
+    rep["cpu_cores_used"] = round(((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / wall, 2)
+    rep["finished_utc"] = time.strftime("%H:%M:%S", time.gmtime())
+    return rep
 
 
 def serve(library, versions, args, make_bench):
@@ -300,7 +363,7 @@ def serve(library, versions, args, make_bench):
                 reply({"ok": True, "setup_seconds": time.perf_counter() - t0,
                        "precision": bench.precision, "task": bench.task, "describe": bench.describe()})
             elif command["cmd"] == "rep":
-                rep = bench.rep()
+                rep = timed_rep(bench)
                 reply({"ok": True, "rep": rep, "peak_rss_mb": list(peak_rss_mb())})
             elif command["cmd"] == "quit":
                 reply({"ok": True})

@@ -23,7 +23,7 @@ runs, with no artificial slow-downs and no speed-ups it lacks:
 * MYOL: per-sample `np.random.beta(alpha, alpha, B)` (alpha 2), `torch.randperm`,
   `lam x1 + (1 - lam) x2[idx]`, a separate online forward of the mixture, the
   raw target projections mixed the same way;
-* eager float32, torch's default threads; SGD lr 0.05 momentum 0.9
+* eager float32 by default, torch's default threads; SGD lr 0.05 momentum 0.9
   weight_decay 1e-4 (torch's coupled L2), the per-step warm-up lr assignment;
   `loss.item()` per step (the progress bar), `zero_grad`, `backward`, `step`,
   then the parameter-wise EMA (tau 0.996) of `update_moving_average`;
@@ -31,6 +31,18 @@ runs, with no artificial slow-downs and no speed-ups it lacks:
   scale=(0.2, 1)), flip, ColorJitter(0.4, 0.4, 0.4, 0.1) p=0.8,
   RandomGrayscale(0.2), ToTensor, Normalize) on PIL images, DataLoader with 2
   workers, shuffle, drop_last; a new DataLoader iterator each epoch.
+
+The peer's best CPU configuration (issue 17) is what a PyTorch user on a
+native-bf16 CPU would write, and nothing the official code lacks beyond it:
+
+* `--torch_precision=bf16`: `torch.autocast("cpu", dtype=torch.bfloat16)`
+  around the learner's forward (all four/five network passes and the loss, as
+  AMP is used), `backward` and `step` outside it; parameters, gradients,
+  optimizer state and the EMA stay float32 (autocast's rule);
+* `--channels_last`: the whole learner (online, target, heads) converted with
+  `.to(memory_format=torch.channels_last)` once, and every input batch with
+  `.contiguous(memory_format=torch.channels_last)` (for the DataLoader's
+  batches, inside the step, as a user would).
 """
 
 import argparse
@@ -185,6 +197,25 @@ def build_loader(images, image_size, views, batch_size, workers, seed):
                       drop_last=True, generator=generator)
 
 
+TORCH_PRECISIONS = ("float32", "bf16")
+
+
+def config_name(torch_precision, channels_last):
+    """`float32`, `bf16_autocast`, `bf16_autocast+channels_last`, ...: how the tables name a configuration."""
+    name = "float32" if torch_precision == "float32" else "bf16_autocast"
+    return name + ("+channels_last" if channels_last else "")
+
+
+def _bf16_supported():
+    """Whether torch's oneDNN sees native bf16 on this CPU (None if torch cannot tell)."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return None
+
+
 class TorchBench:
     def __init__(self, task, args):
         import numpy as np
@@ -193,7 +224,9 @@ class TorchBench:
         if args.depth != 18:
             raise SystemExit("the reference is torchvision ResNet-18 only (--depth=18)")
         self.task, self.args = task, args
-        self.precision = "float32"
+        self.precision = config_name(args.torch_precision, args.channels_last)
+        self.autocast = args.torch_precision == "bf16"
+        self.memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
         np.random.seed(args.seed)
         torch.manual_seed(args.seed)
         self.images = common.load_images(args)
@@ -207,6 +240,8 @@ class TorchBench:
         task["views"] = 2
         self.learner = build_learner(task["method"], args.width, args.image_size)
         self.learner.train()
+        if args.channels_last:
+            self.learner = self.learner.to(memory_format=torch.channels_last)
         self.lr0, self.step_count, self.steps_per_epoch = 0.05, 0, max(len(self.images) // args.batch_size, 1)
         self.optimizer = torch.optim.SGD(
             [p for p in self.learner.parameters() if p.requires_grad],
@@ -215,7 +250,8 @@ class TorchBench:
         if task["part"] == "train_step":
             g = torch.Generator().manual_seed(args.seed)
             shape = (args.batch_size, 3, args.image_size, args.image_size)
-            self.views = (torch.randn(shape, generator=g), torch.randn(shape, generator=g))
+            self.views = tuple(torch.randn(shape, generator=g).contiguous(memory_format=self.memory_format)
+                               for _ in range(2))
         else:
             self.loader = build_loader(self.images, args.image_size, 2, args.batch_size, args.workers, args.seed)
 
@@ -223,14 +259,21 @@ class TorchBench:
         import torch
 
         return {"torch_threads": torch.get_num_threads(), "workers": self.args.workers,
-                "num_images": len(self.images)}
+                "num_images": len(self.images), "torch_precision": self.args.torch_precision,
+                "channels_last": self.args.channels_last, "torch_bf16_supported": _bf16_supported()}
 
     def _step(self, x1, x2):
+        import torch
+
         # per-step warm-up lr (train.py sets the param-group lr every iteration)
         k, warm = self.step_count, 10 * self.steps_per_epoch
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr0 * min(1.0, (k + 1) / warm)
-        loss = self.learner(x1, x2)
+        if self.args.channels_last:  # a no-op for the train_step part's fixed tensors
+            x1 = x1.contiguous(memory_format=torch.channels_last)
+            x2 = x2.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+            loss = self.learner(x1, x2)
         loss.item()  # the progress bar's running loss
         self.optimizer.zero_grad()
         loss.backward()
@@ -283,17 +326,25 @@ def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_common_args(parser)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (2 in the issue's protocol)")
+    parser.add_argument("--torch_precision", choices=TORCH_PRECISIONS, default="float32",
+                        help="float32 (the official code) or bf16 (torch.autocast('cpu', torch.bfloat16) around the "
+                             "forward passes)")
+    parser.add_argument("--channels_last", action="store_true",
+                        help="learner and inputs in torch.channels_last memory format")
     # accepted (and ignored) so compare.py can pass one command line to both
     parser.add_argument("--jit_compile", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--steps_per_execution", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--ema", default="callback", help=argparse.SUPPRESS)
+    parser.add_argument("--stack_views", default="on", help=argparse.SUPPRESS)
+    parser.add_argument("--inter_op_threads", type=int, default=0, help=argparse.SUPPRESS)
     return parser
 
 
 def main(argv=None):
     args = common.apply_smoke(build_parser().parse_args(argv))
     if args.precision != "float32":
-        print(f"note: the reference always runs eager float32 (--precision={args.precision} ignored)", file=sys.stderr)
+        print(f"note: --precision={args.precision} is ours; the reference's is --torch_precision "
+              f"({args.torch_precision})", file=sys.stderr)
     if args.serve:
         common.serve(LIBRARY, versions(), args, make_bench)
         return None

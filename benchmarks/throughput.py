@@ -87,7 +87,7 @@ class KerasBench:
         # train_step and end_to_end of one method share one model (and its
         # traced train function): building and tracing is most of a smoke run.
         key = (task["method"], args.depth, args.width, args.image_size, args.batch_size, policy,
-               args.jit_compile, args.steps_per_execution)
+               args.jit_compile, args.steps_per_execution, args.stack_views)
         cached = _MODEL_CACHE.get(key) if task["part"] != "augment" else None
         if cached is None:
             _MODEL_CACHE.clear()
@@ -140,6 +140,8 @@ class KerasBench:
 
         if cached is None:
             self.model = training.build_model(config, self.plan)
+            if hasattr(self.model, "stack_views"):
+                self.model.stack_views = args.stack_views == "on"  # read when the step is traced
             schedule = schedules.WarmupSchedule(
                 config.lr, steps_per_epoch, config.warmup_epochs, config.warmup_mode,
                 config.lr_schedule, steps_per_epoch * config.epochs,
@@ -179,6 +181,8 @@ class KerasBench:
             "ema": self.args.ema,
             "augment_on": self.args.augment_on,
             "pipeline": self.args.pipeline,
+            "stack_views": self.args.stack_views,
+            "inter_op_threads": self.args.inter_op_threads,
             "num_images": self.num_images,
         }
 
@@ -235,6 +239,12 @@ def build_parser():
                              "as the CLI's --augment_on")
     parser.add_argument("--ema", choices=["callback", "off"], default="callback",
                         help="off: drop EMATargetUpdate (diagnostic: measures the callback's cost)")
+    parser.add_argument("--inter_op_threads", type=int, default=0,
+                        help="TensorFlow's inter-op threads (0: TensorFlow's default, one per core), set before "
+                             "the first op; 1 runs one op at a time, each on every core")
+    parser.add_argument("--stack_views", choices=["on", "off"], default="off",
+                        help="on: one forward pass over a step's views with per-view BatchNorm; off (the library "
+                             "default): one pass per view, as the reference code")
     parser.add_argument("--pipeline", choices=["cli", "pretrain_pipeline"], default="cli",
                         help="augment part: the CLI's own input pipeline (myol_keras.training.build_dataset), or "
                              "data.pretrain_pipeline + make_view_fn")
@@ -243,8 +253,13 @@ def build_parser():
 
 def main(argv=None):
     args = common.apply_smoke(build_parser().parse_args(argv))
+    if args.inter_op_threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
     extra = {"variant": {"jit_compile": args.jit_compile, "steps_per_execution": args.steps_per_execution,
-                         "ema": args.ema, "augment_on": args.augment_on}}
+                         "ema": args.ema, "augment_on": args.augment_on, "stack_views": args.stack_views,
+                         "inter_op_threads": args.inter_op_threads}}
     if args.serve:
         common.serve(LIBRARY, versions(), args, make_bench)
         return None

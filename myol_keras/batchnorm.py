@@ -24,18 +24,72 @@ only swaps the arithmetic where the fused kernel applies:
   differently named class could not load checkpoints written before it).
 * Mixed precision: the kernel takes float16/bfloat16 activations with float32
   statistics, so nothing is upcast to a float32 copy of the activations.
+* **Stacked views** (`view_groups(k)`): inside the block, a training-mode call
+  treats its batch as k equal views stacked along the batch axis and
+  normalises each view with its own batch moments, updating the moving
+  statistics exactly as k sequential calls would (view 1's statistics first,
+  then view 2's on top, ...). A network can then run all the views of a step
+  in one forward pass with the per-view BatchNorm the reference has
+  (METHODS §1.4, DESIGN §4.2). The fused path splits the batch (an alias,
+  no copy), runs the kernel once per view with the previous view's running
+  statistics as its input — the same arithmetic as k calls — and
+  concatenates the outputs.
 
 Example:
 ```python
 bn = myol_keras.batchnorm.BatchNormalization(momentum=0.9, epsilon=1e-5)
 y = bn(np.random.rand(8, 4, 4, 16).astype("float32"), training=True)
+with myol_keras.batchnorm.view_groups(2):  # rows 0-3 and 4-7: two views
+    y = bn(np.random.rand(8, 4, 4, 16).astype("float32"), training=True)
 ```
 """
+
+import contextlib
+import threading
 
 import keras
 import tensorflow as tf
 
 _FUSED_DTYPES = ("float32", "float16", "bfloat16")
+_VIEW_GROUPS = threading.local()
+
+
+@contextlib.contextmanager
+def view_groups(num_views):
+    """Within the block, training-mode BatchNorm calls normalise `num_views` stacked views apart.
+
+    Every `myol_keras.batchnorm.BatchNormalization` called in training mode
+    inside the block splits its batch into `num_views` equal parts along
+    axis 0 (view 1 = the first rows) and computes each part's moments on
+    their own; the moving statistics move once per view, in view order, as
+    if each view had been its own call. Inference-mode calls (moving
+    statistics) are unaffected. The batch must divide by `num_views`.
+    It is read when a layer is called (in a `tf.function`, when it is
+    traced), so wrap the forward pass itself.
+
+    Args:
+        num_views: how many views the batch stacks (1: an ordinary call).
+
+    Example:
+    ```python
+    with view_groups(2):
+        z = network(tf.concat([view1, view2], axis=0), training=True)
+    z1, z2 = tf.split(z, 2)  # as network(view1), network(view2) one after the other
+    ```
+    """
+    if isinstance(num_views, bool) or not isinstance(num_views, int) or num_views < 1:
+        raise ValueError(f"Expected `num_views` to be a positive integer. Received: num_views={num_views!r}")
+    previous = getattr(_VIEW_GROUPS, "value", 1)
+    _VIEW_GROUPS.value = num_views
+    try:
+        yield
+    finally:
+        _VIEW_GROUPS.value = previous
+
+
+def current_view_groups():
+    """The `num_views` of the innermost `view_groups` block (1 outside any)."""
+    return getattr(_VIEW_GROUPS, "value", 1)
 
 
 @keras.saving.register_keras_serializable(package="myol_keras")
@@ -72,8 +126,35 @@ class BatchNormalization(keras.layers.BatchNormalization):
         return keras.backend.standardize_dtype(inputs.dtype) in _FUSED_DTYPES
 
     def call(self, inputs, training=None, mask=None):
+        groups = current_view_groups()
+        if groups > 1 and training and self.trainable:
+            return self._call_per_view(inputs, groups, mask)
         if not self._fused_applies(inputs, mask):
             return super().call(inputs, training=training, mask=mask)
+        return self._fused_call(inputs, bool(training and self.trainable))
+
+    def _call_per_view(self, inputs, groups, mask):
+        """Training mode on `groups` stacked views: each view's own moments, sequential running statistics."""
+        views = tf.split(inputs, groups, axis=0)
+        if not self._fused_applies(inputs, mask):
+            # Keras' own arithmetic once per view; each call assigns the moving
+            # statistics and the next reads them (ordered on the variable).
+            masks = tf.split(mask, groups, axis=0) if mask is not None else [None] * groups
+            return tf.concat(
+                [super(BatchNormalization, self).call(v, training=True, mask=m) for v, m in zip(views, masks)],
+                axis=0,
+            )
+        mean = variance = None
+        outputs = []
+        for view in views:
+            y, mean, variance = self._fused_call(view, True, mean, variance, assign=False)
+            outputs.append(y)
+        self.moving_mean.assign(tf.cast(mean, self.moving_mean.dtype))
+        self.moving_variance.assign(tf.cast(variance, self.moving_variance.dtype))
+        return tf.concat(outputs, axis=0)
+
+    def _fused_call(self, inputs, is_training, moving_mean=None, moving_variance=None, assign=True):
+        """FusedBatchNormV3 on `inputs`; with `assign=False`, `(y, new_mean, new_variance)`."""
         compute_dtype = keras.backend.standardize_dtype(self.compute_dtype)
         x = tf.convert_to_tensor(inputs)
         if keras.backend.standardize_dtype(x.dtype) != compute_dtype:
@@ -88,9 +169,9 @@ class BatchNormalization(keras.layers.BatchNormalization):
         beta = (
             tf.cast(self.beta, tf.float32) if self.center else tf.zeros((channels,), tf.float32)
         )
-        moving_mean = tf.cast(self.moving_mean, tf.float32)
-        moving_variance = tf.cast(self.moving_variance, tf.float32)
-        is_training = bool(training and self.trainable)
+        if moving_mean is None:
+            moving_mean = tf.cast(self.moving_mean, tf.float32)
+            moving_variance = tf.cast(self.moving_variance, tf.float32)
         # FusedBatchNormV3 directly: tf.nn.fused_batch_norm would raise
         # epsilon to 1.001e-5. With exponential_avg_factor f in training, the
         # kernel returns (1-f)*old + f*batch statistics, the batch variance
@@ -106,9 +187,11 @@ class BatchNormalization(keras.layers.BatchNormalization):
             data_format="NHWC",
             is_training=is_training,
         )
+        if flat:
+            y = y[:, 0, 0, :]
+        if not assign:
+            return y, new_mean, new_variance
         if is_training:
             self.moving_mean.assign(tf.cast(new_mean, self.moving_mean.dtype))
             self.moving_variance.assign(tf.cast(new_variance, self.moving_variance.dtype))
-        if flat:
-            y = y[:, 0, 0, :]
         return y

@@ -149,3 +149,79 @@ def test_weight_files_written_with_keras_batchnorm_load_into_ours(tmp_path):
     for a, b in zip(old.weights, new.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     np.testing.assert_allclose(new(x, training=False).numpy(), old(x, training=False).numpy(), atol=1e-5)
+
+
+# --- stacked views: per-view statistics in one call (issue 17) ----------------------
+
+
+def _sequential_and_stacked(shape, groups, seed, **layer_kwargs):
+    """k sequential calls on one layer, one `view_groups(k)` call on its twin: outputs, gradients, layers."""
+    from myol_keras.batchnorm import view_groups
+
+    sequential, _, weights = _pair(shape, seed)
+    stacked = BatchNormalization(momentum=MOMENTUM, epsilon=EPSILON, **layer_kwargs)
+    stacked.build(shape)
+    stacked.set_weights(weights)
+    rng = np.random.default_rng(seed + 1)
+    # views with clearly different moments, so a pooled normalisation would show
+    views = [tf.constant(rng.normal(2.0 * i, 1.0 + i, shape).astype("float32")) for i in range(groups)]
+    upstream = [tf.constant(rng.normal(size=shape).astype("float32")) for _ in range(groups)]
+
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(views)
+        seq_out = [sequential(v, training=True) for v in views]
+        seq_obj = tf.add_n([tf.reduce_sum(y * u) for y, u in zip(seq_out, upstream)])
+        with view_groups(groups):
+            out = stacked(tf.concat(views, axis=0), training=True)
+        obj = tf.reduce_sum(out * tf.concat(upstream, axis=0))
+    seq_grads = tape.gradient(seq_obj, views + [sequential.gamma, sequential.beta])
+    grads = tape.gradient(obj, views + [stacked.gamma, stacked.beta])
+    return (tf.concat(seq_out, 0), seq_grads, sequential), (out, grads, stacked)
+
+
+@pytest.mark.parametrize("shape,groups", [((6, 5, 4, 3), 2), ((16, 7), 3), ((4, 3, 3, 8), 3)])
+def test_stacked_views_equal_sequential_per_view_calls(shape, groups):
+    (seq_y, seq_g, seq_layer), (y, g, layer) = _sequential_and_stacked(shape, groups, seed=7)
+    np.testing.assert_allclose(y.numpy(), seq_y.numpy(), atol=1e-5)
+    for a, b in zip(g, seq_g):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-4, rtol=1e-5)
+    # running statistics: m <- mu m + (1 - mu) stat_1, then stat_2 on top, ... (unbiased variance)
+    np.testing.assert_allclose(layer.moving_mean.numpy(), seq_layer.moving_mean.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), seq_layer.moving_variance.numpy(), rtol=1e-6)
+
+
+def test_stacked_views_normalise_each_view_with_its_own_moments():
+    from myol_keras.batchnorm import current_view_groups, view_groups
+
+    layer = BatchNormalization(momentum=MOMENTUM, epsilon=EPSILON, center=False, scale=False)
+    x = np.concatenate([np.full((4, 2), 10.0), np.full((4, 2), -3.0)]).astype("float32")
+    x += np.random.default_rng(8).normal(size=x.shape).astype("float32")
+    with view_groups(2):
+        assert current_view_groups() == 2
+        y = layer(x, training=True).numpy()
+        # inference mode ignores the groups: moving statistics for every row
+        np.testing.assert_allclose(
+            layer(x, training=False).numpy(),
+            (x - layer.moving_mean.numpy()) / np.sqrt(layer.moving_variance.numpy() + EPSILON), atol=1e-5)
+    assert current_view_groups() == 1
+    for view in (y[:4], y[4:]):
+        np.testing.assert_allclose(view.mean(axis=0), 0.0, atol=1e-5)
+        np.testing.assert_allclose(view.std(axis=0), 1.0, atol=1e-3)
+    with pytest.raises(ValueError, match="num_views"):
+        with view_groups(0):
+            pass
+
+
+def test_stacked_views_on_the_keras_path_equal_sequential_calls():
+    # A 3-D input takes Keras' own arithmetic (not the fused kernel): the views still get their own moments.
+    from myol_keras.batchnorm import view_groups
+
+    rng = np.random.default_rng(9)
+    views = [rng.normal(3.0 * i, 1.0 + i, (4, 3, 5)).astype("float32") for i in range(2)]
+    sequential, stacked = BatchNormalization(momentum=MOMENTUM), BatchNormalization(momentum=MOMENTUM)
+    expected = np.concatenate([sequential(v, training=True).numpy() for v in views])
+    with view_groups(2):
+        got = stacked(np.concatenate(views), training=True).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_allclose(stacked.moving_mean.numpy(), sequential.moving_mean.numpy(), atol=1e-6)
+    np.testing.assert_allclose(stacked.moving_variance.numpy(), sequential.moving_variance.numpy(), rtol=1e-6)

@@ -202,3 +202,55 @@ def test_batch_size_claim_compares_the_drops_from_128_to_32():
     assert "| points | 10.00 ± 0.82 | 2.00 ± 0.82 | +8.00 ± 1.15 | holds |" in table
     assert "| 64 | 35.00 ± 1.56 (n=1) | — | — | no runs to compare |" in table  # a short run (5 epochs) is not Q1-batch
     assert "| 32 | 31.00 ± 0.58 (n=3) | 44.00 ± 0.58 (n=3) | +13.00 ± 0.82 | holds |" in table
+
+
+def test_compare_names_the_peer_configurations_and_their_targets():
+    # Issue 17: the peer in its best CPU configuration (bf16 autocast + channels_last) beside float32.
+    compare = _load("compare")
+    assert compare.parse_reference("bf16+channels_last") == ("bf16", True)
+    assert compare.parse_reference("float32") == ("float32", False)
+    with pytest.raises(SystemExit, match="unknown reference configuration"):
+        compare.parse_reference("fp16")
+    assert compare.reference_label("bf16", True) == "torch bf16_autocast+channels_last"
+    target = compare.target_for
+    assert target("train_step", 2, "mixed_bfloat16", "bf16_autocast+channels_last") == "≥ 1.5× (native-bf16 CPU)"
+    assert target("train_step", 2, "mixed_bfloat16", "float32") == "≥ 1.8× (native-bf16 CPU)"
+    assert target("end_to_end", 2, "float32", "float32") == "≥ 1.3×"
+    assert target("augment", 2, "float32", "bf16_autocast+channels_last") == "≥ 3× (2 views)"
+    shown = subprocess.run([sys.executable, str(BENCHMARKS / "compare.py"), "--help"],
+                           capture_output=True, text=True, timeout=60).stdout
+    assert "--torch_precision" in shown and "--channels_last" in shown and "--extra_references" in shown
+
+
+def test_train_flops_per_image_counts_the_passes_of_each_method():
+    common = _load("bench_common")
+    # ResNet-18 width 64, CIFAR stem, 32 px: 0.557 GMAC forward (heads included).
+    assert common.forward_macs(18, 64, 32) == pytest.approx(0.5573e9, rel=1e-3)
+    byol, myol = common.train_flops_per_image("byol"), common.train_flops_per_image("myol")
+    assert byol == pytest.approx(8.92e9, rel=1e-2)  # 2 online passes x 3 + 2 target passes
+    assert myol / byol == pytest.approx(11 / 8)  # one more online pass
+    assert common.train_flops_per_image("simclr") is None and common.forward_macs(50) is None
+
+
+def test_profile_step_reads_onednn_lines_and_names_the_parts_of_a_step():
+    profile = _load("profile_step")
+    lines = [
+        "onednn_verbose,v1,primitive,exec,cpu,convolution,brg_conv_fwd:avx512_core_bf16,forward_training,"
+        "src:bf16::blocked:acdb::f0 wei:bf16:a:blocked:AcdB64a2b::f0 dst:bf16::blocked:acdb::f0,,"
+        "alg:convolution_direct,mb128_ic64oc64_ih32oh32kh3sh1dh0ph1_iw32ow32kw3sw1dw0pw1,2.5",
+        "onednn_verbose,v1,primitive,exec,cpu,reorder,jit:uni,undef,"
+        "src:bf16::blocked:cdba::f0 dst:bf16::blocked:AcdB64a2b::f0,,,64x64x3x3,0.5",
+        "onednn_verbose,v1,primitive,exec,cpu,convolution,brg_conv_fwd:avx512_core_bf16,forward_training,"
+        "src:bf16::blocked:acdb::f0,,,mb128,1.5",
+        "not a oneDNN line",
+    ]
+    parsed = profile.parse_onednn(lines)
+    assert parsed["total_ms"] == pytest.approx(4.5)
+    assert parsed["primitives"][0] == ["convolution", "forward_training", "brg_conv_fwd:avx512_core_bf16", 2, 4.0]
+    assert parsed["reorders"] == [["bf16 cdba", "bf16 AcdB64a2b", 1, 0.5]]
+    assert profile.op_category("_MklNativeConv2DBackpropFilter") == "conv backward (weights)"
+    assert profile.op_category("_MklNativeFusedBatchNormEx") == "batchnorm forward"
+    assert profile.op_part("StatefulPartitionedCall/target/res_net_1/conv1/convolution") == "target forward"
+    assert profile.op_part("StatefulPartitionedCall/gradient_tape/online_1/res_net/conv1/Conv2DBackpropFilter") \
+        == "online backward"
+    assert profile.op_part("StatefulPartitionedCall/sgd/Mul_3").startswith("optimizer")

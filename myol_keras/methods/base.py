@@ -14,6 +14,16 @@ each section of `METHODS.md` adds a term to BYOL. The base owns:
   stateless per-step seeds for the mixing randomness;
 * loss trackers and the collapse monitor `z_std`.
 
+**Stacked views** (`stack_views=True`, opt-in): the views of a step go
+through each network in one forward pass, stacked along the batch axis, with
+BatchNorm statistics per view (`batchnorm.view_groups`): the same outputs,
+gradients and moving statistics as one pass per view (METHODS §1.4, tested to
+float tolerance), in half the convolution calls or fewer. The default,
+`stack_views=False`, runs one pass per view, as the reference code does: on
+the 2-core avx512_bf16 CPU of issue 17 the stacked pass did not measurably
+speed the step up (docs/PERFORMANCE.md); it is there for hardware where
+larger convolutions pay.
+
 Two optional fast paths leave the algorithm unchanged:
 
 * **in-step EMA** (`set_in_step_ema`, or `EMATargetUpdate(in_step=True)`): the
@@ -30,6 +40,7 @@ import keras
 import tensorflow as tf
 
 from myol_keras import augment
+from myol_keras import batchnorm
 from myol_keras import distribute
 from myol_keras import ema
 from myol_keras import heads as heads_lib
@@ -54,6 +65,9 @@ class BootstrapMethod(keras.Model):
         predictor_hidden_dim: hidden width of the predictor MLP.
         weight_decay: coupled L2 coefficient (added to the gradients).
         seed: integer seed of the stateless mixing randomness.
+        stack_views: run the views of a step through each network in one
+            forward pass with per-view BatchNorm statistics (same results as
+            one pass per view); False (the default): one pass per view.
     """
 
     #: names of the loss terms a subclass returns besides "loss".
@@ -77,6 +91,7 @@ class BootstrapMethod(keras.Model):
         predictor_hidden_dim=2048,
         weight_decay=0.0,
         seed=0,
+        stack_views=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -104,6 +119,7 @@ class BootstrapMethod(keras.Model):
         self.predictor_hidden_dim = predictor_hidden_dim
         self.weight_decay = float(weight_decay)
         self.seed = int(seed)
+        self.stack_views = bool(stack_views)
 
         self.projector = self.make_projector("projector")
         self.predictor = self.make_predictor() if self.uses_predictor else None
@@ -276,16 +292,44 @@ class BootstrapMethod(keras.Model):
 
     def online_forward(self, images, training=True):
         """`(z, p)`: online projection and prediction (None without predictor)."""
-        z = self.projector(self.backbone(images, training=training), training=training)
-        if self.predictor is None:
-            return z, None
-        p = self.predictor(z, training=training)
-        return z, p
+        with tf.name_scope("online"):  # names the ops in traces (benchmarks/profile_step.py)
+            z = self.projector(self.backbone(images, training=training), training=training)
+            if self.predictor is None:
+                return z, None
+            p = self.predictor(z, training=training)
+            return z, p
 
     def target_forward(self, images):
         """Target projection of one view: training-mode BN, no gradient."""
-        h = self.target_backbone(images, training=True)
-        return tf.stop_gradient(self.target_projector(h, training=True))
+        with tf.name_scope("target"):
+            h = self.target_backbone(images, training=True)
+            return tf.stop_gradient(self.target_projector(h, training=True))
+
+    def _per_view(self, forward, images):
+        """`forward` of each batch in `images`: one stacked pass with per-view BN, or one pass each."""
+        images = list(images)
+        if not self.stack_views or len(images) == 1:
+            return [forward(x) for x in images]
+        k = len(images)
+        with batchnorm.view_groups(k):
+            out = forward(tf.concat(images, axis=0))
+        if isinstance(out, tuple):
+            parts = [tf.split(o, k, axis=0) if o is not None else [None] * k for o in out]
+            return list(zip(*parts))
+        return tf.split(out, k, axis=0)
+
+    def online_forward_views(self, images):
+        """`[(z, p), ...]`: `online_forward` of each batch in `images` (views of equal size).
+
+        With `stack_views` one forward pass over the stacked batches, each
+        normalised with its own BatchNorm statistics, the moving statistics
+        moving in list order — what one `online_forward` per batch gives.
+        """
+        return self._per_view(self.online_forward, images)
+
+    def target_forward_views(self, images):
+        """`target_forward` of each batch in `images`, stacked like `online_forward_views`."""
+        return self._per_view(self.target_forward, images)
 
     # --- the step -----------------------------------------------------------
 
@@ -302,14 +346,12 @@ class BootstrapMethod(keras.Model):
             `(z1, p1, p2, byol_loss)`: the online projection of view 1 (for the
             collapse monitor), both predictions and the symmetrised loss.
         """
-        x1, x2 = views[0], views[1]
-        z1, p1 = self.online_forward(x1)
-        _, p2 = self.online_forward(x2)
+        (z1, p1), (_, p2) = self.online_forward_views(views[:2])
         return z1, p1, p2, losses.byol_loss(p1, p2, targets[0], targets[1])
 
     def compute_targets(self, views):
-        """Target projections of every view, computed outside the tape."""
-        return [self.target_forward(view) for view in views]
+        """Target projections of every view, computed outside the tape (no gradient is recorded)."""
+        return self.target_forward_views(views)
 
     def compute_loss_terms(self, views, targets, seed):
         """Return a dict with "loss", each of `loss_term_names`, and "z" (for the monitor)."""
@@ -451,6 +493,7 @@ class BootstrapMethod(keras.Model):
                 "predictor_hidden_dim": self.predictor_hidden_dim,
                 "weight_decay": self.weight_decay,
                 "seed": self.seed,
+                "stack_views": self.stack_views,
             }
         )
         return config

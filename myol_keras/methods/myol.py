@@ -56,10 +56,12 @@ class MYOL(BootstrapMethod):
     def compute_loss_terms(self, views, targets, seed):
         x1, x2 = views
         z1_target, z2_target = targets
-        z1, _, _, byol = self.byol_terms(views, targets)
-
         lam, permutation = self.sample_mixing(tf.shape(x1)[0], seed)
-        _, p_mixed = self.online_forward(losses.mix_images(x1, x2, lam, permutation))
+        mixed = losses.mix_images(x1, x2, lam, permutation)
+        # The two views and the mixture: three online passes in the reference's
+        # order (one stacked pass with per-view BatchNorm under `stack_views`).
+        (z1, p1), (_, p2), (_, p_mixed) = self.online_forward_views([x1, x2, mixed])
+        byol = losses.byol_loss(p1, p2, z1_target, z2_target)
         mix = losses.myol_mix_loss(p_mixed, z1_target, z2_target, lam, permutation)
         loss = byol + self.gamma * mix
         return {"loss": loss, "byol_loss": byol, "mix_loss": mix, "z": z1}
