@@ -19,6 +19,7 @@ The pieces are public for scripts that want one of them:
   resumable pre-training stream.
 """
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -245,13 +246,39 @@ def pretrain(config=None, *, plan=None, strategy=None, **settings):
     if config.overwrite and run.exists() and distribute.is_chief():
         run.remove()
     check_resumable(config, run)
-    model, policy, reason = _compile_model(config, plan, strategy)
-    return _fit_and_export(config, plan, model, strategy, policy, reason)
+    with op_determinism(config.deterministic):
+        model, policy, reason = _compile_model(config, plan, strategy)
+        return _fit_and_export(config, plan, model, strategy, policy, reason)
+
+
+@contextlib.contextmanager
+def op_determinism(enabled):
+    """TensorFlow's deterministic ops for one run (if `enabled`), then the process' previous state back.
+
+    `tf.config.experimental.enable_op_determinism()` is process-wide and TensorFlow 2.21 exports no way
+    back: the query and the switch-off (`is_op_determinism_enabled`, `disable_op_determinism`) live only
+    in `tensorflow.python.framework.config`. Without them a `deterministic=True` run would leave every
+    later run of the process (a notebook, a sweep, a test session) on the slower deterministic kernels,
+    and `callbacks.InputWait`, which needs the clock that determinism refuses, silent.
+
+    Args:
+        enabled: switch determinism on for the block (False leaves the process as it is).
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config  # the switch-off is not in tf.config
+
+    was_enabled = tf_config.is_op_determinism_enabled()
+    if enabled and not was_enabled:
+        tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if enabled and not was_enabled:
+            tf_config.disable_op_determinism()
 
 
 def _compile_model(config, plan, strategy):
     import keras
-    import tensorflow as tf
 
     from myol_keras import distribute
     from myol_keras import precision as precision_lib
@@ -260,8 +287,6 @@ def _compile_model(config, plan, strategy):
     policy, reason = precision_lib.resolve_precision(config.precision)
     precision_lib.set_precision(policy)
     keras.utils.set_random_seed(config.seed)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
     if strategy.num_replicas_in_sync > 1 and config.steps_per_execution > 1:
         raise SetupError(
             f"--steps_per_execution={config.steps_per_execution} cannot run with {strategy.num_replicas_in_sync} "

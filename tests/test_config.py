@@ -126,6 +126,10 @@ def test_pretrain_from_python_writes_the_cli_run_directory(cifar_subset_path, tm
                     deterministic=True)
     python_run = myol_keras.pretrain(myol_keras.PretrainConfig(
         **settings, run_dir=str(tmp_path / "py" / "runs"), export_dir=str(tmp_path / "py" / "saved_models"), run_name="r"))
+    # Determinism was for that run only: the process (and the next test) is back to TensorFlow's default.
+    from tensorflow.python.framework import config as tf_config
+
+    assert not tf_config.is_op_determinism_enabled()
     argv = [f"--{k}={v}" for k, v in settings.items()]
     status, out, err = run_main_in_process(
         [*argv, f"--run_dir={tmp_path}/cli/runs", f"--export_dir={tmp_path}/cli/saved_models", "--run_name=r"], capsys)
