@@ -25,6 +25,7 @@ once complete. A converter that fails, a file that disagrees or a full disk
 raise `ExportError` (one line) and leave no version directory.
 """
 
+import inspect
 import json
 import os
 
@@ -257,12 +258,50 @@ def export_encoder(
                         formats=writers)
 
 
+def float32_copy(backbone):
+    """`backbone` computing in float32, with the same weights (itself if it already does).
+
+    ONNX Runtime and LiteRT run float32 files on a CPU: a `mixed_bfloat16` graph converts to ONNX
+    convolutions on bfloat16 tensors that onnxruntime refuses (`INVALID_GRAPH`). Mixed-precision
+    variables are float32 already, so the copy computes what the encoder computes, without the
+    bfloat16 rounding of its activations.
+
+    Args:
+        backbone: the encoder; `myol_keras.backbones.ResNet` or any functional `keras.Model`.
+    """
+    if all(dtype == "float32" for dtype in _compute_dtypes(backbone)):
+        return backbone
+    config = backbone.get_config()
+    if "dtype" in inspect.signature(type(backbone).__init__).parameters:  # our ResNet: one dtype for every layer
+        copy = type(backbone).from_config({**config, "dtype": "float32"})
+    else:
+        copy = keras.models.clone_model(
+            backbone, clone_function=lambda layer: type(layer).from_config({**layer.get_config(), "dtype": "float32"}))
+    copy.build(backbone.input_shape)
+    copy.set_weights(backbone.get_weights())
+    return copy
+
+
+def _compute_dtypes(model):
+    """The compute dtypes of `model` and of every layer in it (nested models included)."""
+    dtypes = {model.compute_dtype}
+    for layer in getattr(model, "layers", []):
+        if not isinstance(layer, keras.layers.InputLayer):  # it passes its tensor on: its policy computes nothing
+            dtypes |= _compute_dtypes(layer)
+    return dtypes
+
+
 def _format_writer(fmt, backbone, embed, export_root, *, image_size, mean, std, input_size, output):
     """A `write_export` format writer: convert, run the file on a probe batch, compare with the SavedModel."""
     spec = tf.TensorSpec([None, input_size, input_size, 3], tf.uint8, name=deploy.INPUT_NAME)
+    saved_model_dtype = "/".join(sorted(_compute_dtypes(backbone) - {"float32"})) or "float32"
+    backbone = float32_copy(backbone)  # what the file computes; `embed` (the SavedModel's) may be bfloat16
+
+    def embed_float32(images):
+        return {"embedding": tf.cast(backbone(images, training=False), tf.float32)}
 
     def serve_fixed(images):
-        return embed(preprocessing.fixed_size_transform(images, image_size, mean, std))
+        return embed_float32(preprocessing.fixed_size_transform(images, image_size, mean, std))
 
     def write(version_dir):
         path = os.path.join(version_dir, deploy.FILES[fmt])
@@ -276,8 +315,9 @@ def _format_writer(fmt, backbone, embed, export_root, *, image_size, mean, std, 
         except Exception as e:  # noqa: BLE001 (any converter or runtime failure ends the export in one line)
             raise ExportError(f"cannot export the encoder to {fmt} ({deploy.converter_name(fmt)}): {_first_line(e)}; "
                               f"nothing was written to {export_root}") from e
-        # The reference is the SavedModel's own computation (`serving_default`: resize by ScaleAndTranslate).
-        reference = embed(preprocessing.evaluation_transform(probe, image_size, mean, std))["embedding"].numpy()
+        # The reference is the SavedModel's own computation (`serving_default`: resize by ScaleAndTranslate),
+        # in float32 like the file (the same thing when the encoder trained in float32).
+        reference = embed_float32(preprocessing.evaluation_transform(probe, image_size, mean, std))["embedding"].numpy()
         difference = float(np.max(np.abs(served - reference))) if served.shape == reference.shape else float("inf")
         tolerance = AGREEMENT_TOLERANCE * max(1.0, float(np.max(np.abs(reference))))
         if not difference <= tolerance:
@@ -291,11 +331,21 @@ def _format_writer(fmt, backbone, embed, export_root, *, image_size, mean, std, 
             "input": {"name": deploy.INPUT_NAME, "dtype": "uint8", "shape": [None, input_size, input_size, 3],
                       "dynamic_batch": True, "fixed_size": True},
             "output": output,
+            "compute_dtype": "float32",
             "max_abs_difference_from_saved_model": difference,
+            **({} if saved_model_dtype == "float32" else {"saved_model_compute_dtype": saved_model_dtype,
+                                                           "max_abs_difference_from_saved_model_as_served": _served_difference(
+                                                               embed, probe, served, image_size, mean, std)}),
             "bytes": os.path.getsize(path),
         }
 
     return write
+
+
+def _served_difference(embed, probe, served, image_size, mean, std):
+    """max |file - SavedModel as it serves| (its bfloat16 activations): the cost of the float32 copy, for the metadata."""
+    as_served = embed(preprocessing.evaluation_transform(probe, image_size, mean, std))["embedding"].numpy()
+    return float(np.max(np.abs(served - as_served)))
 
 
 def load_export_metadata(path):

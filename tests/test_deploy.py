@@ -337,3 +337,43 @@ def test_embed_with_a_format_the_export_lacks_is_one_line(exports, photos, capsy
                                "--format=litert"], capsys)
     assert status == 2 and len(err.strip().splitlines()) == 1, err
     assert "running litert needs ai-edge-litert, which is not installed: pip install \"myol_keras[export]\"" in err
+
+
+def test_a_mixed_bfloat16_encoder_exports_float32_files(tmp_path):
+    # The default precision on a bf16 CPU: its graph has bfloat16 convolutions, which onnxruntime refuses
+    # (INVALID_GRAPH). The files compute in float32 with the same weights: equal to the encoder's float32
+    # copy to 1e-4, and within bfloat16 rounding of the SavedModel, which serves in bfloat16.
+    _require_extra()
+    import keras
+
+    from myol_keras.backbones import ResNet
+
+    keras.utils.set_random_seed(0)
+    keras.config.set_dtype_policy("mixed_bfloat16")  # as `pretrain` sets it
+    try:
+        backbone = ResNet(depth=18, stem="cifar", width=8)
+        backbone.build((None, IMAGE_SIZE, IMAGE_SIZE, 3))
+        copy = export.float32_copy(backbone)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert backbone.compute_dtype == "bfloat16" and backbone.layers[1].compute_dtype == "bfloat16"
+    assert {layer.compute_dtype for layer in copy.layers if not isinstance(layer, keras.layers.InputLayer)} == {"float32"}
+    for a, b in zip(copy.weights, backbone.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+    path = export.export_encoder(backbone, str(tmp_path / "enc"), image_size=IMAGE_SIZE, mean=MEAN, std=STD,
+                                 formats=("saved_model", "onnx", "litert"))
+    images = _real_images(8)
+    from myol_keras import preprocessing
+
+    reference = copy(preprocessing.evaluation_transform(images, IMAGE_SIZE, MEAN, STD), training=False).numpy()
+    onnx_out = _onnxruntime_embeddings(os.path.join(path, "model.onnx"), images)
+    litert_out = _litert_embeddings(os.path.join(path, "model.tflite"), images)
+    np.testing.assert_allclose(onnx_out, reference, atol=ATOL)
+    np.testing.assert_allclose(litert_out, reference, atol=ATOL)
+    served = _saved_model_embeddings(path, images)
+    assert np.max(np.abs(served - reference)) < 0.05 * max(1.0, np.max(np.abs(reference)))  # bfloat16: 8-bit mantissa
+    formats = export.load_export_metadata(path)["formats"]
+    for fmt in ("onnx", "litert"):
+        assert formats[fmt]["compute_dtype"] == "float32"
+        assert formats[fmt]["saved_model_compute_dtype"] == "bfloat16"
