@@ -117,6 +117,22 @@ def test_quality_smoke_runs_q1_end_to_end_and_skips_finished_runs(tmp_path, caps
     assert len(json.loads(output.read_text())) == 1
 
 
+@pytest.mark.slow
+def test_quality_smoke_runs_q1_batch_at_a_small_batch(tmp_path, capsys):
+    # Q1-batch plumbing (issue 18): B = 32 reaches the run (its own run name and row key) with Q1-batch's
+    # fractional warm-up, 10 * 32 / 128 = 2.5 epochs; 1 epoch of 2 steps, 1 probe epoch.
+    quality = _load("quality")
+    output = tmp_path / "q1.json"
+    argv = ["--smoke", "--methods=byol", "--seeds=0", "--batch_sizes=32", "--jobs=1",
+            f"--work_dir={tmp_path / 'work'}", f"--output={output}"]
+    assert quality.main(argv) == 0
+    [result] = json.loads(output.read_text())
+    assert (result["batch_size"], result["epochs"], result["run_name"]) == (32, 1, "q1-byol-s0-b32-e1-smoke")
+    flags = (tmp_path / "work" / "runs" / result["run_name"] / "flags.txt").read_text().split()
+    assert "--batch_size=32" in flags and "--warmup_epochs=2.5" in flags
+    assert "| 32 |" in capsys.readouterr().out  # the batch-size table is printed
+
+
 def test_quality_reference_comparison_uses_seed_spread_or_binomial_error():
     quality = _load("quality")
     # ours: 3 seeds, mean 42, SE = 2/sqrt(3); the official code: 1 run at 40 %, binomial SE on 932 images.
