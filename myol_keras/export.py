@@ -33,7 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from myol_keras import deploy, preprocessing, rundir
+from myol_keras import deploy, native_logs, preprocessing, rundir
 
 METADATA_FILE = "myol_keras.json"
 BACKBONE_FILE = "backbone.keras"
@@ -47,12 +47,6 @@ PROBE_BATCH = 2
 class ExportError(ValueError):
     """An export that could not be completed: a format's converter failed, its file disagrees with the
     SavedModel, or the disk is full. Nothing was left behind (no version directory, no temporaries)."""
-
-
-def _first_line(error):
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    text = lines[0] if lines else ""
-    return f"{type(error).__name__}: {text[:300]}"
 
 
 def library_versions():
@@ -167,7 +161,7 @@ def write_export(archive, export_root, info, *, version=None, extra_files=None, 
             with open(os.path.join(extra, METADATA_FILE), "w") as f:
                 json.dump(info, f, indent=2, sort_keys=True, default=str)
     except (OSError, tf.errors.OpError) as e:  # a full disk, a read-only directory
-        raise ExportError(f"cannot write the export {final_dir}: {_first_line(e)}; nothing was written "
+        raise ExportError(f"cannot write the export {final_dir}: {native_logs.first_line(e)}; nothing was written "
                           f"(no version directory, no temporaries)") from e
     return final_dir
 
@@ -313,7 +307,7 @@ def _format_writer(fmt, backbone, embed, export_root, *, image_size, mean, std, 
         except (OSError, tf.errors.OpError):
             raise  # a full disk: write_export reports it
         except Exception as e:  # noqa: BLE001 (any converter or runtime failure ends the export in one line)
-            raise ExportError(f"cannot export the encoder to {fmt} ({deploy.converter_name(fmt)}): {_first_line(e)}; "
+            raise ExportError(f"cannot export the encoder to {fmt} ({deploy.converter_name(fmt)}): {native_logs.first_line(e)}; "
                               f"nothing was written to {export_root}") from e
         # The reference is the SavedModel's own computation (`serving_default`: resize by ScaleAndTranslate),
         # in float32 like the file (the same thing when the encoder trained in float32).

@@ -1,4 +1,5 @@
-"""TensorFlow's native start-up logging (written straight to file descriptor 2), kept out of sight."""
+"""TensorFlow's native output kept out of sight: its start-up logging (written straight to file descriptor 2),
+and its many-line error texts reduced to the one line a message can quote (`first_line`)."""
 
 import contextlib
 import os
@@ -35,3 +36,14 @@ def quiet_native_stderr(replay=True):
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
+
+
+def first_line(error, limit=300):
+    """`"<ErrorType>: <first informative line>"` of an exception, for one-line messages.
+
+    TensorFlow's preamble lines ("Graph execution error:", "Detected at node ...")
+    are skipped; the line is cut at `limit` characters.
+    """
+    lines = [line.strip() for line in str(getattr(error, "message", "") or error).splitlines()]
+    lines = [line for line in lines if line and not line.startswith(("Graph execution error", "Detected at node"))]
+    return f"{type(error).__name__}: {lines[0][:limit] if lines else ''}"

@@ -337,6 +337,7 @@ def _fit_and_export(config, plan, model, strategy, policy, reason):
     from myol_keras import checkpoint
     from myol_keras import distribute
     from myol_keras import faults
+    from myol_keras import native_logs
 
     run = plan.run
     chief = distribute.is_chief()  # only the chief writes: the other workers leave no file behind
@@ -378,7 +379,7 @@ def _fit_and_export(config, plan, model, strategy, policy, reason):
             if not distribute.is_multi_worker(strategy):
                 raise
             raise TrainingStopped(
-                f"a worker of the cluster stopped answering ({type(e).__name__}: {_first_line(e)}); "
+                f"a worker of the cluster stopped answering ({native_logs.first_line(e, limit=200)}); "
                 f"{_kept(run)}. Restart every worker with the same command to resume."
             ) from None
         except RuntimeError as e:
@@ -418,13 +419,6 @@ def _kept(run):
     last, _ = checkpoint.latest_checkpoint(run.backup_dir)
     return (f"the checkpoint after epoch {last} is kept in {run.backup_dir}" if last
             else "no epoch had completed, nothing to resume")
-
-
-def _first_line(error):
-    """The first informative line of a TensorFlow error (not "Graph execution error:")."""
-    lines = [line.strip() for line in str(getattr(error, "message", "") or error).splitlines()]
-    lines = [line for line in lines if line and not line.startswith(("Graph execution error", "Detected at node"))]
-    return lines[0][:200] if lines else ""
 
 
 def _export_once(config, plan, model, policy):
