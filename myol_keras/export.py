@@ -245,9 +245,15 @@ def export_encoder(
         "versions": library_versions(),
     }
     info.update(metadata or {})
-    writers = {fmt: _format_writer(fmt, backbone, embed, export_root, image_size=image_size, mean=mean, std=std,
-                                   input_size=input_size, output=output)
-               for fmt in formats if fmt != "saved_model"}
+    files = [fmt for fmt in formats if fmt != "saved_model"]
+    writers = {}
+    if files:  # one float32 copy for every file (what onnxruntime and LiteRT run); `embed` may compute in bfloat16
+        mixed = sorted(_compute_dtypes(backbone) - {"float32"})
+        as_served = {"dtype": "/".join(mixed), "embed": embed} if mixed else None
+        file_backbone = float32_copy(backbone) if mixed else backbone
+        writers = {fmt: _format_writer(fmt, file_backbone, export_root, image_size=image_size, mean=mean, std=std,
+                                       input_size=input_size, output=output, as_served=as_served)
+                   for fmt in files}
     return write_export(archive, export_root, info, version=version, extra_files={BACKBONE_FILE: backbone.save},
                         formats=writers)
 
@@ -263,11 +269,10 @@ def float32_copy(backbone):
     Args:
         backbone: the encoder; `myol_keras.backbones.ResNet` or any functional `keras.Model`.
     """
-    if all(dtype == "float32" for dtype in _compute_dtypes(backbone)):
+    if _compute_dtypes(backbone) == {"float32"}:
         return backbone
-    config = backbone.get_config()
     if "dtype" in inspect.signature(type(backbone).__init__).parameters:  # our ResNet: one dtype for every layer
-        copy = type(backbone).from_config({**config, "dtype": "float32"})
+        copy = type(backbone).from_config({**backbone.get_config(), "dtype": "float32"})
     else:
         copy = keras.models.clone_model(
             backbone, clone_function=lambda layer: type(layer).from_config({**layer.get_config(), "dtype": "float32"}))
@@ -285,11 +290,13 @@ def _compute_dtypes(model):
     return dtypes
 
 
-def _format_writer(fmt, backbone, embed, export_root, *, image_size, mean, std, input_size, output):
-    """A `write_export` format writer: convert, run the file on a probe batch, compare with the SavedModel."""
+def _format_writer(fmt, backbone, export_root, *, image_size, mean, std, input_size, output, as_served=None):
+    """A `write_export` format writer: convert, run the file on a probe batch, compare with the SavedModel.
+
+    `backbone` computes in float32 (`float32_copy`); `as_served` is None, or the SavedModel's
+    mixed-precision `{"dtype", "embed"}`, whose difference from the file goes to the metadata.
+    """
     spec = tf.TensorSpec([None, input_size, input_size, 3], tf.uint8, name=deploy.INPUT_NAME)
-    saved_model_dtype = "/".join(sorted(_compute_dtypes(backbone) - {"float32"})) or "float32"
-    backbone = float32_copy(backbone)  # what the file computes; `embed` (the SavedModel's) may be bfloat16
 
     def embed_float32(images):
         return {"embedding": tf.cast(backbone(images, training=False), tf.float32)}
@@ -327,9 +334,9 @@ def _format_writer(fmt, backbone, embed, export_root, *, image_size, mean, std, 
             "output": output,
             "compute_dtype": "float32",
             "max_abs_difference_from_saved_model": difference,
-            **({} if saved_model_dtype == "float32" else {"saved_model_compute_dtype": saved_model_dtype,
-                                                           "max_abs_difference_from_saved_model_as_served": _served_difference(
-                                                               embed, probe, served, image_size, mean, std)}),
+            **({} if as_served is None else {"saved_model_compute_dtype": as_served["dtype"],
+                                               "max_abs_difference_from_saved_model_as_served": _served_difference(
+                                                   as_served["embed"], probe, served, image_size, mean, std)}),
             "bytes": os.path.getsize(path),
         }
 
