@@ -18,6 +18,7 @@ from absl import flags
 
 from myol_keras import cli
 from myol_keras.evaluation import common
+from myol_keras.evaluation import retrieval
 
 PROG = "myol_keras.evaluation.knn"
 
@@ -29,17 +30,12 @@ flags.DEFINE_float("temperature", 0.1, "Vote temperature T: weight exp(cos / T).
 flags.register_validator("temperature", lambda t: t > 0, message="the temperature must be > 0", flag_values=FLAGS)
 
 
-def _normalize(x, eps=1e-12):
-    x = np.asarray(x, np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)
-
-
 def knn_scores(train_features, train_labels, test_features, num_classes, k=200, temperature=0.1, chunk=512):
     """Class scores [N_test, C]: the sum of exp(cos / T) over the k nearest train features per class."""
     common.check_positive_ints(k=k)
     common.check_positive(temperature=temperature)
-    train = _normalize(train_features)
-    test = _normalize(test_features)
+    train = retrieval.l2_normalize(train_features)
+    test = retrieval.l2_normalize(test_features)
     labels = np.asarray(train_labels, np.int64)
     k = min(int(k), len(train))
     scores = np.zeros((len(test), num_classes), np.float64)
