@@ -2,6 +2,7 @@
 
 import csv
 import os
+import time
 
 import keras
 import tensorflow as tf
@@ -164,14 +165,10 @@ class Throughput(keras.callbacks.Callback):
         self._start_step = 0
 
     def on_epoch_begin(self, epoch, logs=None):
-        import time
-
         self._start = time.perf_counter()
         self._start_step = _global_step(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
-        import time
-
         if logs is not None and self._start is not None:
             elapsed = time.perf_counter() - self._start
             # Optimizer steps, not batch callbacks: with steps_per_execution = k
@@ -264,8 +261,6 @@ class InputWait(keras.callbacks.Callback):
         return tf.data.Dataset.zip((clock, dataset)).map(record).with_options(options)
 
     def on_epoch_begin(self, epoch, logs=None):
-        import time
-
         if self._waited is not None:
             self._waited.assign(0.0)
         self._start = time.perf_counter()
@@ -279,8 +274,6 @@ class InputWait(keras.callbacks.Callback):
                              "(model.fit(wait.instrument(ds), callbacks=[wait]))")
 
     def on_epoch_end(self, epoch, logs=None):
-        import time
-
         if logs is None or self._start is None or self._waited is None or not self.enabled:
             return
         elapsed = max(time.perf_counter() - self._start, 1e-9)
