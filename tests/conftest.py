@@ -20,16 +20,30 @@ def cifar_subset_path():
     return str(CIFAR_SUBSET.resolve())
 
 
-def run_main_in_process(argv, capsys):
-    """`myol_keras.main.main(argv)` in this process -> (exit status, stdout, stderr)."""
-    from myol_keras import main as cli
-
+def run_entry_point(module, argv, capsys):
+    """`module.main([module.PROG, *argv])` (a command-line tool) in this process -> (exit status, stdout, stderr)."""
     try:
-        status = cli.main(["myol_keras.main", *argv])
+        status = module.main([module.PROG, *argv])
     except SystemExit as e:
         status = e.code
     out, err = capsys.readouterr()
     return status, out, err
+
+
+def run_main_in_process(argv, capsys):
+    """`myol_keras.main.main(argv)` in this process -> (exit status, stdout, stderr)."""
+    from myol_keras import main as cli
+
+    return run_entry_point(cli, argv, capsys)
+
+
+def one_line(error, *fragments):
+    """The message of a `pytest.raises` result, asserted to be one line holding every fragment."""
+    message = str(error.value)
+    assert "\n" not in message, message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
 
 
 def tiny_method(method_cls, width=4, hidden=32, dim=16, **kwargs):

@@ -17,6 +17,8 @@ import pytest
 
 from myol_keras import deploy, embed, export
 
+from conftest import one_line, run_entry_point
+
 IMAGE_SIZE, MEAN, STD = 32, (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
 ATOL = 1e-4  # float32 (issue 19)
 
@@ -71,14 +73,6 @@ def _litert_embeddings(path, images):
 
     runner = Interpreter(model_path=path).get_signature_runner("serving_default")
     return runner(images=images)["embedding"]
-
-
-def _one_line(error, *fragments):
-    message = str(error.value)
-    assert "\n" not in message, message
-    for fragment in fragments:
-        assert fragment in message, message
-    return message
 
 
 def _left_behind(root):
@@ -178,11 +172,11 @@ def test_an_unknown_format_is_refused_before_anything_is_written(backbone, tmp_p
     with pytest.raises(ValueError) as error:
         export.export_encoder(backbone, str(tmp_path / "enc"), image_size=IMAGE_SIZE, mean=MEAN, std=STD,
                               formats="saved_model,openvino")
-    _one_line(error, "unknown export format 'openvino'; choose from: saved_model, onnx, litert")
+    one_line(error, "unknown export format 'openvino'; choose from: saved_model, onnx, litert")
     assert not (tmp_path / "enc").exists()
     with pytest.raises(ValueError) as error:
         PretrainConfig(export_formats="onnx,tflite").validate()
-    assert _one_line(error).startswith("--export_formats='onnx,tflite': unknown export format 'tflite'")
+    assert one_line(error).startswith("--export_formats='onnx,tflite': unknown export format 'tflite'")
 
 
 def test_a_missing_optional_package_is_one_line_naming_the_extra(backbone, tmp_path, monkeypatch):
@@ -194,11 +188,11 @@ def test_a_missing_optional_package_is_one_line_naming_the_extra(backbone, tmp_p
     with pytest.raises(ImportError) as error:
         export.export_encoder(backbone, str(tmp_path / "enc"), image_size=IMAGE_SIZE, mean=MEAN, std=STD,
                               formats="onnx")
-    _one_line(error, "exporting to onnx needs tf2onnx, which is not installed", 'pip install "myol_keras[export]"')
+    one_line(error, "exporting to onnx needs tf2onnx, which is not installed", 'pip install "myol_keras[export]"')
     assert isinstance(error.value, ValueError) and not (tmp_path / "enc").exists()
     with pytest.raises(deploy.MissingDependencyError) as error:
         PretrainConfig(export_formats="saved_model,litert").validate()  # before training, not after it
-    _one_line(error, "--export_formats=saved_model,litert: exporting to litert needs ai-edge-litert")
+    one_line(error, "--export_formats=saved_model,litert: exporting to litert needs ai-edge-litert")
     PretrainConfig(export_formats="saved_model").validate()  # the SavedModel needs nothing more
 
 
@@ -215,7 +209,7 @@ def test_a_converter_that_cannot_translate_the_model_leaves_no_version_directory
     root = tmp_path / "enc"
     with pytest.raises(export.ExportError) as error:
         export.export_encoder(backbone, str(root), image_size=IMAGE_SIZE, mean=MEAN, std=STD, formats=fmt)
-    _one_line(error, f"cannot export the encoder to {fmt} (", reason, f"nothing was written to {root}")
+    one_line(error, f"cannot export the encoder to {fmt} (", reason, f"nothing was written to {root}")
     assert _left_behind(root) == []
 
 
@@ -252,7 +246,7 @@ def test_a_failed_format_leaves_no_version_directory(failure, backbone, tmp_path
     with pytest.raises(export.ExportError) as error:
         export.export_encoder(backbone, str(root), image_size=IMAGE_SIZE, mean=MEAN, std=STD,
                               formats="saved_model,litert")
-    _one_line(error, *fragments)
+    one_line(error, *fragments)
     assert _left_behind(root) == []  # no version directory, no temporaries
 
 
@@ -300,20 +294,11 @@ def photos(tmp_path_factory):
     return folder
 
 
-def _embed(argv, capsys):
-    try:
-        status = embed.main([embed.PROG, *argv])
-    except SystemExit as e:
-        status = e.code
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
 def test_embed_runs_each_format_and_they_agree(exports, photos, tmp_path, capsys):
     results = {}
     for fmt in deploy.FORMATS:
         output = tmp_path / f"{fmt}.npy"
-        status, out, err = _embed([f"--saved_model={exports['root'] / 'tiny'}", f"--images={photos}",
+        status, out, err = run_entry_point(embed, [f"--saved_model={exports['root'] / 'tiny'}", f"--images={photos}",
                                    f"--output={output}", f"--format={fmt}"], capsys)
         assert status == 0, err
         assert f"13 embeddings of size 64 ({fmt})" in out
@@ -327,13 +312,13 @@ def test_embed_runs_each_format_and_they_agree(exports, photos, tmp_path, capsys
 
 
 def test_embed_with_a_format_the_export_lacks_is_one_line(exports, photos, capsys, monkeypatch):
-    status, out, err = _embed([f"--saved_model={exports['resized']}", f"--images={photos}", "--format=onnx"], capsys)
+    status, out, err = run_entry_point(embed, [f"--saved_model={exports['resized']}", f"--images={photos}", "--format=onnx"], capsys)
     assert status == 2 and len(err.strip().splitlines()) == 1, err
     assert err.startswith(f"{embed.PROG}: error: ") and "has no onnx export; it has: litert, saved_model" in err
     find_spec = deploy.importlib.util.find_spec
     monkeypatch.setattr(deploy.importlib.util, "find_spec",
                         lambda name, *a: None if name == "ai_edge_litert" else find_spec(name, *a))
-    status, out, err = _embed([f"--saved_model={exports['root'] / 'tiny'}", f"--images={photos}",
+    status, out, err = run_entry_point(embed, [f"--saved_model={exports['root'] / 'tiny'}", f"--images={photos}",
                                "--format=litert"], capsys)
     assert status == 2 and len(err.strip().splitlines()) == 1, err
     assert "running litert needs ai-edge-litert, which is not installed: pip install \"myol_keras[export]\"" in err

@@ -9,14 +9,7 @@ import pytest
 from myol_keras import embed, report
 from myol_keras.evaluation import attack, knn, linear_probe
 
-
-def _run(module, argv, capsys):
-    try:
-        status = module.main([module.PROG, *argv])
-    except SystemExit as e:
-        status = e.code
-    out, err = capsys.readouterr()
-    return status, out, err
+from conftest import run_entry_point
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +32,7 @@ def pretrained(tmp_path_factory):
 
 
 def test_probe_attack_embed_report_end_to_end(pretrained, capsys, tmp_path):
-    status, out, err = _run(linear_probe, [f"--saved_model={pretrained['export']}", "--epochs=2", "--eval_every=1",
+    status, out, err = run_entry_point(linear_probe, [f"--saved_model={pretrained['export']}", "--epochs=2", "--eval_every=1",
                                            "--max_train_images=600", "--max_test_images=200"], capsys)
     assert status == 0, err
     assert "top-1" in out and "features (npz train)" in err  # the progress line
@@ -61,10 +54,10 @@ def test_probe_attack_embed_report_end_to_end(pretrained, capsys, tmp_path):
     np.testing.assert_allclose(by_uint8["logits"], by_pixels["logits"], atol=1e-4)
     np.testing.assert_allclose(np.sum(by_uint8["probabilities"], 1), 1.0, atol=1e-5)
 
-    status, out, err = _run(knn, [f"--saved_model={pretrained['export']}", "--max_train_images=600",
+    status, out, err = run_entry_point(knn, [f"--saved_model={pretrained['export']}", "--max_train_images=600",
                                   "--max_test_images=200"], capsys)
     assert status == 0, err
-    status, out, err = _run(attack, [f"--classifier={saved / 'tiny-linear'}", "--max_images=40",
+    status, out, err = run_entry_point(attack, [f"--classifier={saved / 'tiny-linear'}", "--max_images=40",
                                      "--pgd_steps=2", "--batch_size=20"], capsys)
     assert status == 0, err
     assert "attacks (pixel)" in err and "pgd(2)" in out
@@ -75,7 +68,7 @@ def test_probe_attack_embed_report_end_to_end(pretrained, capsys, tmp_path):
         tf.io.write_file(str(folder / f"im{i}.png"), tf.io.encode_png(images[i]))
     (folder / "notes.txt").write_text("not an image")
     output = tmp_path / "emb" / "photos.npy"
-    status, out, err = _run(embed, [f"--saved_model={pretrained['export']}", f"--images={tmp_path / 'photos'}",
+    status, out, err = run_entry_point(embed, [f"--saved_model={pretrained['export']}", f"--images={tmp_path / 'photos'}",
                                     f"--output={output}"], capsys)
     assert status == 0, err
     assert np.load(output).shape == (3, 32)  # width-4 ResNet-18: 8 * 4 features
@@ -83,7 +76,7 @@ def test_probe_attack_embed_report_end_to_end(pretrained, capsys, tmp_path):
 
     records = json.load(open(os.path.join(pretrained["run_dir"], "results.json")))
     assert [r["evaluation"] for r in records] == ["linear", "knn", "attack"]
-    status, out, err = _run(report, [f"--runs={pretrained['run_dir']}"], capsys)
+    status, out, err = run_entry_point(report, [f"--runs={pretrained['run_dir']}"], capsys)
     assert status == 0, err
     text = open(os.path.join(pretrained["run_dir"], "report.md")).read()
     assert "| run |" in text and "linear top-1" in text and "pgd(2) [pixel]" in text
@@ -116,7 +109,7 @@ def test_bad_inputs_are_one_line_with_exit_status_2(case, pretrained, tmp_path, 
         module, argv, match = embed, [f"--saved_model={export}", f"--images={tmp_path / 'empty'}"], "no images"
     else:
         module, argv, match = attack, [], "--classifier=DIR is required"
-    status, out, err = _run(module, argv, capsys)
+    status, out, err = run_entry_point(module, argv, capsys)
     assert status == 2
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err
@@ -149,7 +142,7 @@ def test_flag_errors_are_caught_by_absl_in_one_line_with_exit_status_2(tool, arg
 
     monkeypatch.chdir(tmp_path)
     module = importlib.import_module(tool)
-    status, out, err = _run(module, argv, capsys)
+    status, out, err = run_entry_point(module, argv, capsys)
     assert status == 2
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err

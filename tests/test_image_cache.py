@@ -16,6 +16,8 @@ from myol_keras import data
 from myol_keras import image_cache
 from myol_keras import rundir
 
+from conftest import one_line
+
 
 def _folder(root, classes=3, per_class=4, size=16):
     for k in range(classes):
@@ -45,14 +47,6 @@ def _entries(cache_dir):
 
 def _temporaries(cache_dir):
     return sorted(n for n in os.listdir(cache_dir) if n.startswith(rundir.TEMPORARY_PREFIX))
-
-
-def _one_line(error, *fragments):
-    message = str(error.value)
-    assert "\n" not in message, message
-    for fragment in fragments:
-        assert fragment in message, message
-    return message
 
 
 def test_folder_is_decoded_once_then_memory_mapped_by_training_and_evaluation(tmp_path, decodes):
@@ -156,7 +150,7 @@ def test_a_folder_changing_during_the_build_is_one_error_and_caches_nothing(tmp_
     monkeypatch.setattr(data, "_decode_image", decode_while_a_file_arrives)
     with pytest.raises(image_cache.ImageCacheError) as error:
         data.load_pretrain_array("folder", str(flat), cache_dir=str(cache))
-    _one_line(error, str(flat), "changed while its decoded-image cache was being built", "1 file(s) added: late.png",
+    one_line(error, str(flat), "changed while its decoded-image cache was being built", "1 file(s) added: late.png",
               "rerun")
     assert os.listdir(cache) == []
 
@@ -168,7 +162,7 @@ def test_a_full_disk_fails_before_decoding_and_a_disk_filling_up_leaves_nothing(
     monkeypatch.setattr(image_cache.shutil, "disk_usage", lambda path: usage._replace(free=1000))
     with pytest.raises(image_cache.ImageCacheError) as error:
         data.load_pretrain_array("folder", flat, cache_dir=str(cache))
-    _one_line(error, "needs 0.06 GB", "0.00 GB free", str(cache), "--cache_dir")
+    one_line(error, "needs 0.06 GB", "0.00 GB free", str(cache), "--cache_dir")
     assert decodes == [] and os.listdir(cache) == []
     monkeypatch.undo()
 
@@ -178,7 +172,7 @@ def test_a_full_disk_fails_before_decoding_and_a_disk_filling_up_leaves_nothing(
     monkeypatch.setattr(image_cache, "_write_chunk", no_space)
     with pytest.raises(image_cache.ImageCacheError) as error:
         data.load_pretrain_array("folder", flat, cache_dir=str(cache))
-    _one_line(error, "cannot write the decoded-image cache", "No space left on device", "--cache_dir")
+    one_line(error, "cannot write the decoded-image cache", "No space left on device", "--cache_dir")
     assert os.listdir(cache) == []
 
 
@@ -187,7 +181,7 @@ def test_an_unwritable_cache_directory_is_refused_but_a_complete_entry_there_is_
     root = _folder(tmp_path / "images", classes=1, per_class=2)
     with pytest.raises(image_cache.ImageCacheError) as error:
         data.load_pretrain_array("folder", str(root / "class0"), cache_dir="/sys/fs")
-    _one_line(error, "/sys/fs is not writable", "--cache_dir", "MYOL_KERAS_CACHE_DIR")
+    one_line(error, "/sys/fs is not writable", "--cache_dir", "MYOL_KERAS_CACHE_DIR")
     # A read-only cache that already holds the entry (e.g. one shared, built beforehand) is fine.
     cache = tmp_path / "cache"
     data.load_pretrain_array("folder", str(root / "class0"), cache_dir=str(cache))
@@ -255,5 +249,5 @@ def test_a_run_started_with_the_shuffle_buffer_is_told_how_to_resume(tmp_path):
     run.write_config(saved)
     with pytest.raises(training.SetupError) as error:
         training.check_resumable(config, run)
-    _one_line(error, "--shuffle_buffer=10000 before, 0 now", "--shuffle_buffer=10000 resumes it")
+    one_line(error, "--shuffle_buffer=10000 before, 0 now", "--shuffle_buffer=10000 resumes it")
     training.check_resumable(config.replace(shuffle_buffer=10000), run)
