@@ -131,32 +131,55 @@ def steps_for(task, args):
     return {"train_step": args.steps, "end_to_end": args.e2e_steps, "augment": args.augment_batches}[task["part"]]
 
 
-def forward_macs(depth=18, width=64, image_size=32, projector_hidden=2048, projection=128):
-    """Multiply-accumulates of one image through ResNet-18/34 (basic blocks) + projector + predictor.
+def resnet_convolutions(depth=18, width=64, image_size=32):
+    """The convolutions of one ResNet-18/34 (basic blocks) pass, in order.
 
-    The convolutions of the `backbones.ResNet` / torchvision network with the
-    MYOL stem (3x3 s1; the 64-px stem's max-pool halves the side first),
-    counted as k*k*c_in*c_out*h_out*w_out; the heads as two Dense layers each.
-    ResNet-18, width 64, CIFAR stem, 32 px: 0.556 GMAC (1.11 GFLOP).
+    The `backbones.ResNet` / torchvision network with the MYOL stem (3x3 s1;
+    the 64-px stem's max-pool halves the side first). Each entry is a dict
+    with `kernel`, `c_in`, `c_out`, `side` (input side), `stride`, `side_out`
+    and `name`; None for other depths.
     """
     if depth not in (18, 34):
         return None
     blocks = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}[depth]
-    side = image_size
-    macs = 9 * 3 * width * side * side  # conv1
-    if image_size >= 64:
-        side = -(-side // 2)  # the max-pool
+
+    def conv(name, kernel, c_in, c_out, side, stride):
+        return {"name": name, "kernel": kernel, "c_in": c_in, "c_out": c_out, "side": side, "stride": stride,
+                "side_out": -(-side // stride)}
+
+    convs = [conv("stem", 3, 3, width, image_size, 1)]
+    side = -(-image_size // 2) if image_size >= 64 else image_size  # the 64-px stem's max-pool
     c_in = width
     for stage, n in enumerate(blocks):
         c_out = width * 2 ** stage
         for b in range(n):
             stride = 2 if (stage > 0 and b == 0) else 1
-            side_out = -(-side // stride)
-            macs += 9 * c_in * c_out * side_out * side_out + 9 * c_out * c_out * side_out * side_out
+            prefix = f"stage{stage + 1}.block{b + 1}"
+            convs.append(conv(f"{prefix}.conv1", 3, c_in, c_out, side, stride))
+            side = -(-side // stride)
+            convs.append(conv(f"{prefix}.conv2", 3, c_out, c_out, side, 1))
             if stride != 1 or c_in != c_out:
-                macs += c_in * c_out * side_out * side_out  # 1x1 downsample
-            c_in, side = c_out, side_out
-    feature = c_in
+                convs.append(conv(f"{prefix}.shortcut", 1, c_in, c_out, side * stride, stride))
+            c_in = c_out
+    return convs
+
+
+def conv_macs(conv):
+    """Multiply-accumulates of one convolution for one image: k*k*c_in*c_out*h_out*w_out."""
+    return conv["kernel"] ** 2 * conv["c_in"] * conv["c_out"] * conv["side_out"] ** 2
+
+
+def forward_macs(depth=18, width=64, image_size=32, projector_hidden=2048, projection=128):
+    """Multiply-accumulates of one image through ResNet-18/34 (basic blocks) + projector + predictor.
+
+    The convolutions of `resnet_convolutions`; the heads as two Dense layers
+    each. ResNet-18, width 64, CIFAR stem, 32 px: 0.556 GMAC (1.11 GFLOP).
+    """
+    convs = resnet_convolutions(depth, width, image_size)
+    if convs is None:
+        return None
+    macs = sum(conv_macs(c) for c in convs)
+    feature = convs[-1]["c_out"]
     heads = feature * projector_hidden + projector_hidden * projection  # projector
     heads += projection * projector_hidden + projector_hidden * projection  # predictor
     return macs + heads
@@ -325,16 +348,27 @@ def run_standalone(library, versions, args, make_bench, extra_meta=None, stream=
     return payload
 
 
+def cpu_seconds():
+    """User + system CPU time of this process, all threads (children not included)."""
+    t = os.times()
+    return t.user + t.system
+
+
 def timed_rep(bench):
     """`bench.rep()` plus the cores this process kept busy meanwhile and when it ended.
 
-    About 2 on a quiet 2-core machine for a train step; well below it, something
-    else took CPU time during the repetition.
+    `cpu_cores_used` covers the whole repetition (a fresh `fit` or iterator and
+    its untimed step included); `cpu_cores_used_timed`, when the bench reports
+    `cpu_seconds` for its timed steps, covers those steps only. About 2 on a
+    quiet 2-core machine for a train step; well below it, the step left a core
+    idle or something else took CPU time.
     """
-    cpu0, wall0 = os.times(), time.perf_counter()
+    cpu0, wall0 = cpu_seconds(), time.perf_counter()
     rep = bench.rep()
-    cpu1, wall = os.times(), time.perf_counter() - wall0
-    rep["cpu_cores_used"] = round(((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / wall, 2)
+    cpu1, wall = cpu_seconds(), time.perf_counter() - wall0
+    rep["cpu_cores_used"] = round((cpu1 - cpu0) / wall, 2)
+    if rep.get("cpu_seconds") is not None and rep["seconds"] > 0:
+        rep["cpu_cores_used_timed"] = round(rep["cpu_seconds"] / rep["seconds"], 2)
     rep["finished_utc"] = time.strftime("%H:%M:%S", time.gmtime())
     return rep
 

@@ -240,7 +240,8 @@ def main(argv=None):
                     rss[w.name] = answer["peak_rss_mb"]
                     rate = answer["rep"]["images"] / answer["rep"]["seconds"]
                     print(f"[{label}] rep {r + 1}/{args.reps} {w.name}: {rate:.1f} images/s "
-                          f"({answer['rep'].get('cpu_cores_used')} cores busy, "
+                          f"({answer['rep'].get('cpu_cores_used_timed', '?')} cores busy in the timed steps, "
+                          f"{answer['rep'].get('cpu_cores_used')} in the repetition, "
                           f"ended {answer['rep'].get('finished_utc')} UTC)", file=sys.stderr, flush=True)
             records = {}
             for w in workers:

@@ -291,21 +291,22 @@ class TorchBench:
         part = self.task["part"]
         if part == "train_step":
             self._step(*self.views)  # untimed, like ours
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), common.cpu_seconds()
             for _ in range(steps):
                 self._step(*self.views)
-            return {"seconds": time.perf_counter() - t0, "images": steps * self.args.batch_size, "steps": steps}
+            return {"seconds": time.perf_counter() - t0, "images": steps * self.args.batch_size, "steps": steps,
+                    "cpu_seconds": common.cpu_seconds() - cpu0}
         batches = self._batches()  # a fresh epoch: workers start at the first next()
         if part == "end_to_end":
             self._step(*next(batches))  # untimed, like ours
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), common.cpu_seconds()
         for _ in range(steps):
             views = next(batches)
             if part == "end_to_end":
                 self._step(*views)
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, common.cpu_seconds() - cpu0
         batches.close()
-        return {"seconds": seconds, "images": steps * self.args.batch_size, "steps": steps}
+        return {"seconds": seconds, "images": steps * self.args.batch_size, "steps": steps, "cpu_seconds": cpu}
 
     def warmup(self):
         if self.args.warmup_steps > 0:

@@ -58,7 +58,7 @@ class _StepTimer:
                 self.stamps = []
 
             def on_train_batch_end(self, batch, logs=None):
-                self.stamps.append((batch, time.perf_counter()))
+                self.stamps.append((batch, time.perf_counter(), common.cpu_seconds()))
 
         self.callback = Timer()
 
@@ -66,8 +66,8 @@ class _StepTimer:
         stamps = self.callback.stamps
         if len(stamps) < 2:
             raise RuntimeError("need at least two batch-end stamps; raise --steps")
-        (b0, t0), (b1, t1) = stamps[0], stamps[-1]
-        return {"seconds": t1 - t0, "images": (b1 - b0) * batch_size, "steps": b1 - b0}
+        (b0, t0, cpu0), (b1, t1, cpu1) = stamps[0], stamps[-1]
+        return {"seconds": t1 - t0, "images": (b1 - b0) * batch_size, "steps": b1 - b0, "cpu_seconds": cpu1 - cpu0}
 
 
 class KerasBench:

@@ -270,3 +270,43 @@ def test_profile_step_reads_onednn_lines_and_names_the_parts_of_a_step():
     assert profile.op_part("StatefulPartitionedCall/gradient_tape/online_1/res_net/conv1/Conv2DBackpropFilter") \
         == "online backward"
     assert profile.op_part("StatefulPartitionedCall/sgd/Mul_3").startswith("optimizer")
+
+
+def test_resnet_convolutions_list_the_network_that_forward_macs_counts():
+    common = _load("bench_common")
+    convs = common.resnet_convolutions(18, 64, 32)
+    assert len(convs) == 20  # stem + 8 blocks x 2 + 3 shortcuts
+    assert [c["name"] for c in convs if c["kernel"] == 1] == [
+        "stage2.block1.shortcut", "stage3.block1.shortcut", "stage4.block1.shortcut"]
+    shortcut = convs[[c["name"] for c in convs].index("stage2.block1.shortcut")]
+    assert (shortcut["side"], shortcut["side_out"], shortcut["c_in"], shortcut["c_out"]) == (32, 16, 64, 128)
+    heads = 512 * 2048 + 2048 * 128 + 128 * 2048 + 2048 * 128
+    assert sum(common.conv_macs(c) for c in convs) + heads == common.forward_macs(18, 64, 32)
+    assert common.resnet_convolutions(50) is None
+
+
+def test_kernel_ceiling_composes_a_step_from_its_passes(tmp_path, capsys):
+    ceiling = _load("kernel_ceiling")
+    args = ceiling.parse_args(["--batch_size=10"])
+    conv = {"kernel": 1, "c_in": 1, "c_out": 1, "side": 1, "side_out": 1, "stride": 1}
+    # Two convolutions of 10 images x 1 MAC = 20 FLOP each; the stem has no input gradient.
+    rows = [dict(conv, name="stem", forward={"ms": 1.0}, weight_gradient={"ms": 2.0}),
+            dict(conv, name="stage1.block1.conv1", forward={"ms": 3.0}, input_gradient={"ms": 4.0},
+                 weight_gradient={"ms": 5.0})]
+    by_direction, by_method = ceiling.summarise(rows, args)
+    assert by_direction["forward"]["ms"] == 4.0 and by_direction["input_gradient"]["ms"] == 4.0
+    assert by_direction["forward"]["tflops"] == pytest.approx(40 / 4e-3 / 1e12)
+    assert by_direction["input_gradient"]["tflops"] == pytest.approx(20 / 4e-3 / 1e12)
+    # online pass 4 + 4 + 7 = 15 ms, target pass 4 ms: BYOL 2*15 + 2*4, MYOL 3*15 + 2*4.
+    assert by_method["byol"]["convolution_ms_per_step"] == pytest.approx(38.0)
+    assert by_method["myol"]["convolution_ms_per_step"] == pytest.approx(53.0)
+    assert by_method["byol"]["ceiling_images_per_second"] == pytest.approx(10 / 0.038)
+
+    output = tmp_path / "ceiling.json"
+    ceiling.main(["--width=4", "--image_size=8", "--batch_size=2", "--reps=1", "--precision=float32",
+                  f"--output={output}"])
+    saved = json.loads(output.read_text())
+    assert len(saved["convolutions"]) == 20 and "input_gradient" not in saved["convolutions"][0]
+    assert all(r["weight_gradient"]["ms"] > 0 for r in saved["convolutions"])
+    assert saved["by_method"]["myol"]["convolution_ms_per_step"] > saved["by_method"]["byol"]["convolution_ms_per_step"]
+    assert "| byol |" in capsys.readouterr().out
