@@ -87,7 +87,7 @@ class KerasBench:
         # train_step and end_to_end of one method share one model (and its
         # traced train function): building and tracing is most of a smoke run.
         key = (task["method"], args.depth, args.width, args.image_size, args.batch_size, policy,
-               args.jit_compile, args.steps_per_execution, args.stack_views)
+               args.jit_compile, args.steps_per_execution, args.stack_views, args.gemm_weight_gradient_side)
         cached = _MODEL_CACHE.get(key) if task["part"] != "augment" else None
         if cached is None:
             _MODEL_CACHE.clear()
@@ -142,6 +142,9 @@ class KerasBench:
             self.model = training.build_model(config, self.plan)
             if hasattr(self.model, "stack_views"):
                 self.model.stack_views = args.stack_views == "on"  # read when the step is traced
+            if hasattr(self.model, "gemm_weight_gradient_side"):
+                side = args.gemm_weight_gradient_side
+                self.model.gemm_weight_gradient_side = side if side == "auto" else int(side)
             schedule = schedules.WarmupSchedule(
                 config.lr, steps_per_epoch, config.warmup_epochs, config.warmup_mode,
                 config.lr_schedule, steps_per_epoch * config.epochs,
@@ -182,6 +185,7 @@ class KerasBench:
             "augment_on": self.args.augment_on,
             "pipeline": self.args.pipeline,
             "stack_views": self.args.stack_views,
+            "gemm_weight_gradient_side": self.args.gemm_weight_gradient_side,
             "inter_op_threads": self.args.inter_op_threads,
             "num_images": self.num_images,
         }
@@ -245,6 +249,10 @@ def build_parser():
     parser.add_argument("--stack_views", choices=["on", "off"], default="off",
                         help="on: one forward pass over a step's views with per-view BatchNorm; off (the library "
                              "default): one pass per view, as the reference code")
+    parser.add_argument("--gemm_weight_gradient_side", default="auto",
+                        help="the model's gemm_weight_gradient_side: auto (the library default: 4 in bf16 on a CPU), "
+                             "or the largest input side whose conv weight gradient is one GEMM (0: TensorFlow's "
+                             "kernel everywhere)")
     parser.add_argument("--pipeline", choices=["cli", "pretrain_pipeline"], default="cli",
                         help="augment part: the CLI's own input pipeline (myol_keras.training.build_dataset), or "
                              "data.pretrain_pipeline + make_view_fn")
@@ -259,7 +267,7 @@ def main(argv=None):
         tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
     extra = {"variant": {"jit_compile": args.jit_compile, "steps_per_execution": args.steps_per_execution,
                          "ema": args.ema, "augment_on": args.augment_on, "stack_views": args.stack_views,
-                         "inter_op_threads": args.inter_op_threads}}
+                         "gemm_weight_gradient_side": args.gemm_weight_gradient_side, "inter_op_threads": args.inter_op_threads}}
     if args.serve:
         common.serve(LIBRARY, versions(), args, make_bench)
         return None

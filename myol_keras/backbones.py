@@ -13,6 +13,8 @@ ported by name.
 
 import keras
 
+from myol_keras import conv
+
 BLOCK_TYPES = {18: "basic", 34: "basic", 50: "bottleneck"}
 STACK_DEPTHS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3)}
 STEMS = ("cifar", "64px")
@@ -68,7 +70,7 @@ def _torch_default_conv():
 def _conv(filters, kernel_size, stride, name, dtype, initializer=None):
     """Bias-free conv; stride-2 3×3 convs pad explicitly by 1 as torch does."""
     padding = "same" if stride == 1 else "valid"
-    return keras.layers.Conv2D(
+    return conv.Conv2D(
         filters,
         kernel_size,
         strides=stride,

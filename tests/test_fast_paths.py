@@ -108,39 +108,66 @@ def test_cli_device_augmentation_and_steps_per_execution(tmp_path, capsys):
     assert (tmp_path / "saved_models" / "fast" / "1" / "saved_model.pb").exists()
 
 
-@pytest.mark.parametrize("method_cls", [BYOL, MYOL])
-def test_stacked_views_give_the_per_view_loss_curve(method_cls):
-    # Issue 17: one forward pass over the stacked views (per-view BatchNorm statistics) is the
-    # reference's one pass per view to float tolerance. 5 seeded float32 steps (SGD with momentum,
-    # coupled weight decay, the in-step EMA, MYOL's mixing) along the per-view run's trajectory:
-    # before each step the stacked model gets the per-view model's whole state (weights, BN moving
-    # statistics, optimizer slots and iterations), so every step is compared from the same point.
-    # (Free-running trajectories of this tiny network are chaotic: a 1e-7 relative change of the
-    # input views alone moves its weights by up to 1e-1 within 5 steps, more than the stacked
-    # pass ever did; along one trajectory the two paths agree to ~1e-6.)
+def _assert_same_loss_curve(method_cls, steps=5, **variant):
+    """`steps` seeded float32 steps of a tiny model with `variant` kwargs equal the default model's.
+
+    SGD with momentum, coupled weight decay and the in-step EMA (and MYOL's mixing),
+    along the default run's trajectory: before each step the variant gets the default
+    model's whole state (weights, BN moving statistics, optimizer slots and iterations),
+    so every step is compared from the same point. (Free-running trajectories of this
+    tiny network are chaotic: a 1e-7 relative change of the input views alone moves its
+    weights by up to 1e-1 within 5 steps; along one trajectory the paths agree to ~1e-6.)
+    Returns the variant model.
+    """
     keras.utils.set_random_seed(3)
     ds = tf.data.Dataset.from_tensors(random_views(batch=16, num_views=2, seed=11)).repeat()
     models = []
-    for stack_views in (False, True):
-        model = tiny_method(method_cls, width=8, weight_decay=1e-4, seed=5, stack_views=stack_views)
+    for kwargs in ({}, variant):
+        model = tiny_method(method_cls, width=8, weight_decay=1e-4, seed=5, **kwargs)
         if models:
             model.set_weights(models[0].get_weights())
         model.set_in_step_ema(0.99)
         model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
         models.append(model)
-    per_view, stacked = models
-    assert stacked.stack_views and not per_view.stack_views
-    assert type(stacked).from_config(stacked.get_config()).stack_views is True
+    default, other = models
     moved = None
-    for step in range(5):
-        stacked.set_weights(per_view.get_weights())
-        for mine, theirs in zip(stacked.optimizer.variables, per_view.optimizer.variables):
+    for step in range(steps):
+        other.set_weights(default.get_weights())
+        for mine, theirs in zip(other.optimizer.variables, default.optimizer.variables):
             mine.assign(theirs)
-        before = per_view.get_weights()
-        expected, got = (m.fit(ds, epochs=1, steps_per_epoch=1, verbose=0).history for m in (per_view, stacked))
+        before = default.get_weights()
+        expected, got = (m.fit(ds, epochs=1, steps_per_epoch=1, verbose=0).history for m in (default, other))
         for key in expected:
             assert got[key][0] == pytest.approx(expected[key][0], rel=1e-5, abs=1e-6), (step, key)
-        _assert_same_weights(per_view, stacked, atol=2e-5)
-        moved = max(float(np.abs(a - b).max()) for a, b in zip(before, per_view.get_weights()))
+        _assert_same_weights(default, other, atol=2e-5)
+        moved = max(float(np.abs(a - b).max()) for a, b in zip(before, default.get_weights()))
     assert moved > 1e-3  # the steps really moved the weights (BN statistics and targets included)
-    assert int(stacked.optimizer.iterations.numpy()) == 5
+    assert int(other.optimizer.iterations.numpy()) == steps
+    return other
+
+
+@pytest.mark.parametrize("method_cls", [BYOL, MYOL])
+def test_stacked_views_give_the_per_view_loss_curve(method_cls):
+    # Issue 17: one forward pass over the stacked views (per-view BatchNorm statistics) is the
+    # reference's one pass per view to float tolerance.
+    stacked = _assert_same_loss_curve(method_cls, stack_views=True)
+    assert stacked.stack_views
+    assert type(stacked).from_config(stacked.get_config()).stack_views is True
+
+
+@pytest.mark.parametrize("method_cls", [BYOL, MYOL])
+def test_gemm_weight_gradients_give_the_kernel_loss_curve(method_cls, monkeypatch):
+    # Issue 17: the weight gradient of the small convolutions as one GEMM (myol_keras.conv) is
+    # TensorFlow's convolution kernel to float tolerance. At 16 px the width-8 ResNet-18's
+    # stages 2-4 run at 8, 4 and 2 px: max side 8 puts 9 of its 3x3 convolutions on the GEMM path.
+    from myol_keras import conv
+
+    calls = []
+    original = conv.patches_weight_gradient
+    monkeypatch.setattr(conv, "patches_weight_gradient", lambda *a: calls.append(a[0].shape) or original(*a))
+    gemm = _assert_same_loss_curve(method_cls, gemm_weight_gradient_side=8)
+    # Traced once per online pass: BYOL 2 views, MYOL + the mixed batch; 3 per stage, stage 2..4.
+    online_passes = 3 if method_cls is MYOL else 2
+    assert len(calls) == online_passes * 9
+    assert sorted({shape[1] for shape in calls}) == [2, 4, 8]
+    assert type(gemm).from_config(gemm.get_config()).gemm_weight_gradient_side == 8

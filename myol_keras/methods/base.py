@@ -24,6 +24,13 @@ the 2-core avx512_bf16 CPU of issue 17 the stacked pass did not measurably
 speed the step up (docs/PERFORMANCE.md); it is there for hardware where
 larger convolutions pay.
 
+**GEMM weight gradients** (`gemm_weight_gradient_side`, on by default for
+bf16 on a CPU): inside the step's tape the backbone's small stride-1
+convolutions (`myol_keras.conv.Conv2D`, input side ≤ 4 px) take their weight
+gradient as one matrix product instead of TensorFlow's oneDNN kernel, which
+is slow there in bf16 (a workaround, `myol_keras/conv.py`); same gradient,
+tested against TensorFlow's own.
+
 Two optional fast paths leave the algorithm unchanged:
 
 * **in-step EMA** (`set_in_step_ema`, or `EMATargetUpdate(in_step=True)`): the
@@ -41,6 +48,7 @@ import tensorflow as tf
 
 from myol_keras import augment
 from myol_keras import batchnorm
+from myol_keras import conv
 from myol_keras import distribute
 from myol_keras import ema
 from myol_keras import heads as heads_lib
@@ -68,6 +76,12 @@ class BootstrapMethod(keras.Model):
         stack_views: run the views of a step through each network in one
             forward pass with per-view BatchNorm statistics (same results as
             one pass per view); False (the default): one pass per view.
+        gemm_weight_gradient_side: the largest input side (pixels) of the
+            backbone's `myol_keras.conv.Conv2D` layers whose weight gradient
+            is one GEMM instead of TensorFlow's convolution kernel (same
+            gradient, a faster kernel for small bf16 convolutions on a CPU);
+            0 for none; "auto" (the default): 4 for bf16 on a CPU-only
+            machine, else 0 (`conv.auto_max_side`).
     """
 
     #: names of the loss terms a subclass returns besides "loss".
@@ -92,6 +106,7 @@ class BootstrapMethod(keras.Model):
         weight_decay=0.0,
         seed=0,
         stack_views=False,
+        gemm_weight_gradient_side="auto",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -120,6 +135,8 @@ class BootstrapMethod(keras.Model):
         self.weight_decay = float(weight_decay)
         self.seed = int(seed)
         self.stack_views = bool(stack_views)
+        conv.resolve_max_side(gemm_weight_gradient_side, "float32")  # refuses a bad value here, not at trace time
+        self.gemm_weight_gradient_side = gemm_weight_gradient_side
 
         self.projector = self.make_projector("projector")
         self.predictor = self.make_predictor() if self.uses_predictor else None
@@ -402,7 +419,8 @@ class BootstrapMethod(keras.Model):
         # gradients, so each replica's loss is divided by the replica count
         # (a mean over the global batch), as Keras' own train_step does.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        with tf.GradientTape() as tape:
+        max_side = conv.resolve_max_side(self.gemm_weight_gradient_side, self.backbone.compute_dtype)
+        with tf.GradientTape() as tape, conv.gemm_weight_gradients(max_side):
             terms = self.compute_loss_terms(views, targets, seed)
             loss = tf.cast(terms["loss"], tf.float32)
             scaled_loss = self.optimizer.scale_loss(loss / replicas)
@@ -494,6 +512,7 @@ class BootstrapMethod(keras.Model):
                 "weight_decay": self.weight_decay,
                 "seed": self.seed,
                 "stack_views": self.stack_views,
+                "gemm_weight_gradient_side": self.gemm_weight_gradient_side,
             }
         )
         return config
