@@ -250,7 +250,7 @@ def build_parser():
                         help="on: one forward pass over a step's views with per-view BatchNorm; off (the library "
                              "default): one pass per view, as the reference code")
     parser.add_argument("--gemm_weight_gradient_side", default="auto",
-                        help="the model's gemm_weight_gradient_side: auto (the library default: 4 in bf16 on a CPU), "
+                        help="the model's gemm_weight_gradient_side: auto (the library default: 8 in bf16 on a CPU), "
                              "or the largest input side whose conv weight gradient is one GEMM (0: TensorFlow's "
                              "kernel everywhere)")
     parser.add_argument("--pipeline", choices=["cli", "pretrain_pipeline"], default="cli",

@@ -4,10 +4,10 @@ Workaround for a slow kernel choice upstream: in TensorFlow 2.21's bundled
 oneDNN, the bf16 weight gradient of a 3×3 convolution (`Conv2DBackpropFilter`,
 run as oneDNN's `jit_bf16:avx512_core_bf16` backward-weights kernel) is the
 slowest part of our train step on an avx512_bf16 CPU without AMX, and slowest
-of all where the feature maps are small: ResNet-18's last stage (4×4 at
-32 px) runs it at 0.13–0.25 TFLOP/s, against 0.50 for the same layer's
-forward pass and 0.48–0.54 for torch's oneDNN 3.12 on the same shapes
-(`benchmarks/kernel_ceiling.py`, docs/PERFORMANCE.md). For a stride-1 "same"
+of all where the feature maps are small: at 32 px ResNet-18's last two
+stages (8×8 and 4×4) run it at 0.13–0.46 TFLOP/s, against 0.50–0.90 for the
+same layers' forward pass and 0.37–0.70 for torch's oneDNN 3.12 on the same
+shapes (`benchmarks/kernel_ceiling.py`, docs/PERFORMANCE.md). For a stride-1 "same"
 convolution the weight gradient is a single matrix product,
 
     dW[i, j, c, o] = Σ_{n, y, x} x_pad[n, y + i, x + j, c] · dy[n, y, x, o],
@@ -35,7 +35,7 @@ weight files stay interchangeable, as `batchnorm.BatchNormalization` does.
 Example:
 ```python
 conv = myol_keras.conv.Conv2D(64, 3, padding="same", use_bias=False)
-with myol_keras.conv.gemm_weight_gradients(max_side=4):
+with myol_keras.conv.gemm_weight_gradients(max_side=8):
     with tf.GradientTape() as tape:
         y = conv(tf.random.normal((8, 4, 4, 32)))
     kernel_gradient = tape.gradient(y, conv.kernel)
@@ -47,10 +47,12 @@ import threading
 
 import keras
 
-#: `auto_max_side`'s choice on a CPU in bf16: ResNet's last stage at 32 px
-#: (4×4). Measured in issue 17: +2–5 % for the BYOL step at 4; up to 8 px
-#: (the third stage too) was no better within the noise.
-DEFAULT_MAX_SIDE = 4
+#: `auto_max_side`'s choice on a CPU in bf16: ResNet's last two stages at
+#: 32 px (8×8 and 4×4). Measured in issue 17, side by side in one run
+#: (`compare.py --ours_variant`): against TensorFlow's kernel everywhere, the
+#: BYOL step +8 % (4 paired repetitions 1.06–1.08×) and MYOL +11 % at 8;
+#: at 4 (the last stage only) BYOL gained 2–5 % in separate processes.
+DEFAULT_MAX_SIDE = 8
 
 _STATE = threading.local()
 

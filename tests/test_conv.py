@@ -82,7 +82,7 @@ def test_layer_takes_the_gemm_path_only_where_it_applies(monkeypatch):
 
 
 def test_max_side_settings():
-    assert conv.auto_max_side("bfloat16", has_gpu=False) == conv.DEFAULT_MAX_SIDE == 4
+    assert conv.auto_max_side("bfloat16", has_gpu=False) == conv.DEFAULT_MAX_SIDE == 8
     assert conv.auto_max_side("bfloat16", has_gpu=True) == 0
     assert conv.auto_max_side("float32", has_gpu=False) == 0
     assert conv.resolve_max_side(0, "bfloat16") == 0 and conv.resolve_max_side(8, "float32") == 8

@@ -26,7 +26,7 @@ larger convolutions pay.
 
 **GEMM weight gradients** (`gemm_weight_gradient_side`, on by default for
 bf16 on a CPU): inside the step's tape the backbone's small stride-1
-convolutions (`myol_keras.conv.Conv2D`, input side ≤ 4 px) take their weight
+convolutions (`myol_keras.conv.Conv2D`, input side ≤ 8 px) take their weight
 gradient as one matrix product instead of TensorFlow's oneDNN kernel, which
 is slow there in bf16 (a workaround, `myol_keras/conv.py`); same gradient,
 tested against TensorFlow's own.
@@ -80,7 +80,7 @@ class BootstrapMethod(keras.Model):
             backbone's `myol_keras.conv.Conv2D` layers whose weight gradient
             is one GEMM instead of TensorFlow's convolution kernel (same
             gradient, a faster kernel for small bf16 convolutions on a CPU);
-            0 for none; "auto" (the default): 4 for bf16 on a CPU-only
+            0 for none; "auto" (the default): 8 for bf16 on a CPU-only
             machine, else 0 (`conv.auto_max_side`).
     """
 
