@@ -18,7 +18,9 @@ of those convolution times is a floor under the step's time — everything else
 `batch / sum` is the most images/s a step built on these kernels can reach.
 
 Standard library + the framework only, so it runs in the project's
-environment (TensorFlow) and in the torch venv alike.
+environment (TensorFlow) and in the torch venv alike; with
+`--gemm_weight_gradient_side` it times `myol_keras.conv`'s GEMM weight
+gradient where the library's bf16 train step uses it (TensorFlow only).
 """
 
 import argparse
@@ -48,6 +50,10 @@ def parse_args(argv=None):
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("--reps", type=int, default=7, help="timed calls per kernel (median)")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: the framework's default)")
+    p.add_argument("--gemm_weight_gradient_side", type=int, default=0,
+                   help="TensorFlow: the weight gradient of stride-1 convolutions with input side <= this as "
+                        "myol_keras.conv's GEMM (what the library's train step does in bf16 on a CPU); 0: the "
+                        "framework's kernel everywhere")
     p.add_argument("--output", default="", help="write the results as JSON here")
     return p.parse_args(argv)
 
@@ -78,6 +84,11 @@ def tensorflow_kernels(conv, args):
         input_sizes=tf.shape(x), filter=w, out_backprop=dy, strides=strides, padding=padding))
     weight_gradient = tf.function(lambda: tf.raw_ops.Conv2DBackpropFilter(
         input=x, filter_sizes=tf.shape(w), out_backprop=dy, strides=strides, padding=padding))
+    if s == 1 and k % 2 == 1 and conv["side"] <= args.gemm_weight_gradient_side:
+        sys.path.insert(0, common.REPO)
+        from myol_keras.conv import patches_weight_gradient
+
+        weight_gradient = tf.function(lambda: patches_weight_gradient(x, dy, k))
     return {"forward": forward, "input_gradient": input_gradient, "weight_gradient": weight_gradient}
 
 
@@ -167,6 +178,8 @@ def main(argv=None):
     versions = framework_version(args)
     model, flags, cpus = common.cpu_info()
     label = f"{args.framework} {args.precision}" + (" channels_last" if args.channels_last else "")
+    if args.gemm_weight_gradient_side:
+        label += f" gemm_weight_gradient_side={args.gemm_weight_gradient_side}"
     print(f"{label}; CPU {model}, flags {' '.join(flags)}, {cpus} logical CPUs; {versions}; "
           f"load {common.load_average()[0]:.2f}", flush=True)
     rows = measure(args)

@@ -304,8 +304,9 @@ def test_kernel_ceiling_composes_a_step_from_its_passes(tmp_path, capsys):
 
     output = tmp_path / "ceiling.json"
     ceiling.main(["--width=4", "--image_size=8", "--batch_size=2", "--reps=1", "--precision=float32",
-                  f"--output={output}"])
+                  "--gemm_weight_gradient_side=4", f"--output={output}"])
     saved = json.loads(output.read_text())
+    assert saved["label"] == "tensorflow float32 gemm_weight_gradient_side=4"
     assert len(saved["convolutions"]) == 20 and "input_gradient" not in saved["convolutions"][0]
     assert all(r["weight_gradient"]["ms"] > 0 for r in saved["convolutions"])
     assert saved["by_method"]["myol"]["convolution_ms_per_step"] > saved["by_method"]["byol"]["convolution_ms_per_step"]
