@@ -45,13 +45,14 @@ with myol_keras.batchnorm.view_groups(2):  # rows 0-3 and 4-7: two views
 """
 
 import contextlib
-import threading
 
 import keras
 import tensorflow as tf
 
+from myol_keras.scoped import ScopedSetting
+
 _FUSED_DTYPES = ("float32", "float16", "bfloat16")
-_VIEW_GROUPS = threading.local()
+_VIEW_GROUPS = ScopedSetting(default=1)
 
 
 @contextlib.contextmanager
@@ -79,17 +80,13 @@ def view_groups(num_views):
     """
     if isinstance(num_views, bool) or not isinstance(num_views, int) or num_views < 1:
         raise ValueError(f"Expected `num_views` to be a positive integer. Received: num_views={num_views!r}")
-    previous = getattr(_VIEW_GROUPS, "value", 1)
-    _VIEW_GROUPS.value = num_views
-    try:
+    with _VIEW_GROUPS.set(num_views):
         yield
-    finally:
-        _VIEW_GROUPS.value = previous
 
 
 def current_view_groups():
     """The `num_views` of the innermost `view_groups` block (1 outside any)."""
-    return getattr(_VIEW_GROUPS, "value", 1)
+    return _VIEW_GROUPS.value
 
 
 @keras.saving.register_keras_serializable(package="myol_keras")

@@ -43,9 +43,10 @@ with myol_keras.conv.gemm_weight_gradients(max_side=8):
 """
 
 import contextlib
-import threading
 
 import keras
+
+from myol_keras.scoped import ScopedSetting
 
 #: `auto_max_side`'s choice on a CPU in bf16: ResNet's last two stages at
 #: 32 px (8×8 and 4×4). Measured in issue 17, side by side in one run
@@ -54,7 +55,7 @@ import keras
 #: at 4 (the last stage only) BYOL gained 2–5 % in separate processes.
 DEFAULT_MAX_SIDE = 8
 
-_STATE = threading.local()
+_MAX_SIDE = ScopedSetting(default=0)
 
 
 @contextlib.contextmanager
@@ -70,17 +71,13 @@ def gemm_weight_gradients(max_side):
     """
     if not isinstance(max_side, int) or isinstance(max_side, bool) or max_side < 0:
         raise ValueError(f"Expected `max_side` to be an integer >= 0. Received: max_side={max_side!r}")
-    previous = getattr(_STATE, "max_side", 0)
-    _STATE.max_side = max_side
-    try:
+    with _MAX_SIDE.set(max_side):
         yield
-    finally:
-        _STATE.max_side = previous
 
 
 def current_max_side():
     """The `max_side` of the innermost `gemm_weight_gradients` block (0 outside any)."""
-    return getattr(_STATE, "max_side", 0)
+    return _MAX_SIDE.value
 
 
 def auto_max_side(compute_dtype, has_gpu):
@@ -93,16 +90,21 @@ def auto_max_side(compute_dtype, has_gpu):
     return DEFAULT_MAX_SIDE if keras.backend.standardize_dtype(compute_dtype) == "bfloat16" and not has_gpu else 0
 
 
+def check_side_setting(setting):
+    """Raise `ValueError` unless `setting` is "auto" or an integer ≥ 0 (a `gemm_weight_gradient_side`)."""
+    if setting != "auto" and (not isinstance(setting, int) or isinstance(setting, bool) or setting < 0):
+        raise ValueError(
+            f'Expected `gemm_weight_gradient_side` to be "auto" or an integer >= 0. Received: {setting!r}'
+        )
+
+
 def resolve_max_side(setting, compute_dtype):
     """The side a model's `gemm_weight_gradient_side` setting means: "auto" or an integer ≥ 0."""
+    check_side_setting(setting)
     if setting == "auto":
         import tensorflow as tf
 
         return auto_max_side(compute_dtype, bool(tf.config.list_logical_devices("GPU")))
-    if not isinstance(setting, int) or isinstance(setting, bool) or setting < 0:
-        raise ValueError(
-            f'Expected `gemm_weight_gradient_side` to be "auto" or an integer >= 0. Received: {setting!r}'
-        )
     return setting
 
 

@@ -135,7 +135,7 @@ class BootstrapMethod(keras.Model):
         self.weight_decay = float(weight_decay)
         self.seed = int(seed)
         self.stack_views = bool(stack_views)
-        conv.resolve_max_side(gemm_weight_gradient_side, "float32")  # refuses a bad value here, not at trace time
+        conv.check_side_setting(gemm_weight_gradient_side)  # refused here, not when the step is traced
         self.gemm_weight_gradient_side = gemm_weight_gradient_side
 
         self.projector = self.make_projector("projector")
