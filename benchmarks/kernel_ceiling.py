@@ -85,8 +85,7 @@ def tensorflow_kernels(conv, args):
     weight_gradient = tf.function(lambda: tf.raw_ops.Conv2DBackpropFilter(
         input=x, filter_sizes=tf.shape(w), out_backprop=dy, strides=strides, padding=padding))
     if s == 1 and k % 2 == 1 and conv["side"] <= args.gemm_weight_gradient_side:
-        sys.path.insert(0, common.REPO)
-        from myol_keras.conv import patches_weight_gradient
+        from myol_keras.conv import patches_weight_gradient  # importable: setup_framework put the checkout on the path
 
         weight_gradient = tf.function(lambda: patches_weight_gradient(x, dy, k))
     return {"forward": forward, "input_gradient": input_gradient, "weight_gradient": weight_gradient}
@@ -119,7 +118,8 @@ def torch_kernels(conv, args):
             "weight_gradient": backward([False, True, False])}
 
 
-def framework_version(args):
+def setup_framework(args):
+    """Import the framework once, apply `--threads`, and return its versions."""
     if args.framework == "torch":
         import torch
 
@@ -130,6 +130,8 @@ def framework_version(args):
 
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    if args.gemm_weight_gradient_side:
+        sys.path.insert(0, common.REPO)  # myol_keras.conv, from this checkout
     return {"tensorflow": tf.__version__}
 
 
@@ -175,7 +177,7 @@ def summarise(rows, args):
 
 def main(argv=None):
     args = parse_args(argv)
-    versions = framework_version(args)
+    versions = setup_framework(args)
     model, flags, cpus = common.cpu_info()
     label = f"{args.framework} {args.precision}" + (" channels_last" if args.channels_last else "")
     if args.gemm_weight_gradient_side:
