@@ -13,6 +13,22 @@ CIFAR_SUBSET = SHARED_DATA / "cifar10_subset.npz"
 
 
 @pytest.fixture
+def gemm_calls(monkeypatch):
+    """The inputs `x` of every `myol_keras.conv.patches_weight_gradient` call (at trace time), in order."""
+    from myol_keras import conv
+
+    calls = []
+    original = conv.patches_weight_gradient
+
+    def recording(x, *args):
+        calls.append(x)
+        return original(x, *args)
+
+    monkeypatch.setattr(conv, "patches_weight_gradient", recording)
+    return calls
+
+
+@pytest.fixture
 def cifar_subset_path():
     """Path of ../shared/data/cifar10_subset.npz; skips cleanly when absent."""
     if not CIFAR_SUBSET.exists():

@@ -38,10 +38,7 @@ def _gradients(layer, x, max_side):
 
 
 @pytest.mark.parametrize("dtype, tolerance", [("float32", 1e-5), ("mixed_bfloat16", 2e-2)])
-def test_layer_gradients_equal_keras_conv2d(dtype, tolerance, monkeypatch):
-    calls = []
-    original = conv.patches_weight_gradient
-    monkeypatch.setattr(conv, "patches_weight_gradient", lambda *a: calls.append(a[0].dtype) or original(*a))
+def test_layer_gradients_equal_keras_conv2d(dtype, tolerance, gemm_calls):
     ours = conv.Conv2D(8, 3, padding="same", use_bias=False, dtype=dtype, name="conv")
     theirs = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, dtype=dtype, name="conv")
     x = tf.random.stateless_normal((4, 4, 4, 5), seed=[1, 2])
@@ -50,7 +47,7 @@ def test_layer_gradients_equal_keras_conv2d(dtype, tolerance, monkeypatch):
     theirs.set_weights(ours.get_weights())
 
     y, dx, dw = _gradients(ours, x, max_side=4)
-    assert len(calls) == 1 and calls[0] == ours.compute_dtype  # bf16 activations under the mixed policy
+    assert len(gemm_calls) == 1 and gemm_calls[0].dtype == ours.compute_dtype  # bf16 activations under the mixed policy
     y_ref, dx_ref, dw_ref = _gradients(theirs, x, max_side=4)
     np.testing.assert_array_equal(tf.cast(y, tf.float32), tf.cast(y_ref, tf.float32))  # the same forward op
     np.testing.assert_array_equal(dx, dx_ref)  # the same input-gradient op
@@ -59,10 +56,7 @@ def test_layer_gradients_equal_keras_conv2d(dtype, tolerance, monkeypatch):
     assert dw.dtype == tf.float32  # the gradient of the float32 variable
 
 
-def test_layer_takes_the_gemm_path_only_where_it_applies(monkeypatch):
-    calls = []
-    original = conv.patches_weight_gradient
-    monkeypatch.setattr(conv, "patches_weight_gradient", lambda *a: calls.append(a[0].shape) or original(*a))
+def test_layer_takes_the_gemm_path_only_where_it_applies(gemm_calls):
     x = tf.random.stateless_normal((2, 4, 4, 3), seed=[0, 0])
     same = conv.Conv2D(2, 3, padding="same", use_bias=False)
     for layer, max_side in [
@@ -74,10 +68,10 @@ def test_layer_takes_the_gemm_path_only_where_it_applies(monkeypatch):
         (conv.Conv2D(2, 3, padding="same", dilation_rate=2, use_bias=False), 8),
     ]:
         _gradients(layer, x, max_side)
-    assert calls == []
+    assert gemm_calls == []
     same(x)  # outside any block
     _gradients(same, x, 4)
-    assert calls == [(2, 4, 4, 3)]
+    assert [tuple(x.shape) for x in gemm_calls] == [(2, 4, 4, 3)]
     assert conv.current_max_side() == 0  # the block restored the default
 
 
