@@ -62,6 +62,7 @@ Q1_FLAGS = [
     "--warmup_epochs=10", "--warmup_mode=linear", "--lr_schedule=constant",
     "--ema=0.996", "--ema_schedule=constant", "--precision=float32",
     "--alpha=2.0", "--gamma=1.0", "--verbose=2",
+    "--shuffle_buffer=0",  # today's default, passed so that a later change of the default cannot change Q1
 ]
 PROBE = {"epochs": 100, "batch_size": 64, "lr": 0.2, "momentum": 0.9}
 
@@ -80,8 +81,13 @@ def cpu_model():
     return platform.processor() or "unknown"
 
 
-def linear_probe(train_x, train_y, test_x, test_y, num_classes, seed, epochs=PROBE["epochs"], return_classifier=False):
-    """Q1's linear probe on cached features; returns (top-1 %, top-5 %), and the trained classifier if asked."""
+def linear_probe(train_x, train_y, test_x, test_y, num_classes, seed, epochs=PROBE["epochs"], return_classifier=False,
+                 return_predictions=False):
+    """Q1's linear probe on cached features.
+
+    Returns (top-1 %, top-5 %), then the trained classifier if asked, then the
+    predicted class of every test image (int array) if asked.
+    """
     import keras
     import numpy as np
     import tensorflow as tf
@@ -113,7 +119,8 @@ def linear_probe(train_x, train_y, test_x, test_y, num_classes, seed, epochs=PRO
     logits = classifier.predict(test_x, batch_size=512, verbose=0)
     top1 = float(np.mean(np.argmax(logits, 1) == test_y) * 100)
     top5 = float(np.mean(np.any(np.argsort(-logits, 1)[:, :5] == test_y[:, None], 1)) * 100)
-    return (top1, top5, classifier) if return_classifier else (top1, top5)
+    out = (top1, top5) + ((classifier,) if return_classifier else ())
+    return out + ((np.argmax(logits, 1),) if return_predictions else ())
 
 
 def cifar10_stats():
@@ -137,15 +144,15 @@ def q1_features(backbone, images):
     return np.concatenate(out)
 
 
-def probe_backbone(backbone, data_path, seed, epochs=PROBE["epochs"], return_classifier=False):
-    """Features of the un-augmented, normalised images (inference mode), then the probe."""
+def probe_backbone(backbone, data_path, seed, epochs=PROBE["epochs"], return_classifier=False, return_predictions=False):
+    """Features of the un-augmented, normalised images (inference mode), then the probe (see `linear_probe`)."""
     import numpy as np
 
     arrays = np.load(data_path)
     train_y = arrays["y_train"].astype("int64").ravel()
     test_y = arrays["y_test"].astype("int64").ravel()
     return linear_probe(q1_features(backbone, arrays["x_train"]), train_y, q1_features(backbone, arrays["x_test"]), test_y,
-                        10, seed, epochs, return_classifier=return_classifier)
+                        10, seed, epochs, return_classifier=return_classifier, return_predictions=return_predictions)
 
 
 def run_name_for(method, seed, epochs, precision="float32", batch_size=128):
@@ -169,13 +176,20 @@ def q1_batch_schedule(batch_size):
 
 
 def worker(method, seed, data_path, work_dir, threads, epochs, probe_epochs, precision="float32", steps_per_epoch=0,
-           batch_size=128, encoder_only=False):
+           batch_size=128, encoder_only=False, robust_curve=None):
     """Train one run through the CLI (resumable), probe its export; print a JSON result line.
 
     With `encoder_only` the run is trained (or found finished) and not probed:
     the robustness and semi-supervised protocols need the encoders of runs whose
     Q1 row is already in the JSON (run directories are gitignored scratch).
+    With `robust_curve` (a dict of `robust_curve_run` keywords) the row also
+    holds the pixel-space robustness curve of the same encoder and probe.
+
+    The row carries its provenance (`provenance.py`: commit, versions, data
+    hash, CPU, load, the command), the run's resolved `config.json`, the CLI
+    arguments it was trained with and the probe's prediction for every test image.
     """
+    load_at_start = _provenance().load_average()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
@@ -205,6 +219,8 @@ def worker(method, seed, data_path, work_dir, threads, epochs, probe_epochs, pre
         cli.main(argv)
         pretrain_seconds = time.time() - start
         run_dir = Path(work_dir) / "runs" / run_name
+        with open(run_dir / "config.json") as f:
+            run_config = json.load(f)
         with open(run_dir / "history.csv") as f:
             rows = list(csv.DictReader(f))
         speeds = [float(r["images_per_second"]) for r in rows[1:] if r.get("images_per_second")]
@@ -219,20 +235,116 @@ def worker(method, seed, data_path, work_dir, threads, epochs, probe_epochs, pre
             return
         backbone = export.load_backbone(export_path)
     probe_start = time.time()
-    top1, top5 = probe_backbone(backbone, data_path, seed, probe_epochs)
+    top1, top5, classifier, predictions = probe_backbone(backbone, data_path, seed, probe_epochs, return_classifier=True,
+                                                         return_predictions=True)
+    probe_seconds = round(time.time() - probe_start, 1)
+    curve = None
+    if robust_curve is not None:
+        curve = robust_curve_run(backbone, classifier, data_path, seed, **robust_curve)
     result = {
         "method": method, "seed": seed, "epochs": epochs if method != "random" else 0,
         "batch_size": batch_size if method != "random" else 0,
         "top1": top1, "top5": top5,
         "pretrain_seconds": round(pretrain_seconds, 1),
-        "probe_seconds": round(time.time() - probe_start, 1),
+        "probe_seconds": probe_seconds,
         "images_per_second": images_per_second, "threads": threads,
         "cpu": cpu_model(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "run_name": run_name, "precision": precision,
+        "predictions": "".join(str(int(p)) for p in predictions),
     }
     if history:
         result["history"] = history
+    if curve is not None:
+        result["robust_curve"] = curve
+    command = json.loads(os.environ.get("MYOL_Q1_COMMAND", "null")) or sys.argv
+    result["provenance"] = {**_provenance().provenance(data_path=data_path, command=command),
+                            "load_average_at_start": load_at_start}
+    if method != "random":
+        result["provenance"]["cli_argv"] = argv[1:]
+        result["provenance"]["config"] = run_config
     print("Q1RESULT " + json.dumps(result), flush=True)
+
+
+def _provenance():
+    """`benchmarks/provenance.py` as a module (this script runs as a file, not from a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_provenance", Path(__file__).resolve().parent / "provenance.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# --- the robustness curve (issue 26): pixel space, an eps sweep, PGD with the standard step and restarts -------------
+
+CURVE = {"eps": (0.25, 0.5, 1.0, 2.0, 4.0), "steps": 10, "restarts": 2}  # eps in 1/255 units
+
+
+def robust_curve_run(backbone, classifier, data_path, seed, *, eps=CURVE["eps"], steps=CURVE["steps"],
+                     restarts=CURVE["restarts"], max_test_images=0, batch_size=100):
+    """The robustness curve of one encoder + its Q1 probe on the test images.
+
+    Pixel space ([0, 1] pixels -> CIFAR-10 normalisation -> encoder in inference
+    mode -> probe). For each eps (in 1/255 units): L-inf PGD with `steps` steps of
+    the standard size 2.5 * eps / steps, from `restarts` random starts (restart r
+    of batch b keyed on (seed, r, b)); an image is robust if it is classified
+    correctly clean and after every restart. Beside it the paper's faithful
+    number: PGD-8 at 4/255 with alpha = eps in the `normalized_clip01` space,
+    next to its eps = 0 control (the [0, 1] clip of the normalised image alone).
+
+    Returns `{"clean", "eps", "robust" (% per eps), "robust_bits" (per eps, one
+    '0'/'1' per test image), "faithful": {"clip_only", "pgd8_4"}, settings, seconds}`.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    from myol_keras.evaluation import attack
+
+    start = time.time()
+    arrays = np.load(data_path)
+    n = max_test_images or len(arrays["x_test"])
+    pixels = arrays["x_test"][:n].astype("float32") / 255.0
+    labels = arrays["y_test"][:n].astype("int64").ravel()
+    mean, std = cifar10_stats()
+    m, s = tf.constant(mean), tf.constant(std)
+
+    def model_fn(p):
+        return classifier(backbone((p - m) / s, training=False))
+
+    def correct(x, y):
+        return np.argmax(model_fn(x).numpy(), 1) == y
+
+    clean = np.zeros(n, bool)
+    robust = {e: np.zeros(n, bool) for e in eps}
+    clip_only, faithful = np.zeros(n, bool), np.zeros(n, bool)
+    for b, lo in enumerate(range(0, n, batch_size)):
+        x = tf.convert_to_tensor(pixels[lo:lo + batch_size])
+        y = labels[lo:lo + batch_size]
+        clean[lo:lo + len(y)] = ok = correct(x, y)
+        for e in eps:
+            alive = ok.copy()
+            for r in range(restarts):
+                key = (seed * 1000 + r) * 1000 + b
+                x_adv = attack.pgd(model_fn, x, y, e / 255.0, steps, alpha=2.5 * (e / 255.0) / steps, seed=key)
+                alive &= correct(x_adv, y)
+            robust[e][lo:lo + len(y)] = alive
+        kw = {"attack_space": "normalized_clip01", "mean": tuple(mean), "std": tuple(std)}
+        clip_only[lo:lo + len(y)] = correct(attack.pgd(model_fn, x, y, 0.0, 1, alpha=0.0, random_start=False, **kw), y)
+        faithful[lo:lo + len(y)] = correct(attack.pgd(model_fn, x, y, 4 / 255, 8, seed=seed + b, **kw), y)
+        print(f"robust curve: {lo + len(y)}/{n} images ({time.time() - start:.0f} s)", file=sys.stderr, flush=True)
+
+    def pct(bits):
+        return 100.0 * float(np.mean(bits))
+
+    def as_bits(bits):
+        return "".join("1" if v else "0" for v in bits)
+
+    return {"num_test": int(n), "clean": pct(clean), "clean_bits": as_bits(clean), "eps": [float(e) for e in eps],
+            "robust": [pct(robust[e]) for e in eps], "robust_bits": [as_bits(robust[e]) for e in eps],
+            "steps": int(steps), "restarts": int(restarts), "alpha": "2.5 * eps / steps",
+            "faithful": {"space": "normalized_clip01", "clip_only": pct(clip_only), "pgd8_4": pct(faithful),
+                         "clip_only_bits": as_bits(clip_only), "pgd8_4_bits": as_bits(faithful)},
+            "seconds": round(time.time() - start, 1)}
 
 
 def batch_size_of(result):
@@ -789,8 +901,16 @@ def main(argv=None):
     parser.add_argument("--pgd_steps", default="8,16", help=argparse.SUPPRESS)
     parser.add_argument("--semisup_epochs", type=int, default=20, help=argparse.SUPPRESS)
     parser.add_argument("--worker", nargs=2, metavar=("METHOD", "SEED"), help=argparse.SUPPRESS)
+    parser.add_argument("--robust_curve", action="store_true",
+                        help="issue 26: also measure each encoder's pixel-space robustness curve (PGD, eps sweep, restarts) "
+                             "right after its probe, into the same row")
+    parser.add_argument("--curve_eps", default=",".join(f"{e:g}" for e in CURVE["eps"]),
+                        help="the curve's eps values in 1/255 units")
+    parser.add_argument("--curve_steps", type=int, default=CURVE["steps"])
+    parser.add_argument("--curve_restarts", type=int, default=CURVE["restarts"])
     parser.add_argument("--threads", type=int, default=0,
                         help="threads per run (default: cores / jobs); e.g. two invocations with --jobs=1 --threads=1")
+    raw_argv = list(argv) if argv is not None else sys.argv[1:]
     args = parser.parse_args(argv)
     if args.smoke:
         args.epochs, args.probe_epochs, args.steps_per_epoch = 1, 1, 2
@@ -803,8 +923,12 @@ def main(argv=None):
     if args.worker:
         batch_size = int(args.batch_sizes)
         epochs = args.epochs if args.epochs is not None else q1_batch_schedule(batch_size)[0]
+        curve = None
+        if args.robust_curve:
+            curve = {"eps": [float(e) for e in args.curve_eps.split(",") if e.strip()], "steps": args.curve_steps,
+                     "restarts": args.curve_restarts, "max_test_images": args.max_test_images}
         worker(args.worker[0], int(args.worker[1]), args.data, args.work_dir, args.threads, epochs, args.probe_epochs, args.precision,
-               args.steps_per_epoch, batch_size=batch_size, encoder_only=args.encoders_only)
+               args.steps_per_epoch, batch_size=batch_size, encoder_only=args.encoders_only, robust_curve=curve)
         return 0
     if not os.path.exists(args.data):
         parser.exit(2, f"quality.py: error: {args.data} not found (the shared CIFAR-10 subset)\n")
@@ -842,9 +966,13 @@ def main(argv=None):
             cmd = [sys.executable, __file__, "--worker", method, str(seed), f"--data={args.data}",
                    f"--work_dir={args.work_dir}", f"--threads={threads}", f"--epochs={epochs}",
                    f"--batch_sizes={batch_size}", f"--probe_epochs={args.probe_epochs}", f"--precision={args.precision}",
-                   f"--steps_per_epoch={args.steps_per_epoch}"] + (["--encoders_only"] if args.encoders_only else [])
+                   f"--steps_per_epoch={args.steps_per_epoch}", f"--max_test_images={args.max_test_images}"]
+            cmd += ["--encoders_only"] if args.encoders_only else []
+            cmd += ([f"--robust_curve", f"--curve_eps={args.curve_eps}", f"--curve_steps={args.curve_steps}",
+                     f"--curve_restarts={args.curve_restarts}"] if args.robust_curve else [])
             print(f"start {method} seed {seed} B={batch_size} ({threads} thread(s)); log: {log.name}", flush=True)
-            running.append((method, seed, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True), log))
+            env = {**os.environ, "MYOL_Q1_COMMAND": json.dumps(["benchmarks/quality.py", *raw_argv])}
+            running.append((method, seed, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env), log))
         time.sleep(5)
         for item in list(running):
             method, seed, proc, log = item
