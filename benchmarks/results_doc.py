@@ -1,0 +1,191 @@
+"""Regenerate the generated sections of `docs/RESULTS.md` from the result rows, in one command.
+
+    python benchmarks/results_doc.py                 # rewrites the marked sections of docs/RESULTS.md
+    python benchmarks/results_doc.py --check         # exit 1 if docs/RESULTS.md is not what the rows give
+
+A generated section sits between `<!-- generated:NAME -->` and `<!-- end:NAME -->` in the document; only
+rows that carry their provenance (`provenance.py`: commit, versions, data hash, CPU, command, config) are
+used, and the table says which commit(s) they came from.
+
+Sections:
+* `q1_paired` — the primary claim (issue 26): protocol Q1, BYOL vs MYOL paired by seed from
+  `benchmarks/q1_paired.json` (linear top-1, the paired interval and the verdict by `stats.RULE`, McNemar
+  per seed on the per-image predictions), and the pixel-space robustness curve of the same encoders
+  (robust accuracy and robust/clean per eps) with `docs/q1_paired_robust.png`.
+"""
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import stats  # noqa: E402  (this directory, run as a script)
+
+DEFAULT_DATA = ROOT / ".." / "shared" / "data" / "cifar10_subset.npz"
+
+
+def load_rows(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [r for r in json.load(f) if r.get("provenance")]
+
+
+def pairs(rows):
+    """`{seed: {"byol": row, "myol": row}}` for seeds that have both (the last row of a (method, seed) wins)."""
+    by_seed = {}
+    for r in rows:
+        if r["method"] in ("byol", "myol"):
+            by_seed.setdefault(r["seed"], {})[r["method"]] = r
+    return {s: v for s, v in sorted(by_seed.items()) if len(v) == 2}
+
+
+def test_labels(data_path):
+    import numpy as np
+
+    return np.load(data_path)["y_test"].astype("int64").ravel()
+
+
+def correctness(row, labels):
+    return "".join("1" if int(p) == int(y) else "0" for p, y in zip(row["predictions"], labels))
+
+
+def _fmt_interval(iv):
+    return f"{iv['mean']:+.2f} [{iv['low']:+.2f}, {iv['high']:+.2f}]"
+
+
+def provenance_line(rows):
+    commits = sorted({(r["provenance"]["commit"] or "?")[:7] + ("+dirty" if r["provenance"]["dirty"] else "")
+                      for r in rows})
+    cpus = sorted({f"{r['provenance']['cpu']['model']} ({', '.join(r['provenance']['cpu']['flags'])})" for r in rows})
+    versions = sorted({", ".join(f"{k} {v}" for k, v in r["provenance"]["versions"].items()) for r in rows})
+    data = sorted({r["provenance"]["data"]["sha256"][:12] for r in rows if r["provenance"].get("data")})
+    return (f"Rows: {len(rows)} from commit {', '.join(commits)}; {'; '.join(versions)}; CPU {'; '.join(cpus)}; "
+            f"data SHA-256 {', '.join(data)}…")
+
+
+def q1_paired_section(rows, data_path, plot_path=None, draw=True):
+    """Markdown of the primary claim and the robustness curve (see the module docstring)."""
+    matched = pairs(rows)
+    lines = [provenance_line(rows) if rows else "No rows yet.", ""]
+    if not matched:
+        return "\n".join(lines + ["No complete BYOL/MYOL pair yet."])
+    labels = test_labels(data_path)
+    lines += ["| seed | BYOL top-1 % | MYOL top-1 % | MYOL − BYOL | McNemar: only BYOL right / only MYOL right, p |",
+              "|---|---|---|---|---|"]
+    diffs = []
+    for seed, pair in matched.items():
+        b, m = pair["byol"], pair["myol"]
+        test = stats.mcnemar(correctness(b, labels), correctness(m, labels))
+        diffs.append(m["top1"] - b["top1"])
+        lines.append(f"| {seed} | {b['top1']:.2f} | {m['top1']:.2f} | {diffs[-1]:+.2f} | "
+                     f"{test['only_a']} / {test['only_b']}, p = {test['p']:.2f} |")
+    iv = stats.paired_interval(diffs)
+    byol = [p["byol"]["top1"] for p in matched.values()]
+    myol = [p["myol"]["top1"] for p in matched.values()]
+    lines += ["", f"**Primary claim, MYOL > BYOL (linear top-1, B = 128): {stats.verdict(iv['low'], iv['high'])}** — "
+                  f"n = {iv['n']} pairs, BYOL {sum(byol) / len(byol):.2f}, MYOL {sum(myol) / len(myol):.2f}, "
+                  f"MYOL − BYOL {_fmt_interval(iv)} (95 % paired t interval), sd of the differences {iv['sd']:.2f}; "
+                  f"a true difference of {stats.detectable_difference(iv['sd'], iv['n']):.2f} points would be found "
+                  f"with 80 % power at this n and sd."]
+    curves = {s: p for s, p in matched.items() if "robust_curve" in p["byol"] and "robust_curve" in p["myol"]}
+    if curves:
+        first = next(iter(curves.values()))["byol"]["robust_curve"]
+        eps = first["eps"]
+        lines += ["", f"Robustness curve, pixel space (n = {len(curves)} pairs; PGD-{first['steps']}, step 2.5·ε/steps, "
+                      f"{first['restarts']} random restarts; robust = right on the clean image and after every "
+                      "restart). Mean over seeds; the last column by the rule above:", "",
+                  "| ε (/255) | BYOL robust % | MYOL robust % | BYOL robust/clean | MYOL robust/clean | "
+                  "MYOL − BYOL robust, 95 % interval | verdict |", "|---|---|---|---|---|---|---|"]
+        table = []
+        for k, e in enumerate(eps):
+            rb = [p["byol"]["robust_curve"]["robust"][k] for p in curves.values()]
+            rm = [p["myol"]["robust_curve"]["robust"][k] for p in curves.values()]
+            qb = [p["byol"]["robust_curve"]["robust"][k] / max(p["byol"]["robust_curve"]["clean"], 1e-9) for p in curves.values()]
+            qm = [p["myol"]["robust_curve"]["robust"][k] / max(p["myol"]["robust_curve"]["clean"], 1e-9) for p in curves.values()]
+            d = stats.paired_interval([y - x for x, y in zip(rb, rm)])
+            table.append((e, rb, rm))
+            lines.append(f"| {e:g} | {sum(rb) / len(rb):.2f} | {sum(rm) / len(rm):.2f} | {sum(qb) / len(qb):.3f} | "
+                         f"{sum(qm) / len(qm):.3f} | {_fmt_interval(d)} | {stats.verdict(d['low'], d['high'])} |")
+        cb = [p["byol"]["robust_curve"]["faithful"] for p in curves.values()]
+        cm = [p["myol"]["robust_curve"]["faithful"] for p in curves.values()]
+        d = stats.paired_interval([y["pgd8_4"] - x["pgd8_4"] for x, y in zip(cb, cm)])
+        lines += ["", "The paper's number (the `normalized_clip01` space, PGD-8 at 4/255, step = ε) next to its ε = 0 "
+                      "control, the [0, 1] clip of the normalised image alone:", "",
+                  "| | BYOL % | MYOL % |", "|---|---|---|",
+                  f"| clip alone (ε = 0) | {sum(x['clip_only'] for x in cb) / len(cb):.2f} | "
+                  f"{sum(x['clip_only'] for x in cm) / len(cm):.2f} |",
+                  f"| PGD-8, 4/255 | {sum(x['pgd8_4'] for x in cb) / len(cb):.2f} | {sum(x['pgd8_4'] for x in cm) / len(cm):.2f} |",
+                  "", f"MYOL − BYOL under PGD-8 there: {_fmt_interval(d)}; the clip alone already moves the accuracy, "
+                      "so this number measures resistance to the clip plus the clean gap, not adversarial robustness."]
+        if plot_path:
+            if draw:
+                plot_curve(curves, plot_path)
+            lines += ["", f"![robustness curve]({os.path.basename(plot_path)})"]
+    return "\n".join(lines)
+
+
+def plot_curve(curves, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    eps = next(iter(curves.values()))["byol"]["robust_curve"]["eps"]
+    for method, colour in (("byol", "tab:blue"), ("myol", "tab:orange")):
+        per_eps = [[p[method]["robust_curve"]["clean"] for p in curves.values()]]
+        per_eps += [[p[method]["robust_curve"]["robust"][k] for p in curves.values()] for k in range(len(eps))]
+        xs = [0.0] + list(eps)
+        means = [sum(v) / len(v) for v in per_eps]
+        ses = [stats.paired_interval(v)["se"] if len(v) > 1 else 0.0 for v in per_eps]
+        ax.errorbar(xs, means, yerr=ses, marker="o", capsize=3, label=f"{method.upper()} (n = {len(curves)})", color=colour)
+    ax.set_xscale("symlog", linthresh=0.25)
+    ax.set_xlabel("ε (/255), pixel space; 0 = clean")
+    ax.set_ylabel("top-1 % (mean ± SE over seeds)")
+    ax.set_title("Q1 robustness curve, PGD-10, 2 restarts")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def replace_section(text, name, body):
+    """`text` with the body between `<!-- generated:name -->` and `<!-- end:name -->` replaced."""
+    pattern = re.compile(rf"(<!-- generated:{name} -->\n).*?(<!-- end:{name} -->)", re.S)
+    if not pattern.search(text):
+        raise ValueError(f"no section '<!-- generated:{name} -->' ... '<!-- end:{name} -->' in the document")
+    return pattern.sub(lambda m: m.group(1) + body.rstrip("\n") + "\n" + m.group(2), text)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--doc", default=str(ROOT / "docs" / "RESULTS.md"))
+    parser.add_argument("--paired", default=str(HERE / "q1_paired.json"))
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--check", action="store_true", help="exit 1 if the document differs from what the rows give")
+    args = parser.parse_args(argv)
+    with open(args.doc) as f:
+        text = f.read()
+    plot = str(Path(args.doc).parent / "q1_paired_robust.png")
+    new = replace_section(text, "q1_paired", q1_paired_section(load_rows(args.paired), args.data, plot, draw=not args.check))
+    if args.check:
+        if new != text:
+            print(f"{args.doc} is out of date: run python benchmarks/results_doc.py", file=sys.stderr)
+            return 1
+        return 0
+    with open(args.doc, "w") as f:
+        f.write(new)
+    print(f"wrote {args.doc}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""benchmarks/stats.py and results_doc.py: the paired interval, the wording rule, McNemar, the generated section."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name):
+    import sys
+
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paired_interval_is_the_t_interval_with_n_minus_1_degrees_of_freedom():
+    stats = _load("stats")
+    iv = stats.paired_interval([1.0, 2.0, 3.0])  # mean 2, sd 1, se 1/sqrt(3), t(0.975, 2) = 4.302653
+    assert iv["mean"] == pytest.approx(2.0)
+    assert iv["sd"] == pytest.approx(1.0)
+    assert iv["low"] == pytest.approx(2.0 - 4.302653 / np.sqrt(3), abs=1e-5)
+    assert iv["high"] == pytest.approx(2.0 + 4.302653 / np.sqrt(3), abs=1e-5)
+    assert stats.paired_interval([5.0])["low"] == float("-inf")
+
+
+def test_one_wording_rule_for_every_row():
+    stats = _load("stats")
+    assert stats.verdict(0.01, 3.0) == "holds"
+    assert stats.verdict(-3.0, -0.01) == "does not hold"
+    assert stats.verdict(-0.01, 3.0) == "not resolved"
+
+
+def test_mcnemar_exact_on_the_discordant_images():
+    stats = _load("stats")
+    out = stats.mcnemar("1111100000", "1111111111")  # 5 images right only under B
+    assert (out["only_a"], out["only_b"]) == (0, 5)
+    assert out["p"] == pytest.approx(2 * 0.5 ** 5)
+    assert stats.mcnemar("10", "10")["p"] == 1.0
+    with pytest.raises(ValueError, match="same test images"):
+        stats.mcnemar("10", "1")
+
+
+def test_the_generated_section_comes_from_rows_with_provenance(tmp_path):
+    doc = _load("results_doc")
+    labels = np.array([0, 1, 2, 3])
+    np.savez(tmp_path / "data.npz", y_test=labels)
+    prov = {"commit": "abcdef0123", "dirty": False, "versions": {"tensorflow": "2.21.0"},
+            "cpu": {"model": "CPU", "flags": ["avx2"]}, "data": {"sha256": "f" * 64}}
+    curve = {"eps": [1.0], "steps": 10, "restarts": 2, "clean": 50.0, "robust": [25.0],
+             "faithful": {"clip_only": 40.0, "pgd8_4": 10.0}}
+    rows = []
+    for seed, (b, m) in enumerate([(40.0, 42.0), (41.0, 43.5), (39.0, 41.2)]):
+        rows.append({"method": "byol", "seed": seed, "top1": b, "predictions": "0100", "provenance": prov,
+                     "robust_curve": curve})
+        rows.append({"method": "myol", "seed": seed, "top1": m, "predictions": "0123", "provenance": prov,
+                     "robust_curve": {**curve, "robust": [30.0]}})
+    rows.append({"method": "byol", "seed": 9, "top1": 1.0, "predictions": "0000"})  # no provenance: not used
+    (tmp_path / "rows.json").write_text(json.dumps(rows))
+    text = "# R\n<!-- generated:q1_paired -->\nold\n<!-- end:q1_paired -->\n"
+    (tmp_path / "R.md").write_text(text)
+    argv = [f"--doc={tmp_path / 'R.md'}", f"--paired={tmp_path / 'rows.json'}", f"--data={tmp_path / 'data.npz'}"]
+    assert doc.main(argv + ["--check"]) == 1
+    assert doc.main(argv) == 0
+    out = (tmp_path / "R.md").read_text()
+    assert "Rows: 6 from commit abcdef0" in out
+    assert "| 0 | 40.00 | 42.00 | +2.00 | 0 / 2, p = 0.50 |" in out
+    # differences 2.0, 2.5, 2.2: mean 2.233, sd 0.2517, half-width 4.3027 * 0.2517 / sqrt(3) = 0.625
+    assert "MYOL > BYOL (linear top-1, B = 128): holds** — n = 3 pairs" in out
+    assert "MYOL − BYOL +2.23 [+1.61, +2.86] (95 % paired t interval)" in out
+    assert "| 1 | 25.00 | 30.00 | 0.500 | 0.600 | +5.00 [+5.00, +5.00] | holds |" in out
+    assert (tmp_path / "q1_paired_robust.png").exists()
+    assert doc.main(argv + ["--check"]) == 0
+
+
+def test_docs_results_is_what_the_recorded_rows_give():
+    """docs/RESULTS.md's generated sections are regenerated from benchmarks/q1_paired.json, never hand-edited."""
+    doc = _load("results_doc")
+    assert doc.main(["--check"]) == 0, "run: python benchmarks/results_doc.py"
