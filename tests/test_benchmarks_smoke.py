@@ -98,8 +98,8 @@ def test_quality_smoke_runs_q1_end_to_end_and_skips_finished_runs(tmp_path, caps
     # the CLI run, the export, the probe and the JSON bookkeeping all execute.
     quality = _load("quality")
     output = tmp_path / "q1.json"
-    argv = ["--smoke", "--methods=byol", "--seeds=0", "--jobs=2",
-            f"--work_dir={tmp_path / 'work'}", f"--output={output}"]
+    argv = ["--smoke", "--methods=byol", "--seeds=0", "--jobs=2", "--robust_curve", "--curve_eps=1,4", "--curve_steps=1",
+            "--curve_restarts=1", f"--work_dir={tmp_path / 'work'}", f"--output={output}"]
     assert quality.main(argv) == 0
     results = json.loads(output.read_text())
     assert len(results) == 1, capsys.readouterr().out
@@ -111,6 +111,17 @@ def test_quality_smoke_runs_q1_end_to_end_and_skips_finished_runs(tmp_path, caps
     # The loss curve travels in the JSON (the run directory is gitignored scratch).
     assert len(result["history"]["loss"]) == 1 and math.isfinite(result["history"]["loss"][0])
     assert "| byol (1 ep) | 0 |" in capsys.readouterr().out
+    # Provenance (issue 26): the row says which code, data, machine and command made it.
+    prov = result["provenance"]
+    assert len(prov["commit"]) == 40 and isinstance(prov["dirty"], bool)
+    assert prov["command"][:2] == ["benchmarks/quality.py", "--smoke"] and "--seed=0" in prov["cli_argv"]
+    assert prov["config"]["method"] == "byol" and prov["config"]["shuffle_buffer"] == 0
+    assert len(prov["data"]["sha256"]) == 64 and {"tensorflow", "keras", "numpy"} <= set(prov["versions"])
+    assert len(result["predictions"]) == 932 and set(result["predictions"]) <= set("0123456789")
+    # The robustness curve of the same encoder and probe (20 test images under --smoke).
+    curve = result["robust_curve"]
+    assert curve["eps"] == [1.0, 4.0] and len(curve["robust_bits"][1]) == curve["num_test"] == 20
+    assert all(r <= curve["clean"] for r in curve["robust"])  # robust means right clean and under attack
     # A second call finds the run in the JSON and does not train again.
     assert quality.main(argv) == 0
     assert "skip byol seed 0" in capsys.readouterr().out
