@@ -102,15 +102,13 @@ def run():
     from myol_keras import distribute
     from myol_keras import export
     from myol_keras import training
-    from myol_keras.evaluation import EVALUATIONS
+    from myol_keras.evaluation import check_settings as check_evaluation_settings
 
     quiet = not FLAGS["verbosity"].present
     if quiet:  # start-up: tfds warns about folders it probes; our errors say it all
         logging.set_verbosity(logging.ERROR)
     try:
-        unknown = [e for e in FLAGS.eval if e not in EVALUATIONS]
-        if unknown:
-            raise ValueError(f"unknown --eval={','.join(unknown)}; choose from: {', '.join(EVALUATIONS)}")
+        check_evaluation_settings(FLAGS.eval, FLAGS.eval_dataset)  # every setting before training, these too
         config = config_from_flags().validate()
         training.set_threads(config.threads)  # before TensorFlow runs its first op
         strategy = distribute.make_strategy(config.strategy)  # before the data: multi-worker needs it first

@@ -32,6 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
         (["--no_such_flag=1"], r"no_such_flag"),
         (["--width=abc"], r"width"),
         (["--eval=linear,accuracy"], r"unknown --eval=accuracy; choose from: linear, knn, attack"),
+        # issue 29: checked before training, not after it (it used to train, then end in a ValueError traceback)
+        (["--eval=linear", "--eval_dataset=imagenet21k"], r"unknown --eval_dataset='imagenet21k'; choose from: .*cifar10"),
+        (["--eval_dataset=cifar10"], r"--eval_dataset=cifar10 is set but --eval is empty"),
     ],
 )
 def test_usage_errors_are_one_line_exit_2_and_write_nothing(argv, match, tmp_path, capsys, monkeypatch):

@@ -21,6 +21,33 @@ progress line, `results.json`); every image goes through
 EVALUATIONS = ("linear", "knn", "attack", "semisup", "transfer", "random_init")
 
 
+def check_settings(evaluations, dataset=""):
+    """Check the evaluation settings before any training: raises ValueError with a one-line message.
+
+    Args:
+        evaluations: names from `EVALUATIONS`.
+        dataset: the labelled dataset of the evaluations ("" = the pre-training dataset); must be a name
+            from `myol_keras.data.DATASETS`.
+
+    Example:
+    ```python
+    check_settings(["linear", "knn"], "cifar10")
+    ```
+    """
+    names = [e.strip() for e in evaluations if e and e.strip()]
+    unknown = [e for e in names if e not in EVALUATIONS]
+    if unknown:
+        raise ValueError(f"unknown --eval={','.join(unknown)}; choose from: {', '.join(EVALUATIONS)}")
+    if dataset:
+        from myol_keras.data import DATASETS
+
+        if dataset not in DATASETS:
+            raise ValueError(f"unknown --eval_dataset={dataset!r}; choose from: {', '.join(sorted(DATASETS))}")
+        if not names:
+            raise ValueError(f"--eval_dataset={dataset} is set but --eval is empty: name the evaluations to run on it "
+                             f"(e.g. --eval=linear)")
+
+
 def run_evaluations(export_dir, evaluations, dataset="", data_dir=None, *, probe_epochs=100, download=True,
                     attack_space="pixel", label_fractions=(0.01, 0.1), transfer_targets=None,
                     transfer_mode="linear", verbose=True, **kwargs):
