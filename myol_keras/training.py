@@ -246,9 +246,34 @@ def pretrain(config=None, *, plan=None, strategy=None, **settings):
     if config.overwrite and run.exists() and distribute.is_chief():
         run.remove()
     check_resumable(config, run)
-    with op_determinism(config.deterministic):
+    with process_settings_restored(), op_determinism(config.deterministic):
         model, policy, reason = _compile_model(config, plan, strategy)
         return _fit_and_export(config, plan, model, strategy, policy, reason)
+
+
+@contextlib.contextmanager
+def process_settings_restored():
+    """Keras' global dtype policy and the Python/NumPy global random states as they were, after the block.
+
+    A run sets the dtype policy (`precision.set_precision`) and seeds every global generator
+    (`keras.utils.set_random_seed`); without this, a script's next model after `pretrain()` would be built in
+    the run's precision (e.g. bfloat16) and its NumPy draws would repeat the run's. (Determinism has its own
+    guard, `op_determinism`. TensorFlow's thread counts cannot change once its runtime has started — TF 2.21
+    raises — so `threads` is applied only before the first op and is the one setting a run keeps.)
+    """
+    import random
+
+    import keras
+    import numpy as np
+
+    policy = keras.config.dtype_policy()
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(policy)
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
 
 
 @contextlib.contextmanager

@@ -117,6 +117,30 @@ def test_an_output_path_that_is_a_file_fails_before_training(flag, tmp_path, cap
 # --- the Python entry point ----------------------------------------------------------------------
 
 
+def test_pretrain_gives_back_the_process_settings_it_changes(tmp_path):
+    # issue 29: pretrain() used to leave Keras' global dtype policy at the run's precision (and the global
+    # random generators seeded by the run) after it returned.
+    import keras
+    import numpy as np
+
+    import myol_keras
+
+    np.random.seed(123)
+    expected_draw = np.random.get_state()[1].copy()
+    before = keras.config.dtype_policy().name
+    myol_keras.pretrain(myol_keras.PretrainConfig(
+        method="byol", dataset="digits", image_size=16, width=4, projector_hidden_dim=16, projection_dim=8,
+        predictor_hidden_dim=16, batch_size=16, steps_per_epoch=1, epochs=1, warmup_epochs=1,
+        precision="mixed_bfloat16", verbose=0, deterministic=True,
+        run_dir=str(tmp_path / "runs"), export_dir=str(tmp_path / "sm"), run_name="r"))
+    assert keras.config.dtype_policy().name == before == "float32"
+    assert np.array_equal(np.random.get_state()[1], expected_draw)
+    from tensorflow.python.framework import config as tf_config
+
+    assert not tf_config.is_op_determinism_enabled()
+
+
+
 def test_pretrain_from_python_writes_the_cli_run_directory(cifar_subset_path, tmp_path, capsys):
     import myol_keras
 
