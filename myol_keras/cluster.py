@@ -1,39 +1,21 @@
 """A multi-worker cluster that agrees, never hangs and never loses the run (DESIGN §4.9).
 
-What `--strategy=multi_worker` does around TensorFlow's MultiWorkerMirroredStrategy:
+What `--strategy=multi_worker` adds around TensorFlow's MultiWorkerMirroredStrategy
+(docs/DISTRIBUTED.md has the user's view and the table of what survives what):
 
-* **TF_CONFIG is checked whole** before any TensorFlow op (`parse_tf_config`): valid JSON, only
-  `chief`/`worker` jobs, the task's type in the cluster and its index in range, every address
-  `host:port`, no address twice. Without `--strategy=multi_worker` a `TF_CONFIG` is ignored with a
-  one-line notice (`stray_tf_config_notice`): a single process always writes its run.
-* **The port probe binds as gRPC does** (`SO_REUSEADDR`, every interface), so a worker restarted right
-  after a kill is not refused for the connections its predecessor left in TIME_WAIT.
-* **The workers meet before TensorFlow starts** (`rendezvous`): each listens on its own `TF_CONFIG`
-  port and greets every other worker there, in Python, so the wait is bounded by `--cluster_timeout`
-  (one line naming the workers that never answered) and interruptible. TensorFlow's own start-up
-  (`MultiWorkerMirroredStrategy()` holds the GIL while its coordination service waits for every task)
-  then takes seconds, because everyone is known to be there.
-* **SIGINT/SIGTERM stop a worker within seconds at any phase** (`install_stop_handlers`): collectives
-  block in C++, where Python's own handlers never run, so the handlers only wake a watchdog thread
-  (`signal.set_wakeup_fd`) that prints one line, flushes and ends the process with `os._exit(128 +
-  signal)`. Checkpoints are renamed into place whole (`checkpoint.ResumableBackup`), so the last complete
-  one is intact whenever the process ends. While TensorFlow's runtime starts (GIL held) the signals take
-  their default action instead: the process ends at once, without the line.
-* **The workers agree before the first step** (`agree`): a hash of everything that must be equal
-  (`fingerprint`: the settings except per-worker paths, the data identity, steps per epoch, the code),
-  all-gathered; on a mismatch the per-setting hashes, then the first differing value, so every worker
-  stops with the same line naming the setting and the workers.
-* **The chief's checkpoint is the run's one state** (`broadcast_from_chief`, `chief_value`): every
-  worker receives the chief's restored variables (weights, optimizer state, step) and epoch by a
-  collective, so a worker with a fresh disk rejoins and none can move the run back.
-
-Example:
-```python
-task = cluster.task_config()                  # None without TF_CONFIG; ValueError if malformed
-cluster.check_port(task)
-cluster.install_stop_handlers(task)
-cluster.rendezvous(task, timeout=300)         # ClusterError naming the missing workers
-```
+* `parse_tf_config`: TF_CONFIG checked whole before any TensorFlow op, one line per problem;
+  `stray_tf_config_notice`: other strategies ignore it, so a single process always writes its run.
+* `check_port` / `bind_like_grpc`: the probe binds as gRPC does (`SO_REUSEADDR`, every interface).
+* `rendezvous`: the workers greet each other on their own ports, in Python, before TensorFlow starts
+  (whose start holds the GIL while it waits), so the wait is bounded by `--cluster_timeout` (one line
+  naming who is missing) and interruptible.
+* `install_stop_handlers`: SIGINT/SIGTERM wake a watchdog thread (`signal.set_wakeup_fd`) that prints
+  one line, flushes and `os._exit(128 + signal)`s, also while the main thread blocks in a C++
+  collective; checkpoints are renamed into place whole, so the last complete one is always intact.
+* `agree`: a hash of `fingerprint` (settings except per-worker ones, data identity, steps, code)
+  all-gathered before the first step; on a mismatch every worker names the first differing setting.
+* `broadcast_from_chief`, `chief_value`: the chief's checkpoint is the run's one state; every worker
+  receives its variables and epoch, so a worker with a fresh disk rejoins and none moves the run back.
 """
 
 import contextlib
@@ -146,8 +128,7 @@ def parse_tf_config(raw):
         raise ValueError(f"TF_CONFIG cluster has {len(cluster['chief'])} chief addresses; a cluster has at most one")
     seen = {}
     for job, index, address in [(j, i, a) for j in cluster for i, a in enumerate(cluster[j])]:
-        host, port = split_address(address)
-        key = (host.lower(), port)
+        key = split_address(address)[0].lower(), split_address(address)[1]
         if key in seen:
             raise ValueError(f"TF_CONFIG gives {address} to both {seen[key]} and {job} {index}; every task needs "
                              "its own host:port")
@@ -347,8 +328,8 @@ def install_stop_handlers(task):
     return True
 
 
-def _noop(signum, frame):
-    """Python-level handler: the watchdog thread does the work (it also runs while C++ blocks)."""
+def _noop(signum, frame):  # the watchdog thread does the work (it also runs while C++ blocks)
+    pass
 
 
 def _watch(receiver):
@@ -361,11 +342,9 @@ def _watch(receiver):
 
 def stop(reason, status):
     """Print the one stop line, flush and end the process now (from any thread)."""
-    note = _STATE["note"]
-    try:
-        kept = note() if note else "the run's last complete checkpoint is kept by the chief"
-    except Exception:  # noqa: BLE001 - the line must come out whatever
-        kept = "the run's last complete checkpoint is kept by the chief"
+    kept = "the chief keeps the run and its last complete checkpoint"
+    with contextlib.suppress(Exception):  # the line must come out whatever
+        kept = _STATE["note"]() if _STATE["note"] else kept
     print(f"{PROG}: stopped by {reason} ({_STATE['who']}, while {_STATE['phase']}); {kept}. "
           "Rerun the same command on every worker to resume.", file=sys.stderr, flush=True)
     with contextlib.suppress(Exception):
@@ -402,10 +381,8 @@ def data_digest(images):
 
     if not hasattr(images, "shape"):
         return "not an array"
-    n = len(images)
-    picked = np.unique(np.linspace(0, n - 1, min(n, 64)).astype(int)) if n else []
     h = hashlib.sha1(repr(tuple(images.shape)).encode())
-    for i in picked:
+    for i in np.unique(np.linspace(0, len(images) - 1, min(len(images), 64)).astype(int)):
         h.update(np.ascontiguousarray(images[int(i)]).tobytes())
     return h.hexdigest()[:16]
 
@@ -416,11 +393,9 @@ def code_digest():
     h = hashlib.sha1()
     for folder, dirs, files in sorted(os.walk(root)):
         dirs.sort()
-        for name in sorted(f for f in files if f.endswith(".py")):
-            path = os.path.join(folder, name)
-            h.update(os.path.relpath(path, root).encode())
+        for path in sorted(os.path.join(folder, f) for f in files if f.endswith(".py")):
             with open(path, "rb") as f:
-                h.update(f.read())
+                h.update(os.path.relpath(path, root).encode() + f.read())
     return h.hexdigest()[:16]
 
 
@@ -447,11 +422,6 @@ def _gather_rows(strategy, vector, dtype="int64"):
     return strategy.gather(value, axis=0).numpy()
 
 
-def _workers_of_rows(strategy, task, rows):
-    per_worker = max(1, strategy.num_replicas_in_sync // len(task.tasks))
-    return [min(i // per_worker, len(task.tasks) - 1) for i in range(len(rows))]
-
-
 def agree(strategy, task, settings):
     """All-gather a hash of `settings`; raise `SettingsDiffer` naming the first difference (same line everywhere)."""
     names = list(settings)
@@ -459,7 +429,8 @@ def agree(strategy, task, settings):
     rows = _gather_rows(strategy, [_digest(hashes), _digest(names)])
     if (rows == rows[0]).all():
         return
-    owners = _workers_of_rows(strategy, task, rows)
+    per_worker = max(1, strategy.num_replicas_in_sync // len(task.tasks))  # rows are replicas, in rank order
+    owners = [min(i // per_worker, len(task.tasks) - 1) for i in range(len(rows))]
     if not (rows[:, 1] == rows[0, 1]).all():
         name = "myol_keras code"
         differ = sorted({owners[i] for i in range(len(rows)) if rows[i, 1] != rows[0, 1]})

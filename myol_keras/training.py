@@ -405,7 +405,8 @@ def _fit_and_export(config, plan, model, strategy, policy, reason):
                 raise
             raise TrainingStopped(
                 f"a worker of the cluster stopped answering ({native_logs.first_line(e, limit=200)}); "
-                f"{_kept(run)}. Restart every worker with the same command to resume."
+                f"{_kept(run) if chief else 'the chief keeps the run and its last complete checkpoint'}. "
+                "Restart every worker with the same command to resume."
             ) from None
         except RuntimeError as e:
             if isinstance(e, checkpoint.NonFiniteError) or "nan" in str(e).lower():
