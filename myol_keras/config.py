@@ -42,7 +42,7 @@ AUGMENT_ON = ("host", "device")
 #: settings that may change between an interrupted run and its resumption.
 RESUMABLE_CHANGES = frozenset({
     "epochs", "verbose", "overwrite", "download", "data_dir", "cache_dir", "threads", "strategy", "augment_on",
-    "steps_per_execution", "export_formats",
+    "steps_per_execution", "export_formats", "cluster_timeout",
 })
 
 #: constructor argument of a method class -> the setting that feeds it. Shared
@@ -286,6 +286,9 @@ class PretrainConfig:
                             "one_device, mirrored (all local GPUs, or the logical CPUs), multi_worker "
                             "(MultiWorkerMirroredStrategy from TF_CONFIG). --batch_size is the global batch.",
                             choices=distribute.STRATEGIES, group="execution")
+    cluster_timeout: int = setting(300, "Seconds every worker of a --strategy=multi_worker cluster has to arrive; "
+                                   "then the others stop with one line naming the missing ones.", minimum=1,
+                                   group="execution")
     sync_batchnorm: bool = setting(False, "Synchronised BatchNorm: statistics over the global batch across replicas "
                                    "(under --strategy=mirrored/multi_worker).", group="execution")
     seed: int = setting(0, "Random seed (weights, augmentation, mixing).", minimum=0, group="execution")

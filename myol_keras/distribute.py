@@ -31,9 +31,10 @@ with strategy.scope(), myol_keras.distribute.batchnorm_options(synchronized=True
 """
 
 import contextlib
-import json
 import os
+import sys
 
+from myol_keras import cluster
 from myol_keras.native_logs import quiet_native_stderr
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
@@ -79,23 +80,14 @@ def validate_strategy(name, environ=None):
                 '(e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}); '
                 "use --strategy=mirrored on one machine"
             )
-        try:
-            config = json.loads(raw)
-            cluster, task = config["cluster"], config["task"]
-            task["type"], int(task["index"])  # noqa: B018 (validates)
-            if not isinstance(cluster, dict) or not cluster:
-                raise ValueError
-        except (ValueError, KeyError, TypeError):
-            raise ValueError(
-                f"TF_CONFIG is not valid JSON with 'cluster' and 'task' {{'type', 'index'}}: {raw[:200]!r}"
-            ) from None
+        cluster.parse_tf_config(raw)  # the whole TF_CONFIG, one line per problem
 
 
 #: seconds a collective may wait for a peer before it fails (a dead worker ends the survivors' run).
 COLLECTIVE_TIMEOUT_SECONDS = 30
 
 
-def make_strategy(name, collective_timeout=COLLECTIVE_TIMEOUT_SECONDS):
+def make_strategy(name, collective_timeout=COLLECTIVE_TIMEOUT_SECONDS, cluster_timeout=cluster.DEFAULT_CLUSTER_TIMEOUT):
     """The `tf.distribute.Strategy` for `--strategy=name`.
 
     auto: MirroredStrategy over all GPUs when there are several, else the
@@ -105,16 +97,23 @@ def make_strategy(name, collective_timeout=COLLECTIVE_TIMEOUT_SECONDS):
     touches TensorFlow's runtime (it must be: "Collective ops must be
     configured at program startup"), with collectives that give up after
     `collective_timeout` seconds, so the survivors of a dead worker stop
-    instead of waiting forever.
+    instead of waiting forever. Before it, the workers meet (`cluster.rendezvous`,
+    at most `cluster_timeout` seconds) and SIGINT/SIGTERM get their watchdog
+    (`cluster.install_stop_handlers`). Other strategies ignore a `TF_CONFIG`,
+    with a one-line notice.
     """
     import tensorflow as tf
 
     validate_strategy(name)
     if name == "multi_worker":
-        check_worker_port()
+        task = cluster.task_config()
+        cluster.check_port(task)
+        cluster.install_stop_handlers(task)
+        cluster.rendezvous(task, cluster_timeout)
         options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=collective_timeout)
         try:
-            return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+            with cluster.runtime_start():
+                return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
         except RuntimeError as e:
             if "program startup" in str(e):
                 raise RuntimeError(
@@ -122,6 +121,9 @@ def make_strategy(name, collective_timeout=COLLECTIVE_TIMEOUT_SECONDS):
                     "(create it first: myol_keras.pretrain does); " + " ".join(str(e).split())
                 ) from None
             raise
+    notice = cluster.stray_tf_config_notice(name)
+    if notice:
+        print(notice, file=sys.stderr, flush=True)
     with quiet_native_stderr():  # listing devices logs CUDA probing on machines without a GPU
         gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
@@ -134,80 +136,6 @@ def make_strategy(name, collective_timeout=COLLECTIVE_TIMEOUT_SECONDS):
     return tf.distribute.MirroredStrategy(cpus)
 
 
-def worker_address(environ=None):
-    """`(host, port)` this task listens on according to `TF_CONFIG`, or None without it."""
-    environ = os.environ if environ is None else environ
-    raw = environ.get("TF_CONFIG")
-    if not raw:
-        return None
-    config = json.loads(raw)
-    task = config["task"]
-    address = config["cluster"][task["type"]][int(task["index"])]
-    host, _, port = address.rpartition(":")
-    return host, int(port)
-
-
-def check_worker_port(environ=None):
-    """Raise `ValueError` if this worker's `TF_CONFIG` port is already taken on this machine.
-
-    TensorFlow would otherwise fail deep inside the gRPC server start. A
-    worker's collective server listens there without authentication: run
-    workers on a trusted network only.
-    """
-    import socket
-
-    address = worker_address(environ)
-    if address is None:
-        return
-    host, port = address
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind(("", port))
-        except OSError as e:
-            raise ValueError(
-                f"TF_CONFIG gives this worker {host}:{port}, but port {port} is in use on this machine ({e.strerror}); "
-                "pick a free port for every worker (and the same TF_CONFIG cluster list on all of them)"
-            ) from None
-
-
-def agree_on_checkpoint(strategy, latest_epoch, chief):
-    """The epoch every worker of a multi-worker run restores, and whether training is over.
-
-    Each worker keeps its own checkpoints (the chief in the run directory, the
-    others in a scratch directory), and a kill can fall between two workers'
-    writes of the same epoch. The workers gather `(chief, latest_epoch)` and
-    take the newest epoch all of them have; but if the chief already holds the
-    last epoch (training finished, the export did not), nobody trains again.
-
-    Returns:
-        `(epoch to restore, the chief's latest epoch)`.
-    """
-    import tensorflow as tf
-
-    value = strategy.experimental_distribute_values_from_function(
-        lambda _: tf.constant([[int(bool(chief)), int(latest_epoch)]], tf.int64))
-    rows = strategy.gather(value, axis=0).numpy()
-    chief_epochs = [int(epoch) for flag, epoch in rows if flag] or [int(rows[:, 1].min())]
-    return int(rows[:, 1].min()), chief_epochs[0]
-
-
-def worker_scratch_dir(run_path, environ=None):
-    """Where a non-chief worker keeps its checkpoints: outside the run directory, on this machine.
-
-    `<tmp>/myol_keras-workers/<run name>-<hash of the run path>-<task>`: it
-    survives a restart of the worker process (so a resumed job restores the
-    same state everywhere) and is removed when the worker finishes.
-    """
-    import hashlib
-    import tempfile
-
-    environ = os.environ if environ is None else environ
-    task = json.loads(environ.get("TF_CONFIG", "{}")).get("task", {})
-    digest = hashlib.sha1(os.path.abspath(run_path).encode()).hexdigest()[:10]
-    name = f"{os.path.basename(os.path.abspath(run_path))}-{digest}-{task.get('type', 'worker')}{task.get('index', 0)}"
-    return os.path.join(tempfile.gettempdir(), "myol_keras-workers", name)
-
-
 def is_multi_worker(strategy):
     """Whether `strategy` spans several worker processes (MultiWorkerMirroredStrategy in multi-worker mode)."""
     import tensorflow as tf
@@ -216,17 +144,15 @@ def is_multi_worker(strategy):
             and strategy.extended._in_multi_worker_mode())
 
 
-def is_chief():
+def is_chief(strategy=None):
     """Whether this process writes checkpoints and exports.
 
-    Without `TF_CONFIG`: yes. With it: the `chief` task if the cluster has
-    one, else worker 0 (MultiWorkerMirroredStrategy's convention).
+    Yes unless it is a worker of a multi-worker run (`strategy` spans several
+    processes, or without `strategy`, `TF_CONFIG` is set) other than the chief:
+    the `chief` task if the cluster has one, else worker 0
+    (MultiWorkerMirroredStrategy's convention).
     """
-    raw = os.environ.get("TF_CONFIG")
-    if not raw:
+    if strategy is not None and not is_multi_worker(strategy):
         return True
-    config = json.loads(raw)
-    task = config.get("task", {})
-    if "chief" in config.get("cluster", {}):
-        return task.get("type") == "chief"
-    return task.get("type", "worker") == "worker" and int(task.get("index", 0)) == 0
+    task = cluster.task_config()
+    return task is None or task.is_chief

@@ -111,10 +111,12 @@ def run():
         check_evaluation_settings(FLAGS.eval, FLAGS.eval_dataset)  # every setting before training, these too
         config = config_from_flags().validate()
         training.set_threads(config.threads)  # before TensorFlow runs its first op
-        strategy = distribute.make_strategy(config.strategy)  # before the data: multi-worker needs it first
+        strategy = distribute.make_strategy(config.strategy, cluster_timeout=config.cluster_timeout)  # before the data
         plan = training.plan_run(config)
     except (ValueError, FileNotFoundError) as e:
         cli.fail(PROG, e)
+    except distribute.cluster.ClusterError as e:  # a worker never arrived: nothing written, rerun when it is up
+        cli.fail(PROG, e, status=1)
     finally:
         if quiet:
             logging.set_verbosity(logging.WARNING)  # SavedModel writing logs at INFO

@@ -22,8 +22,8 @@ The pieces are public for scripts that want one of them:
 import contextlib
 import dataclasses
 import os
-import shutil
 
+from myol_keras import cluster as cluster_lib
 from myol_keras import rundir as rundir_lib
 
 PROG = "myol_keras"
@@ -235,20 +235,48 @@ def pretrain(config=None, *, plan=None, strategy=None, **settings):
     if strategy is None:
         config.validate()
         set_threads(config.threads)
-        strategy = distribute.make_strategy(config.strategy)  # before any TensorFlow op (multi-worker)
+        strategy = distribute.make_strategy(config.strategy, cluster_timeout=config.cluster_timeout)  # first
     plan = plan or plan_run(config)
     run = plan.run
-    if run.is_done() and not config.overwrite:
-        done = run.read_done()
+    chief = distribute.is_chief(strategy)
+    multi_worker = distribute.is_multi_worker(strategy)
+    if multi_worker:
+        _agree_with_the_cluster(strategy, config, plan)
+    done, refusal = None, None
+    if chief:  # the chief's run directory decides for every worker
+        if run.is_done() and not config.overwrite:
+            done = run.read_done()
+        else:
+            if config.overwrite and run.exists():
+                run.remove()
+            try:
+                check_resumable(config, run)
+            except SetupError as e:
+                refusal = e
+    if multi_worker:
+        decision = cluster_lib.chief_value(strategy, 2 if refusal else 1 if done else 0)
+        if not chief and decision == 1:
+            print(f"{PROG}: the chief's run is finished; nothing to do on this worker")
+            return None
+        if not chief and decision == 2:
+            raise SetupError("the chief cannot resume its run directory with these settings (see its error line)")
+    if refusal:
+        raise refusal
+    if done:
         print(f"{PROG}: run {run.path} is finished. Encoder: {done['export']} ; history: {run.history_path} ; "
               f"TensorBoard: {run.tensorboard_dir}. Pass --overwrite to train it again.")
         return done["export"]
-    if config.overwrite and run.exists() and distribute.is_chief():
-        run.remove()
-    check_resumable(config, run)
     with process_settings_restored(), op_determinism(config.deterministic):
         model, policy, reason = _compile_model(config, plan, strategy)
         return _fit_and_export(config, plan, model, strategy, policy, reason)
+
+
+def _agree_with_the_cluster(strategy, config, plan):
+    """Stop every worker (SetupError, one line) unless all share settings, data and code (`cluster.agree`)."""
+    try:
+        cluster_lib.agree(strategy, cluster_lib.task_config(), cluster_lib.fingerprint(config, plan))
+    except cluster_lib.SettingsDiffer as e:
+        raise SetupError(str(e)) from None
 
 
 @contextlib.contextmanager
@@ -365,30 +393,27 @@ def _fit_and_export(config, plan, model, strategy, policy, reason):
     from myol_keras import native_logs
 
     run = plan.run
-    chief = distribute.is_chief()  # only the chief writes: the other workers leave no file behind
+    chief = distribute.is_chief(strategy)  # only the chief writes: the other workers leave no file behind
+    multi_worker = distribute.is_multi_worker(strategy)
     if chief:
         run.create()
         run.write_config({**config.to_dict(), "resolved": {
             **plan.resolved(), "precision": {"policy": policy, "reason": reason},
             "replicas": strategy.num_replicas_in_sync}})
         run.write_flagfile(config.to_dict())
-    multi_worker = distribute.is_multi_worker(strategy)
-    backup_dir = run.backup_dir if chief else distribute.worker_scratch_dir(run.path)
-    if config.overwrite and not chief:
-        shutil.rmtree(backup_dir, ignore_errors=True)
-    backup = checkpoint.ResumableBackup(backup_dir, run.history_path if chief else None)
-    at_most = None
-    if multi_worker:  # every worker restores the same epoch (see `distribute.agree_on_checkpoint`)
-        at_most, chief_epoch = distribute.agree_on_checkpoint(
-            strategy, checkpoint.latest_checkpoint(backup_dir)[0], chief)
-        if chief_epoch >= config.epochs:
-            at_most = chief_epoch  # trained: the chief only exports, the others have nothing left to do
-    try:
-        start_epoch = backup.restore(model, at_most=at_most)
-    except OSError as e:
-        raise TrainingStopped(f"cannot resume {run.path}: {e}. Pass --overwrite to start again.") from None
-    if multi_worker and at_most is not None and at_most >= config.epochs and not chief:
-        start_epoch = config.epochs
+    backup = checkpoint.ResumableBackup(run.backup_dir, run.history_path if chief else None, write=chief)
+    start_epoch = 0
+    if chief:
+        try:
+            start_epoch = backup.restore(model)
+        except OSError as e:
+            raise TrainingStopped(f"cannot resume {run.path}: {e}. Pass --overwrite to start again.") from None
+    if multi_worker:  # the chief's checkpoint is the run's one state: every worker takes it (DESIGN §4.9)
+        cluster_lib.broadcast_from_chief(strategy, [*model.variables, *model.optimizer.variables])
+        start_epoch = cluster_lib.chief_value(strategy, start_epoch)
+        backup.restored_epoch = model._initial_epoch = start_epoch
+        cluster_lib.set_stop_note((lambda: _kept(run)) if chief else None)
+        cluster_lib.set_phase("training")
     if start_epoch:
         print(f"{PROG}: resuming {run.path} after epoch {start_epoch}")
     print(f"{PROG}: precision {policy} ({reason}); {plan.num_images} images, {plan.steps_per_epoch} steps/epoch"
@@ -405,7 +430,8 @@ def _fit_and_export(config, plan, model, strategy, policy, reason):
                 raise
             raise TrainingStopped(
                 f"a worker of the cluster stopped answering ({native_logs.first_line(e, limit=200)}); "
-                f"{_kept(run)}. Restart every worker with the same command to resume."
+                f"{_kept(run) if chief else 'the chief keeps the run and its last complete checkpoint'}. "
+                "Restart every worker with the same command to resume."
             ) from None
         except RuntimeError as e:
             if isinstance(e, checkpoint.NonFiniteError) or "nan" in str(e).lower():
@@ -415,9 +441,10 @@ def _fit_and_export(config, plan, model, strategy, policy, reason):
                 ) from None
             raise
     if not chief:
-        shutil.rmtree(backup_dir, ignore_errors=True)  # the scratch checkpoints: the chief has the run
         print(f"{PROG}: worker finished; the chief exports the encoder")
         return None
+    if multi_worker:
+        cluster_lib.set_phase("exporting")
 
     faults.maybe_fail("before_export")
     from myol_keras import deploy

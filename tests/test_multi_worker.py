@@ -10,6 +10,8 @@ these runs go through the workaround in `BootstrapMethod`.
 import csv
 import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -154,3 +156,56 @@ def test_a_taken_port_in_tf_config_is_one_line(tmp_path, capsys, monkeypatch):
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and f"port {port} is in use" in lines[0], err
     assert os.listdir(tmp_path) == []
+
+
+def _start_worker(cwd, cluster, index, args, fault=""):
+    cwd.mkdir(parents=True, exist_ok=True)
+    extra = {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+    if fault:
+        extra["MYOL_KERAS_FAULT"] = fault
+    return subprocess.Popen([sys.executable, "-m", "myol_keras.main", "--strategy=multi_worker", *args], cwd=cwd,
+                            env=_env(extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_the_chief_killed_both_restarted_on_the_same_ports_resume_from_its_checkpoint(cifar_subset_path, tmp_path):
+    """The chief frozen (SIGSTOP) in epoch 2, so worker 1 waits in a collective: SIGINT stops worker 1
+    within seconds with one line; the chief is SIGKILLed; worker 1's disk is wiped; both restarted at
+    once on the same ports resume from the chief's last epoch, and the chief's history is that of an
+    uninterrupted run (the rows written before the kill untouched, no gap, no duplicate)."""
+    args = ["--method=byol", f"--data_dir={cifar_subset_path}", *TINY, "--epochs=3", "--run_name=k"]
+    cluster = {"worker": [f"localhost:{_free_port()}", f"localhost:{_free_port()}"]}
+    chief_dir, other_dir = tmp_path / "worker0", tmp_path / "worker1"
+    backup = chief_dir / "runs" / "k" / "backup"
+    chief = _start_worker(chief_dir, cluster, 0, args)
+    other = _start_worker(other_dir, cluster, 1, args)
+    start = time.time()
+    while not (backup / "epoch-000001").exists():
+        assert chief.poll() is None and time.time() - start < 600, chief.communicate()[1][-3000:]
+        time.sleep(0.1)
+    chief.send_signal(signal.SIGSTOP)  # frozen mid-run: worker 1 now waits for it in a collective
+    time.sleep(2)
+    assert other.poll() is None
+    sent = time.time()
+    other.send_signal(signal.SIGINT)
+    _, err1 = other.communicate(timeout=60)
+    assert time.time() - sent < 10 and other.returncode == 128 + signal.SIGINT, err1[-3000:]
+    stops = [line for line in err1.splitlines() if line.startswith("myol_keras: stopped by SIGINT")]
+    assert len(stops) == 1 and "worker 1 (localhost" in stops[0] and "while training" in stops[0], err1[-3000:]
+    chief.kill()  # SIGKILL, mid-epoch
+    chief.communicate()
+    kept = max(int(name.split("-")[1]) for name in os.listdir(backup) if name.startswith("epoch-"))
+    rows_before = _history(chief_dir / "runs" / "k")
+    assert [int(r["epoch"]) for r in rows_before] == list(range(kept))
+    shutil.rmtree(other_dir)  # worker 1 comes back on a fresh disk
+
+    procs = [_start_worker(chief_dir, cluster, 0, args), _start_worker(other_dir, cluster, 1, args)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+        assert f"resuming runs/k after epoch {kept}" in out
+    rows = _history(chief_dir / "runs" / "k")
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert rows[:kept] == rows_before  # the chief's history was neither rewritten nor moved back
+    assert sorted(os.listdir(backup)) == ["epoch-000002", "epoch-000003"]
+    assert os.listdir(other_dir) == []  # worker 1 needs no checkpoints of its own

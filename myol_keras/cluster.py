@@ -1,0 +1,495 @@
+"""A multi-worker cluster that agrees, never hangs and never loses the run (DESIGN §4.9).
+
+What `--strategy=multi_worker` adds around TensorFlow's MultiWorkerMirroredStrategy
+(docs/DISTRIBUTED.md has the user's view and the table of what survives what):
+
+* `parse_tf_config`: TF_CONFIG checked whole before any TensorFlow op, one line per problem;
+  `stray_tf_config_notice`: other strategies ignore it, so a single process always writes its run.
+* `check_port` / `bind_like_grpc`: the probe binds as gRPC does (`SO_REUSEADDR`, every interface).
+* `rendezvous`: the workers greet each other on their own ports, in Python, before TensorFlow starts
+  (whose start holds the GIL while it waits), so the wait is bounded by `--cluster_timeout` (one line
+  naming who is missing) and interruptible.
+* `install_stop_handlers`: SIGINT/SIGTERM wake a watchdog thread (`signal.set_wakeup_fd`) that prints
+  one line, flushes and `os._exit(128 + signal)`s, also while the main thread blocks in a C++
+  collective; checkpoints are renamed into place whole, so the last complete one is always intact.
+* `agree`: a hash of `fingerprint` (settings except per-worker ones, data identity, steps, code)
+  all-gathered before the first step; on a mismatch every worker names the first differing setting.
+* `broadcast_from_chief`, `chief_value`: the chief's checkpoint is the run's one state; every worker
+  receives its variables and epoch, so a worker with a fresh disk rejoins and none moves the run back.
+"""
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+
+PROG = "myol_keras"
+SUPPORTED_JOBS = ("chief", "worker")
+#: seconds every worker has to arrive (`--cluster_timeout`'s default).
+DEFAULT_CLUSTER_TIMEOUT = 300
+#: settings that may differ between workers (paths on each machine, verbosity, local threads).
+PER_WORKER_SETTINGS = ("data_dir", "cache_dir", "run_dir", "export_dir", "verbose", "threads", "download",
+                       "overwrite", "cluster_timeout")
+_HELLO = "MYOLRDV1"
+_ADDRESS = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):(\d{1,5})$")
+
+
+class ClusterError(RuntimeError):
+    """The cluster did not assemble: a worker missing at the deadline."""
+
+
+class SettingsDiffer(ValueError):
+    """The workers were started with settings, data or code that differ."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskConfig:
+    """A checked `TF_CONFIG`: the cluster and this process' task in it.
+
+    Args:
+        cluster: job name (`chief`, `worker`) -> list of `host:port` addresses.
+        task_type: this task's job.
+        task_index: this task's index in its job.
+
+    Example:
+    ```python
+    task = parse_tf_config('{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}')
+    task.rank, task.is_chief  # (1, False)
+    ```
+    """
+
+    cluster: dict
+    task_type: str
+    task_index: int
+
+    @property
+    def tasks(self):
+        """`(type, index, address)` of every task in rank order (MultiWorkerMirroredStrategy's: chief first)."""
+        return [(job, i, a) for job in SUPPORTED_JOBS for i, a in enumerate(self.cluster.get(job, []))]
+
+    @property
+    def rank(self):
+        return [(job, i) for job, i, _ in self.tasks].index((self.task_type, self.task_index))
+
+    @property
+    def address(self):
+        return self.cluster[self.task_type][self.task_index]
+
+    @property
+    def port(self):
+        return split_address(self.address)[1]
+
+    @property
+    def is_chief(self):
+        return self.rank == 0
+
+    def name(self, rank=None):
+        """`worker 1 (host:port)` for the task of `rank` (default: this one)."""
+        job, index, address = self.tasks[self.rank if rank is None else rank]
+        return f"{job} {index} ({address})"
+
+    def digest(self):
+        """A hash of the cluster list: every worker must hold the same."""
+        return hashlib.sha1(json.dumps(self.cluster, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def split_address(address):
+    """`"host:port"` -> `(host, port)`; raises `ValueError` for anything else."""
+    match = _ADDRESS.match(address) if isinstance(address, str) else None
+    if not match or not 1 <= int(match.group(2)) <= 65535:
+        raise ValueError(f"TF_CONFIG address {address!r} is not host:port (a port from 1 to 65535)")
+    return match.group(1).strip("[]"), int(match.group(2))
+
+
+def parse_tf_config(raw):
+    """Check a `TF_CONFIG` string whole; returns a `TaskConfig`. Raises `ValueError` (one line) otherwise."""
+    example = '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
+    try:
+        config = json.loads(raw)
+    except ValueError as e:
+        raise ValueError(f"TF_CONFIG is not valid JSON ({e}); expected e.g. {example}") from None
+    if not isinstance(config, dict) or not isinstance(config.get("cluster"), dict) or not config["cluster"]:
+        raise ValueError(f"TF_CONFIG needs a non-empty 'cluster' object of job -> addresses; expected e.g. {example}")
+    cluster, task = config["cluster"], config.get("task")
+    for job, addresses in cluster.items():
+        if job not in SUPPORTED_JOBS:
+            raise ValueError(f"TF_CONFIG cluster has a {job!r} job: only {' and '.join(SUPPORTED_JOBS)} tasks are "
+                             "supported (MultiWorkerMirroredStrategy; no parameter servers or evaluators)")
+        if not isinstance(addresses, list) or not addresses:
+            raise ValueError(f"TF_CONFIG cluster job {job!r} must be a non-empty list of host:port addresses")
+    if len(cluster.get("chief", [])) > 1:
+        raise ValueError(f"TF_CONFIG cluster has {len(cluster['chief'])} chief addresses; a cluster has at most one")
+    seen = {}
+    for job, index, address in [(j, i, a) for j in cluster for i, a in enumerate(cluster[j])]:
+        key = split_address(address)[0].lower(), split_address(address)[1]
+        if key in seen:
+            raise ValueError(f"TF_CONFIG gives {address} to both {seen[key]} and {job} {index}; every task needs "
+                             "its own host:port")
+        seen[key] = f"{job} {index}"
+    if not isinstance(task, dict) or "type" not in task or "index" not in task:
+        raise ValueError(f"TF_CONFIG needs a 'task' object with 'type' and 'index'; expected e.g. {example}")
+    job, index = task["type"], task["index"]
+    if job not in cluster:
+        raise ValueError(f"TF_CONFIG task type {job!r} is not a job of the cluster ({', '.join(cluster)})")
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise ValueError(f"TF_CONFIG task index {index!r} is not an integer")
+    if not 0 <= index < len(cluster[job]):
+        raise ValueError(f"TF_CONFIG task index {index} is out of range: the cluster's {job!r} job has "
+                         f"{len(cluster[job])} address(es), indices 0 to {len(cluster[job]) - 1}")
+    return TaskConfig({j: list(cluster[j]) for j in SUPPORTED_JOBS if j in cluster}, job, index)
+
+
+def task_config(environ=None):
+    """The checked `TF_CONFIG` of `environ` (default: the process'), or None without one."""
+    raw = (os.environ if environ is None else environ).get("TF_CONFIG")
+    return parse_tf_config(raw) if raw else None
+
+
+def stray_tf_config_notice(strategy, environ=None):
+    """The one-line notice for a `TF_CONFIG` that `--strategy=strategy` ignores, or None."""
+    if strategy == "multi_worker" or not (os.environ if environ is None else environ).get("TF_CONFIG"):
+        return None
+    return (f"{PROG}: TF_CONFIG is set but --strategy={strategy}: ignored, this process trains alone and writes its "
+            "run (pass --strategy=multi_worker to join the cluster it names)")
+
+
+# --- ports ------------------------------------------------------------------------------------
+
+
+def bind_like_grpc(port):
+    """A TCP socket bound to `port` on every interface with `SO_REUSEADDR`, as gRPC binds its server.
+
+    Without `SO_REUSEADDR` the connections a killed worker left in TIME_WAIT would make the port look
+    taken for a minute, though TensorFlow's server could bind it. Raises `OSError` if it is taken.
+    """
+    families = ([socket.AF_INET6] if socket.has_ipv6 else []) + [socket.AF_INET]
+    for family in families:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # dual stack, as gRPC's [::]
+            sock.bind(("::" if family == socket.AF_INET6 else "", port))
+            return sock
+        except OSError as e:
+            sock.close()
+            if family == families[-1] or e.errno not in (97, 99):  # EAFNOSUPPORT, EADDRNOTAVAIL: no IPv6 here
+                raise
+    raise OSError(f"cannot bind port {port}")  # unreachable
+
+
+def check_port(task):
+    """Raise `ValueError` if `task`'s port is taken on this machine (nothing is kept bound)."""
+    try:
+        bind_like_grpc(task.port).close()
+    except OSError as e:
+        raise ValueError(f"TF_CONFIG gives this worker {task.address}, but port {task.port} is in use on this machine "
+                         f"({e.strerror}); pick a free port for every worker (and the same TF_CONFIG cluster list on "
+                         "all of them)") from None
+
+
+# --- rendezvous -------------------------------------------------------------------------------
+
+
+def rendezvous(task, timeout, poll=0.2):
+    """Wait until every worker of `task.cluster` has greeted this one and been greeted by it.
+
+    Each worker listens on its own port (bound as gRPC will bind it) and connects to every other one;
+    a greeting carries the cluster's hash and the sender's rank. A worker is done when it has reached
+    every other and every other has reached it; then it frees its port for TensorFlow.
+
+    Raises:
+        ClusterError: some worker did not answer within `timeout` seconds (named, one line).
+        ValueError: a worker holds a different cluster list, or the port is taken.
+    """
+    peers = [r for r in range(len(task.tasks)) if r != task.rank]
+    if not peers:
+        return 0.0
+    try:
+        listener = bind_like_grpc(task.port)
+    except OSError as e:
+        raise ValueError(f"port {task.port} of {task.address} is in use on this machine ({e.strerror})") from None
+    start = time.monotonic()
+    reached, heard = set(), set()
+    set_phase("waiting for the other workers")
+    print(f"{PROG}: {task.name()} waiting up to {timeout:g} s for {len(peers)} other worker(s): "
+          f"{', '.join(task.name(r) for r in peers)}", flush=True)
+    with listener:
+        listener.listen(len(task.tasks) * 2)
+        while not (reached.issuperset(peers) and heard.issuperset(peers)):
+            _accept_greetings(listener, task, heard, poll)
+            for rank in peers:
+                if rank not in reached and _greet(task, rank):
+                    reached.add(rank)
+            if time.monotonic() - start > timeout:
+                missing = [r for r in peers if r not in reached and r not in heard] or \
+                          [r for r in peers if not (r in reached and r in heard)]
+                raise ClusterError(
+                    f"the cluster did not assemble within --cluster_timeout={timeout:g} s: no answer from "
+                    f"{', '.join(task.name(r) for r in missing)}; start every worker with the same TF_CONFIG "
+                    "cluster list (or raise --cluster_timeout)")
+        _accept_greetings(listener, task, heard, 0)  # answer late greetings before freeing the port
+    return time.monotonic() - start
+
+
+def _message(task):
+    return f"{_HELLO} {task.digest()} {task.rank}\n".encode()
+
+
+def _read_greeting(sock, task):
+    """The sender's rank from a greeting on `sock`; raises ValueError for another cluster list."""
+    data = b""
+    while not data.endswith(b"\n") and len(data) < 128:
+        chunk = sock.recv(128)
+        if not chunk:
+            break
+        data += chunk
+    parts = data.decode("ascii", "replace").split()
+    if len(parts) != 3 or parts[0] != _HELLO or not parts[2].isdigit():
+        return None
+    if parts[1] != task.digest():
+        raise ValueError(f"a worker greeting {task.name()} holds a different TF_CONFIG cluster list; give every "
+                         "worker the same cluster list (only task.index differs)")
+    return int(parts[2])
+
+
+def _accept_greetings(listener, task, heard, wait):
+    """Answer the greetings queued on `listener` (waiting up to `wait` s for the first)."""
+    listener.settimeout(wait)
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except (TimeoutError, BlockingIOError):
+            return
+        with conn:
+            conn.settimeout(2.0)
+            try:
+                rank = _read_greeting(conn, task)
+                if rank is not None:
+                    conn.sendall(_message(task))
+                    heard.add(rank)
+            except OSError:
+                pass
+        listener.settimeout(0)  # drain what is queued without waiting
+
+
+def _greet(task, rank):
+    host, port = split_address(task.tasks[rank][2])
+    try:
+        with socket.create_connection((host, port), timeout=1.0) as conn:
+            conn.settimeout(2.0)
+            conn.sendall(_message(task))
+            return _read_greeting(conn, task) == rank
+    except OSError:
+        return False
+
+
+# --- stopping ---------------------------------------------------------------------------------
+
+_STATE = {"phase": "starting", "who": "", "note": None, "installed": False}
+
+
+def set_phase(phase):
+    """What the worker is doing, for the line a signal prints."""
+    _STATE["phase"] = phase
+
+
+def set_stop_note(note):
+    """`note()` -> what is kept (e.g. the last checkpoint), for the line a signal prints."""
+    _STATE["note"] = note
+
+
+def install_stop_handlers(task):
+    """SIGINT/SIGTERM end this worker within seconds, at any phase, with one line; False if not possible.
+
+    The Python handlers do nothing but exist: Python's C-level handler then writes the signal number
+    to a wake-up socket, which a watchdog thread reads even while the main thread waits in a C++
+    collective. Only the main thread may install handlers (elsewhere, e.g. under a launcher that runs
+    the training in a thread, the launcher's handling stays).
+    """
+    if _STATE["installed"]:
+        return True
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    receiver, sender = socket.socketpair()
+    sender.setblocking(False)
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, _noop)
+    signal.set_wakeup_fd(sender.fileno(), warn_on_full_buffer=False)
+    _STATE.update(installed=True, who=task.name(), sockets=(receiver, sender))
+    threading.Thread(target=_watch, args=(receiver,), name="myol_keras-stop", daemon=True).start()
+    return True
+
+
+def _noop(signum, frame):  # the watchdog thread does the work (it also runs while C++ blocks)
+    pass
+
+
+def _watch(receiver):
+    while True:
+        data = receiver.recv(64)
+        for number in data:
+            if number in (signal.SIGINT, signal.SIGTERM):
+                stop(signal.Signals(number).name, 128 + number)
+
+
+def stop(reason, status):
+    """Print the one stop line, flush and end the process now (from any thread)."""
+    kept = "the chief keeps the run and its last complete checkpoint"
+    with contextlib.suppress(Exception):  # the line must come out whatever
+        kept = _STATE["note"]() if _STATE["note"] else kept
+    print(f"{PROG}: stopped by {reason} ({_STATE['who']}, while {_STATE['phase']}); {kept}. "
+          "Rerun the same command on every worker to resume.", file=sys.stderr, flush=True)
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    os._exit(status)
+
+
+@contextlib.contextmanager
+def runtime_start():
+    """TensorFlow's runtime start: it holds the GIL, so SIGINT/SIGTERM take their default action meanwhile."""
+    set_phase("starting TensorFlow's collective runtime")
+    main = threading.current_thread() is threading.main_thread()
+    saved = [(n, signal.getsignal(n)) for n in (signal.SIGINT, signal.SIGTERM)] if main else []
+    for number, _ in saved:
+        signal.signal(number, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        for number, handler in saved:
+            signal.signal(number, handler)
+        set_phase("agreeing on the settings")
+
+
+# --- agreement and the chief's state ------------------------------------------------------------
+
+
+def _digest(value):
+    return int.from_bytes(hashlib.sha1(repr(value).encode()).digest()[:8], "big") & (2**63 - 1)
+
+
+def data_digest(images):
+    """A hash of the pre-training images: shape and up to 64 images spread over the set."""
+    import numpy as np
+
+    if not hasattr(images, "shape"):
+        return "not an array"
+    h = hashlib.sha1(repr(tuple(images.shape)).encode())
+    for i in np.unique(np.linspace(0, len(images) - 1, min(len(images), 64)).astype(int)):
+        h.update(np.ascontiguousarray(images[int(i)]).tobytes())
+    return h.hexdigest()[:16]
+
+
+def code_digest():
+    """A hash of the myol_keras source files this process runs."""
+    root = os.path.dirname(os.path.abspath(__file__))
+    h = hashlib.sha1()
+    for folder, dirs, files in sorted(os.walk(root)):
+        dirs.sort()
+        for path in sorted(os.path.join(folder, f) for f in files if f.endswith(".py")):
+            with open(path, "rb") as f:
+                h.update(os.path.relpath(path, root).encode() + f.read())
+    return h.hexdigest()[:16]
+
+
+def fingerprint(config, plan):
+    """Everything the workers must share, in the order a difference is reported: name -> value."""
+    import keras
+    import tensorflow as tf
+
+    values = {f"--{k}": v for k, v in config.to_dict().items() if k not in PER_WORKER_SETTINGS}
+    values.update({
+        "number of images": plan.num_images, "image size": plan.image_size, "data content": data_digest(plan.images),
+        "steps per epoch": plan.steps_per_epoch, "myol_keras code": code_digest(),
+        "TensorFlow version": tf.__version__, "Keras version": keras.__version__,
+    })
+    return values
+
+
+def _gather_rows(strategy, vector, dtype="int64"):
+    """Every replica's `vector`, one row per replica (replicas in rank order: the chief's first)."""
+    import tensorflow as tf
+
+    value = strategy.experimental_distribute_values_from_function(
+        lambda _: tf.constant([list(vector)], getattr(tf, dtype)))
+    return strategy.gather(value, axis=0).numpy()
+
+
+def agree(strategy, task, settings):
+    """All-gather a hash of `settings`; raise `SettingsDiffer` naming the first difference (same line everywhere)."""
+    names = list(settings)
+    hashes = [_digest(settings[n]) for n in names]
+    rows = _gather_rows(strategy, [_digest(hashes), _digest(names)])
+    if (rows == rows[0]).all():
+        return
+    per_worker = max(1, strategy.num_replicas_in_sync // len(task.tasks))  # rows are replicas, in rank order
+    owners = [min(i // per_worker, len(task.tasks) - 1) for i in range(len(rows))]
+    if not (rows[:, 1] == rows[0, 1]).all():
+        name = "myol_keras code"
+        differ = sorted({owners[i] for i in range(len(rows)) if rows[i, 1] != rows[0, 1]})
+    else:
+        rows = _gather_rows(strategy, hashes)
+        column = next(j for j in range(len(names)) if not (rows[:, j] == rows[0, j]).all())
+        name = names[column]
+        differ = sorted({owners[i] for i in range(len(rows)) if rows[i, column] != rows[0, column]})
+    text = str(settings.get(name, "?")).encode()[:120]
+    shown = _gather_rows(strategy, list(text) + [-1] * (128 - len(text)), "int32")
+    value_of = {}
+    for i, row in enumerate(shown):
+        value_of.setdefault(owners[i], bytes(int(b) for b in row if b >= 0).decode(errors="replace"))
+    listed = "; ".join(f"{task.name(r)}: {value_of.get(r, '?')}" for r in [0, *differ])
+    raise SettingsDiffer(
+        f"the workers disagree on {name} ({listed}); {', '.join(task.name(r) for r in differ)} "
+        f"{'differs' if len(differ) == 1 else 'differ'} from the chief: start every worker with the same command, "
+        "data and code (only TF_CONFIG's task.index and per-worker paths may differ)")
+
+
+def chief_value(strategy, value):
+    """The chief's `value` (an int), on every worker."""
+    return int(_gather_rows(strategy, [int(value)])[0, 0])
+
+
+_REDUCIBLE = ("float16", "bfloat16", "float32", "float64", "int32", "int64")
+
+
+def broadcast_from_chief(strategy, variables):
+    """Give every worker the chief's values of `variables` (Keras or tf variables, same order everywhere).
+
+    One packed all-reduce: the chief's first replica contributes each value, every other replica
+    zeros, so the sum is the chief's value exactly.
+    """
+    import tensorflow as tf
+
+    targets = [getattr(v, "value", v) for v in variables]
+    if not targets:
+        return
+
+    def wire(v):  # the dtype the all-reduce carries (it packs tensors of one dtype)
+        return v.dtype.name if v.dtype.name in _REDUCIBLE else "int64"
+
+    groups = {}
+    for i, v in enumerate(targets):
+        groups.setdefault(wire(v), []).append(i)
+
+    def contribute():
+        replica = tf.distribute.get_replica_context()
+        first = tf.equal(replica.replica_id_in_sync_group, 0)
+        summed = {}
+        for dtype, members in groups.items():
+            values = [tf.cast(tf.convert_to_tensor(targets[i]), dtype) for i in members]
+            values = [tf.where(first, x, tf.zeros_like(x)) for x in values]
+            summed[dtype] = replica.all_reduce(tf.distribute.ReduceOp.SUM, values)
+        return summed
+
+    summed = tf.function(lambda: strategy.run(contribute))()
+    for dtype, members in groups.items():
+        for i, total in zip(members, summed[dtype]):
+            local = strategy.experimental_local_results(total)[0]
+            targets[i].assign(tf.cast(local, targets[i].dtype))
