@@ -4,7 +4,7 @@ the kNN and health monitors measuring after every epoch; each epoch's training t
 epoch-end callback) and each monitor call are timed in the same process, so the ratio holds on a loaded
 machine. Writes docs/monitor_cost.json and prints one line per epoch and a summary.
 
-    PYTHONPATH=$PWD python benchmarks/monitor_cost.py --epochs=4 [--bank_size=1024 --query_size=256]
+    PYTHONPATH=$PWD python benchmarks/monitor_cost.py --epochs=6 [--bank_size=512 --query_size=256]
 """
 
 import argparse
@@ -16,11 +16,12 @@ import time
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--bank_size", type=int, default=1024)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--bank_size", type=int, default=512)
     parser.add_argument("--query_size", type=int, default=256)
     parser.add_argument("--health_size", type=int, default=256)
     parser.add_argument("--precision", default="auto")
+    parser.add_argument("--projector_dir", default="", help="also write the kNN queries' embeddings here (Projector)")
     parser.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "..", "docs", "monitor_cost.json"))
     args = parser.parse_args()
 
@@ -79,6 +80,13 @@ def main():
     }
     print(f"monitor cost per call / epoch training time: median {summary['median_ratio_after_first']:.3f} "
           f"(first call {summary['first_epoch_ratio']:.3f}, tracing included); load {os.getloadavg()[0]:.1f}")
+    if args.projector_dir:
+        from myol_keras import projector
+
+        queries = found[0]
+        written = projector.write_projector(args.projector_dir, queries.features(queries.query_images),
+                                            images=queries.query_images, labels=queries.query_labels)
+        print(f"projector: {written['config']}")
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w") as f:
         json.dump(summary, f, indent=1)

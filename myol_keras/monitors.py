@@ -20,7 +20,7 @@ LightlySSL run a kNN monitor beside the SSL loss:
   normalised singular values, between 1 and min(n, d)). When the features
   collapse (`embed_std < 0.1 / sqrt(d)` or `rankme < 2`, both settings) it
   warns with a `CollapseWarning` (Python `warnings`, as the rest of the
-  library).
+  library). The measures are numpy functions in `myol_keras.evaluation.health`.
 
 Both write their values into the epoch `logs`, so `EpochHistoryCSV`
 (history.csv), `keras.callbacks.CSVLogger`, `TensorBoard` and the progress
@@ -29,11 +29,10 @@ a measurement have no key (an empty cell in history.csv). Each measurement
 also prints one line.
 
 Resume: the subsamples are drawn from `seed` when the callback is built and
-the epochs measured are a function of the epoch number only
-(`is_due(epoch, every, epochs)`: every `every`-th epoch, 1-based, and the
-last), so a run resumed with `model.fit(..., initial_epoch=k)` measures at
-the same epochs on the same images. (Keras' own `CSVLogger` fixes its
-columns at the first epoch it sees; `EpochHistoryCSV` does not.)
+the epochs measured depend on the epoch number only (`is_due`: every
+`every`-th epoch, 1-based, and the last), so a run resumed with
+`fit(..., initial_epoch=k)` measures at the same epochs on the same images.
+(Keras' `CSVLogger` fixes its columns at its first epoch; `EpochHistoryCSV` does not.)
 
 Example:
 ```python
@@ -54,78 +53,18 @@ import numpy as np
 
 from myol_keras.evaluation import common
 from myol_keras.evaluation import knn
-from myol_keras.evaluation import retrieval
+from myol_keras.evaluation.health import RANKME_EPS  # noqa: F401 - re-exported with the measures
+from myol_keras.evaluation.health import collapse_reasons
+from myol_keras.evaluation.health import embedding_std
+from myol_keras.evaluation.health import one_blas_thread
+from myol_keras.evaluation.health import rankme
 
 #: monitor names `build_monitors` accepts (the CLI's `--monitor`).
 MONITORS = ("knn", "rank")
-#: the RankMe epsilon of Garrido et al. 2023 (their reference code).
-RANKME_EPS = 1e-7
 
 
 class CollapseWarning(UserWarning):
     """The encoder's features collapsed (see `HealthMonitor`)."""
-
-
-# --- the measures (numpy, pure) ---------------------------------------------
-
-
-def _check_features(features, least=1):
-    features = np.asarray(features)
-    if features.ndim != 2 or len(features) < least or features.shape[1] < 1:
-        raise ValueError(f"Expected features shaped [n, d] with n >= {least}. Received: shape={features.shape}")
-    return features.astype(np.float64)
-
-
-def embedding_std(features):
-    """Mean over dimensions of the per-dimension std of the L2-normalised rows (lightly's `std_of_l2_normalized`).
-
-    The std is the sample std (n - 1 in the denominator, as torch's
-    `std`). About 1/sqrt(d) for features spread evenly over the sphere
-    in d dimensions (SimSiam, arXiv:2011.10566), 0 for a constant (collapsed) one.
-
-    Args:
-        features: `[n, d]` features, n >= 2.
-    """
-    z = retrieval.l2_normalize(_check_features(features, least=2)).astype(np.float64)
-    return float(np.mean(np.std(z, axis=0, ddof=1)))
-
-
-def rankme(features, eps=RANKME_EPS):
-    """The effective rank RankMe of a feature matrix (Garrido et al. 2023, arXiv:2210.02885).
-
-    `exp(-sum_k p_k log p_k)` with `p_k = sigma_k / ||sigma||_1 + eps`, sigma
-    the singular values of the (uncentred) `[n, d]` matrix: d for n >= d
-    orthonormal-like rows, about 1 for a rank-1 matrix; at most min(n, d).
-
-    Args:
-        features: `[n, d]` features.
-        eps: the paper's smoothing constant (1e-7).
-    """
-    singular = np.linalg.svd(_check_features(features), compute_uv=False)
-    total = singular.sum()
-    if total <= 0:  # an all-zero matrix: nothing spread, rank 1 by convention (p = eps everywhere)
-        return 1.0
-    p = singular / total + eps
-    return float(np.exp(-np.sum(p * np.log(p))))
-
-
-def collapse_reasons(embed_std, rank, dim, std_factor=0.1, min_rank=2.0):
-    """Why these values mean a collapse (empty when they do not).
-
-    Args:
-        embed_std: `embedding_std` of the features.
-        rank: `rankme` of the features.
-        dim: the feature dimension d.
-        std_factor: collapse when `embed_std < std_factor / sqrt(d)`.
-        min_rank: collapse when `rank < min_rank`.
-    """
-    reasons = []
-    threshold = std_factor / math.sqrt(dim)
-    if embed_std < threshold:
-        reasons.append(f"embed_std {embed_std:.4g} < {std_factor:g}/sqrt({dim}) = {threshold:.4g}")
-    if rank < min_rank:
-        reasons.append(f"rankme {rank:.3g} < {min_rank:g}")
-    return reasons
 
 
 def is_due(epoch, every, epochs=None):
@@ -165,23 +104,20 @@ class FeatureCache:
     def __init__(self):
         self._functions = {}
         self._memo = {}
-        self._epoch = None
+        self._stamp = None
 
-    def features(self, encoder, images, *, image_size, mean, std, batch_size=256, epoch=None, fingerprint=None):
-        """float32 `[n, d]` features of `images`.
-
-        Memoised under `fingerprint` while `epoch` (any hashable stamp of the
-        model state, e.g. `(epoch, optimizer step)`) stays the same, when both are given.
-        """
+    def features(self, encoder, images, *, image_size, mean, std, batch_size=256, stamp=None, fingerprint=None):
+        """float32 `[n, d]` features of `images`; memoised under `fingerprint` while `stamp` (a hashable
+        mark of the model state, e.g. `(epoch, optimizer step)`) stays the same, when both are given."""
         import tensorflow as tf
 
         from myol_keras.preprocessing import evaluation_transform
 
-        if epoch != self._epoch:
-            self._memo, self._epoch = {}, epoch
+        if stamp != self._stamp:
+            self._memo, self._stamp = {}, stamp
         transform = (id(encoder), image_size, tuple(mean), tuple(std))
-        memo_key = (transform, fingerprint, batch_size)
-        if epoch is not None and fingerprint is not None and memo_key in self._memo:
+        memo_key = (transform, fingerprint, batch_size) if stamp is not None and fingerprint is not None else None
+        if memo_key in self._memo:
             return self._memo[memo_key]
         if transform not in self._functions:
 
@@ -193,7 +129,7 @@ class FeatureCache:
             self._functions[transform] = (encoder, embed)  # the encoder kept alive: its id stays unique
         embed = self._functions[transform][1]
         out = np.concatenate([embed(images[i:i + batch_size]).numpy() for i in range(0, len(images), batch_size)])
-        if epoch is not None and fingerprint is not None:
+        if memo_key is not None:
             self._memo[memo_key] = out
         return out
 
@@ -201,9 +137,7 @@ class FeatureCache:
 def fingerprint(images):
     """A content hash of an image array (which monitors hold the same images)."""
     images = np.ascontiguousarray(images)
-    digest = hashlib.blake2b(images.view(np.uint8).reshape(-1), digest_size=16)
-    digest.update(repr((images.shape, images.dtype.str)).encode())
-    return digest.hexdigest()
+    return hashlib.blake2b(images.tobytes() + repr((images.shape, images.dtype.str)).encode(), digest_size=16).hexdigest()
 
 
 class EncoderMonitor(keras.callbacks.Callback):
@@ -260,7 +194,7 @@ class EncoderMonitor(keras.callbacks.Callback):
             step = int(keras.ops.convert_to_numpy(optimizer.iterations)) if optimizer is not None else -1
             stamp = (int(epoch), step)
         return self.feature_cache.features(self.encoder(), images, image_size=self.image_size, mean=self.mean,
-                                           std=self.std, batch_size=self.batch_size, epoch=stamp, fingerprint=key)
+                                           std=self.std, batch_size=self.batch_size, stamp=stamp, fingerprint=key)
 
     def measure(self, epoch=None):
         raise NotImplementedError
@@ -285,7 +219,6 @@ class EncoderMonitor(keras.callbacks.Callback):
 
     def after_measure(self, epoch, values):
         """Hook after a measurement (the health monitor warns here)."""
-
 
 class KNNMonitor(EncoderMonitor):
     """kNN top-1 of the online encoder on a labelled split during pre-training, logged as `knn_top1`.
@@ -350,8 +283,9 @@ class KNNMonitor(EncoderMonitor):
         """`{"knn_top1": ...}` of the model's encoder now (`epoch`: share features through the cache)."""
         bank = self.features(self.bank_images, epoch, self._keys[0])
         queries = self.features(self.query_images, epoch, self._keys[1])
-        acc = knn.knn_accuracy(bank, self.bank_labels, queries, self.query_labels, self.num_classes, self.k,
-                               self.temperature)
+        with one_blas_thread():
+            acc = knn.knn_accuracy(bank, self.bank_labels, queries, self.query_labels, self.num_classes, self.k,
+                                   self.temperature)
         return {"knn_top1": acc["top1"]}
 
     def describe(self, values):
@@ -409,7 +343,8 @@ class HealthMonitor(EncoderMonitor):
         """`{"embed_std", "rankme"}` of the model's encoder now (`epoch`: share features through the cache)."""
         features = self.features(self.images, epoch, self._key)
         self.dim = features.shape[1]
-        return {"embed_std": embedding_std(features), "rankme": rankme(features)}
+        with one_blas_thread():
+            return {"embed_std": embedding_std(features), "rankme": rankme(features)}
 
     def describe(self, values):
         healthy = 1.0 / math.sqrt(self.dim)

@@ -6,7 +6,7 @@ one TensorBoard run directory:
     log_dir/
       embedding.ckpt-1.index, .data-*, checkpoint   the vectors, a tf.train.Checkpoint of one variable
       events.out.tfevents.*                         one text summary (makes the directory a run)
-      metadata.tsv                                  one row per point: index, label (and class name)
+      metadata.tsv                                  one row per point: label, class name
       sprite.png                                    the images, a square grid of thumbnails
       projector_config.pbtxt                        ties them together (tensorboard.plugins.projector)
 
@@ -74,15 +74,16 @@ def sprite_image(images, thumbnail=32):
 
 
 def metadata_text(labels, class_names=None):
-    """metadata.tsv: a header, then `index<TAB>label[<TAB>class]` per point."""
+    """metadata.tsv: a header, then `label<TAB>class` per point (the class name, or the label without names).
+
+    Two columns, because the projector reads a one-column file without a
+    header; the first one is what it labels points by.
+    """
     labels = np.asarray(labels).reshape(-1)
-    header = ["index", "label"] + (["class"] if class_names is not None else [])
-    lines = ["\t".join(header)]
-    for i, label in enumerate(labels):
-        row = [str(i), str(label)]
-        if class_names is not None:
-            row.append(" ".join(str(class_names[int(label)]).split()))  # no tab or newline inside a cell
-        lines.append("\t".join(row))
+    lines = ["label\tclass"]
+    for label in labels:
+        name = class_names[int(label)] if class_names is not None else label
+        lines.append(f"{label}\t{' '.join(str(name).split())}")  # no tab or newline inside a cell
     return "\n".join(lines) + "\n"
 
 

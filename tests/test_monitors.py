@@ -350,7 +350,8 @@ def test_write_projector_writes_a_config_the_checkpoint_metadata_and_sprite(tmp_
     assert checkpoint == written["checkpoint"]
     np.testing.assert_array_equal(tf.train.load_checkpoint(checkpoint).get_tensor(embedding.tensor_name), vectors)
     lines = (log_dir / "metadata.tsv").read_text().splitlines()
-    assert lines[0] == "index\tlabel\tclass" and lines[2] == "1\t1\tone tab" and len(lines) == 11
+    assert lines[0] == "label\tclass" and lines[2] == "1\tone tab" and len(lines) == 11
+    assert projector.metadata_text([2, 0]) == "label\tclass\n2\t2\n0\t0\n"
     sprite = tf.io.decode_png((log_dir / "sprite.png").read_bytes()).numpy()
     assert sprite.shape == (32, 32, 3)  # 4 x 4 cells of 8 px
     np.testing.assert_array_equal(sprite[:8, 8:16], images[1])  # same size: the cell is the image
