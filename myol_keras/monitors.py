@@ -283,6 +283,8 @@ class KNNMonitor(EncoderMonitor):
         """`{"knn_top1": ...}` of the model's encoder now (`epoch`: share features through the cache)."""
         bank = self.features(self.bank_images, epoch, self._keys[0])
         queries = self.features(self.query_images, epoch, self._keys[1])
+        if not (np.all(np.isfinite(bank)) and np.all(np.isfinite(queries))):
+            return {"knn_top1": float("nan")}  # a diverged encoder: NaN, not a vote among NaNs
         with one_blas_thread():
             acc = knn.knn_accuracy(bank, self.bank_labels, queries, self.query_labels, self.num_classes, self.k,
                                    self.temperature)
@@ -343,6 +345,8 @@ class HealthMonitor(EncoderMonitor):
         """`{"embed_std", "rankme"}` of the model's encoder now (`epoch`: share features through the cache)."""
         features = self.features(self.images, epoch, self._key)
         self.dim = features.shape[1]
+        if not np.all(np.isfinite(features)):
+            return {"embed_std": float("nan"), "rankme": float("nan")}  # diverged: no SVD of NaNs
         with one_blas_thread():
             return {"embed_std": embedding_std(features), "rankme": rankme(features)}
 

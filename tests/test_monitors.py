@@ -62,6 +62,7 @@ def test_embedding_std_is_lightly_sample_std_of_the_normalised_rows():
 @pytest.mark.parametrize("features, match", [
     (np.ones(4), r"shaped \[n, d\]"),
     (np.ones((1, 4)), r"n >= 2"),
+    (np.array([[1.0, np.nan], [0.0, 1.0]]), r"finite features"),
 ])
 def test_embedding_std_refuses_bad_features(features, match):
     with pytest.raises(ValueError, match=match):
@@ -229,6 +230,23 @@ def _fit_with_health(model, epochs=1, **kwargs):
         history = model.fit(x.astype("float32") / 255, np.zeros((64, 1)), epochs=epochs, batch_size=32, verbose=0,
                             callbacks=[health])
     return history.history, [w for w in caught if issubclass(w.category, monitors.CollapseWarning)], health
+
+
+def test_monitors_log_nan_for_a_diverged_encoder():
+    model = _holder(_random_projection_backbone(8))
+    model(np.zeros((1, 16, 16, 3), "float32"))
+    kernel = model.backbone.layers[-1].kernel
+    kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+    x, y = _images(12)
+    for monitor in monitors.build_monitors("knn,rank", image_size=16, mean=MEAN, std=STD, bank_images=x,
+                                           bank_labels=y, query_images=x, query_labels=y, k=3, verbose=False):
+        monitor.set_model(model)
+        values = monitor.measure()
+        assert values and all(math.isnan(v) for v in values.values())
+        if isinstance(monitor, monitors.HealthMonitor):
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                monitor.after_measure(0, values)  # no collapse warning for NaN
 
 
 def test_health_monitor_warns_when_the_encoder_collapses(capsys):

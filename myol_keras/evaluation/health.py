@@ -30,6 +30,8 @@ def _check_features(features, least=1):
     features = np.asarray(features)
     if features.ndim != 2 or len(features) < least or features.shape[1] < 1:
         raise ValueError(f"Expected features shaped [n, d] with n >= {least}. Received: shape={features.shape}")
+    if not np.all(np.isfinite(features)):
+        raise ValueError("Expected finite features. Received: NaN or Inf values (a diverged encoder?)")
     return features.astype(np.float64)
 
 
