@@ -4,7 +4,7 @@ Each module is `python -m`-runnable and exposes a function returning a result
 dict that is also appended to the run's `results.json`:
 
 * `linear_probe.linear_probe` (§3.1) -> classifier export `saved_models/<name>-linear/`
-* `knn.knn_evaluate` (k = 200, T = 0.1) and the `knn.KNNMonitor` callback
+* `knn.knn_evaluate` (k = 200, T = 0.1); its pre-training twin is `myol_keras.monitors.KNNMonitor`
 * `semisup.semisup_evaluate` (§3.2), `transfer.transfer_evaluate` (§3.3)
 * `attack.attack_evaluate` (§3.4, FGSM / PGD, pixel or faithful space)
 * `random_init.random_init_evaluate`: the linear probe and kNN of a randomly

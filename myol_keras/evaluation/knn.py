@@ -7,8 +7,8 @@ features are L2-normalised, each test image takes its k most similar train
 images (cosine similarity s), each votes for its class with weight
 exp(s / T), and the class with the largest summed weight is the prediction.
 Features are extracted once through the encoder SavedModel (inference mode),
-the same cache the linear probe uses. `KNNMonitor` runs the same vote during
-pre-training on a held-out labelled split.
+the same cache the linear probe uses. `myol_keras.monitors.KNNMonitor` runs the
+same vote during pre-training on a held-out labelled split.
 """
 
 import time
@@ -108,89 +108,13 @@ def knn_evaluate(saved_model, dataset="", data_dir=None, *, k=200, temperature=0
     return result
 
 
-def _monitor_base():
-    import keras
+def __getattr__(name):
+    # `KNNMonitor` moved to myol_keras.monitors (with the health monitor); the old path keeps working.
+    if name == "KNNMonitor":
+        from myol_keras.monitors import KNNMonitor
 
-    return keras.callbacks.Callback
-
-
-class KNNMonitor(_monitor_base()):
-    """kNN accuracy of the online encoder on a held-out labelled split during pre-training.
-
-    Every `every` epochs the backbone (inference mode) embeds the labelled
-    `train_images` (the memory bank) and `test_images`; the weighted kNN top-1
-    is added to the epoch logs as `knn_top1`, so history.csv and TensorBoard
-    show it.
-
-    Args:
-        train_images: uint8 images [N, H, W, 3] of the memory bank.
-        train_labels: their int labels.
-        test_images: uint8 images of the held-out split.
-        test_labels: their labels.
-        image_size: the training size; images go through
-            `preprocessing.evaluation_transform` (centre square crop, antialiased resize).
-        mean: normalisation mean (3 floats).
-        std: normalisation std.
-        k: neighbours (200).
-        temperature: vote temperature (0.1).
-        every: run every N epochs (and after the last).
-        batch_size: images per forward pass.
-        encoder_attribute: the model attribute holding the encoder.
-
-    Example:
-    ```python
-    monitor = KNNMonitor(x_bank, y_bank, x_val, y_val, image_size=32, mean=mean, std=std, every=5)
-    model.fit(ds, epochs=100, callbacks=[monitor, EMATargetUpdate(0.996)])
-    ```
-    """
-
-    def __init__(self, train_images, train_labels, test_images, test_labels, *, image_size, mean, std,
-                 k=200, temperature=0.1, every=1, batch_size=256, encoder_attribute="backbone"):
-        super().__init__()
-        common.check_positive_ints(every=every, k=k, batch_size=batch_size)
-        common.check_positive(temperature=temperature)
-        self.train_images = np.asarray(train_images)
-        self.train_labels = np.asarray(train_labels, np.int64)
-        self.test_images = np.asarray(test_images)
-        self.test_labels = np.asarray(test_labels, np.int64)
-        self.image_size = int(image_size)
-        self.mean = tuple(mean)
-        self.std = tuple(std)
-        self.k = k
-        self.temperature = temperature
-        self.every = every
-        self.batch_size = batch_size
-        self.encoder_attribute = encoder_attribute
-        self.num_classes = int(max(self.train_labels.max(), self.test_labels.max()) + 1)
-        self._embed = None
-
-    def _features(self, images):
-        import tensorflow as tf
-
-        from myol_keras.preprocessing import evaluation_transform
-
-        if self._embed is None:
-            encoder = getattr(self.model, self.encoder_attribute)
-
-            @tf.function(reduce_retracing=True)
-            def embed(batch):
-                x = evaluation_transform(batch, self.image_size, self.mean, self.std)
-                return tf.cast(encoder(x, training=False), tf.float32)
-
-            self._embed = embed
-        return np.concatenate([
-            self._embed(images[i:i + self.batch_size]).numpy() for i in range(0, len(images), self.batch_size)
-        ])
-
-    def on_epoch_end(self, epoch, logs=None):
-        epochs = (self.params or {}).get("epochs")
-        if (epoch + 1) % self.every and (epochs is None or epoch + 1 != epochs):
-            return
-        acc = knn_accuracy(self._features(self.train_images), self.train_labels,
-                           self._features(self.test_images), self.test_labels,
-                           self.num_classes, self.k, self.temperature)
-        if logs is not None:
-            logs["knn_top1"] = acc["top1"]
+        return KNNMonitor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _run():
