@@ -395,7 +395,6 @@ def _fit_and_export(config, plan, model, strategy, policy, reason):
         return None
 
     faults.maybe_fail("before_export")
-    from myol_keras import deploy
     from myol_keras import export
 
     try:
@@ -406,7 +405,7 @@ def _fit_and_export(config, plan, model, strategy, policy, reason):
     faults.maybe_fail("after_export")
     run.mark_done(export_path)
     run.clear_claim()
-    formats = deploy.parse_formats(config.export_formats)
+    formats = export.parse_formats(config.export_formats)
     print(f"{PROG}: exported the online encoder to {export_path}"
           + (f" ({', '.join(formats)})" if len(formats) > 1 else ""))
     print(f"{PROG}: run directory {run.path} (history.csv, tensorboard/, config.json)")
