@@ -6,7 +6,7 @@
 | `onnx`, `litert` | one built-in format each: `model.onnx` (onnxruntime), `model.tflite` (LiteRT) |
 | `saved_model` | the SavedModel contract (DESIGN §4.6): endpoints, atomic write, `load_backbone`, `load_format` |
 | `files` | one format's file: convert, run on a probe batch, compare with the SavedModel |
-| `encoder` | `export_encoder` |
+| `encoder` | `export_encoder`, and `add_formats` to an existing export |
 
 Names are re-exported lazily (PEP 562): `from myol_keras.export import FORMATS`
 imports the registry only, not TensorFlow; `export_encoder` and the loaders
@@ -62,6 +62,7 @@ _EXPORTS = {
     "check_image_batch": "saved_model",
     "add_image_endpoints": "saved_model",
     "write_export": "saved_model",
+    "add_files": "saved_model",
     "load_export_metadata": "saved_model",
     "load_format": "saved_model",
     "load_backbone": "saved_model",
@@ -72,6 +73,8 @@ _EXPORTS = {
     "compute_dtypes": "files",
     # the encoder
     "export_encoder": "encoder",
+    "add_formats": "encoder",
+    "missing_formats": "encoder",
 }
 
 __all__ = sorted(_EXPORTS)

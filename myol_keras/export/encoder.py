@@ -1,4 +1,4 @@
-"""Export the online encoder: its SavedModel and the files of the other formats.
+"""Export the online encoder: its SavedModel and the files of the other formats; add formats to an export later.
 
 `export_encoder` writes `saved_models/<name>/<version>/` (the SavedModel
 contract of `myol_keras.export.saved_model`) with, for every other format
@@ -11,9 +11,15 @@ file with its input and output and the difference measured. A converter that
 fails, a file that disagrees or a full disk raise `ExportError` (one line)
 and leave no version directory.
 
+`add_formats` writes the files of formats an existing export lacks into its
+version directory, from the export's own Keras backbone (no training), with
+the same checks; a failure leaves the export unchanged. Rerunning a finished
+run with a new `--export_formats` calls it.
+
 Example:
 ```python
 path = export_encoder(backbone, "saved_models/myol_c10", image_size=32, mean=mean, std=std)
+add_formats(path, "onnx,litert")  # -> ("onnx", "litert"), written into the same version directory
 ```
 """
 
@@ -113,3 +119,69 @@ def export_encoder(
 def embedding_output(feature_dim):
     """The metadata's description of the `embedding` output, `[batch, feature_dim]` float32."""
     return {"name": registry.OUTPUT_NAME, "dtype": "float32", "shape": [None, int(feature_dim)]}
+
+
+def missing_formats(path, formats):
+    """The formats of `formats` (names or `"saved_model,onnx"`) the export at `path` has no file of, in `FORMATS` order.
+
+    Raises:
+        ValueError: an unknown format name.
+        FileNotFoundError: no export at `path`.
+    """
+    wanted = registry.parse_formats(formats)
+    present = saved_model_lib.load_export_metadata(path).get("formats") or {registry.SAVED_MODEL: {}}
+    return tuple(f for f in wanted if f not in present)
+
+
+def add_formats(path, formats, *, input_size=None):
+    """Write the files of `formats` that the encoder export at `path` lacks into its version directory.
+
+    The files are converted from the export's Keras backbone
+    (`assets.extra/backbone.keras`) with the export's image size and
+    normalisation, checked against the SavedModel's computation like at export
+    time, moved in, and named in the metadata (`saved_model.add_files`).
+    Formats the export has already are left as they are. Nothing is trained.
+
+    Args:
+        path: an encoder export version directory or its model base path (highest version).
+        formats: format names or `"saved_model,onnx,litert"`; `saved_model` is always present.
+        input_size: the new files' fixed input size; default: that of the
+            export's other files, else its image size.
+
+    Returns:
+        The names of the formats added, in `FORMATS` order (empty: nothing to add).
+
+    Raises:
+        ValueError: an unknown format, or not an encoder export.
+        FileNotFoundError: no export, or no `backbone.keras` in it.
+        MissingDependencyError: a format's packages are not installed.
+        ExportError: a converter failed, a file disagrees with the SavedModel,
+            or the disk is full; the export is unchanged.
+
+    Example:
+    ```python
+    added = myol_keras.export.add_formats("saved_models/myol_c10", "onnx")  # ("onnx",), or () if it had one
+    ```
+    """
+    version_dir = saved_model_lib.resolve_version_dir(path)
+    missing = missing_formats(version_dir, formats)
+    if not missing:
+        return ()
+    info = saved_model_lib.load_export_metadata(version_dir)
+    if info.get("kind", "encoder") != "encoder" or info.get("format") != EXPORT_FORMAT:
+        raise ValueError(f"{version_dir} is not an encoder export ({info.get('format', 'no format recorded')}); "
+                         "formats are added to the encoder's export, saved_models/<name>/")
+    registry.check_dependencies(missing)
+    image_size = preprocessing.check_image_size(info["image_size"])
+    mean, std = preprocessing.check_mean_std(info["mean"], info["std"])
+    if input_size is None:
+        sizes = [entry["input"]["shape"][1] for entry in (info.get("formats") or {}).values()
+                 if entry.get("input", {}).get("fixed_size")]
+        input_size = sizes[0] if sizes else image_size
+    input_size = preprocessing.check_image_size(input_size)
+    backbone = saved_model_lib.load_backbone(version_dir, trainable=False)
+    writers = files.format_writers(missing, backbone, version_dir, image_size=image_size, mean=mean, std=std,
+                                   input_size=input_size, output=embedding_output(info["feature_dim"]))
+    saved_model_lib.add_files(version_dir, writers)
+    return missing
+

@@ -24,8 +24,11 @@ version directory. `myol_keras.export.encoder.export_encoder` builds the
 encoder's export on these pieces; the linear probe's classifier export too.
 """
 
+import contextlib
 import json
 import os
+import shutil
+import tempfile
 
 import keras
 import numpy as np
@@ -159,6 +162,68 @@ def write_export(archive, export_root, info, *, version=None, extra_files=None, 
         raise ExportError(f"cannot write the export {final_dir}: {native_logs.first_line(e)}; nothing was written "
                           f"(no version directory, no temporaries)") from e
     return final_dir
+
+
+def add_files(version_dir, formats):
+    """Write more formats' files into the existing export `version_dir` and name them in its metadata.
+
+    The files are written (and checked, by their writers) into a temporary
+    sibling of `version_dir` first; only once every one succeeded are they
+    moved in, then the metadata file is replaced (`rundir.atomic_write`). A
+    failure until then moves back out what was moved in: the export keeps its
+    files and metadata as they were. A kill between the moves and the metadata
+    leaves files the metadata does not name, which the next call overwrites.
+
+    Args:
+        version_dir: an export version directory.
+        formats: {format: callable(directory) -> metadata entry} (`files.format_writer`).
+
+    Returns:
+        The updated metadata.
+
+    Raises:
+        ValueError: a format the metadata names already, or a file another entry names.
+        ExportError: a writer failed or the disk is full (the export is unchanged).
+    """
+    info = load_export_metadata(version_dir)
+    entries = info.setdefault("formats", {})
+    taken = {entry.get("file"): name for name, entry in entries.items()}
+    for name in formats:
+        if name in entries:
+            raise ValueError(f"{version_dir} has a {name} export already")
+    root = os.path.dirname(os.path.abspath(version_dir))
+    rundir.remove_temporaries(root)
+    tmp_dir = tempfile.mkdtemp(prefix=f"{rundir.TEMPORARY_PREFIX}{os.path.basename(version_dir)}-formats-", dir=root)
+    moved = []
+    try:
+        added = {name: write(tmp_dir) for name, write in formats.items()}
+        for name, entry in added.items():
+            if entry["file"] in taken:
+                raise ValueError(f"the {name} file {entry['file']} is the {taken[entry['file']]} file of {version_dir}")
+            rundir.fsync_file(os.path.join(tmp_dir, entry["file"]))
+        for entry in added.values():
+            os.replace(os.path.join(tmp_dir, entry["file"]), os.path.join(version_dir, entry["file"]))
+            moved.append(entry["file"])
+        entries.update(added)
+        rundir.atomic_write(os.path.join(version_dir, EXTRA_DIR, METADATA_FILE),
+                            json.dumps(info, indent=2, sort_keys=True, default=str))
+    except (OSError, tf.errors.OpError) as e:  # a full disk, a read-only directory
+        _move_back(moved, version_dir, tmp_dir)
+        raise ExportError(f"cannot add {', '.join(formats)} to the export {version_dir}: {native_logs.first_line(e)}; "
+                          "the export is unchanged") from e
+    except BaseException:
+        _move_back(moved, version_dir, tmp_dir)
+        raise
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    rundir.fsync_dir(version_dir)
+    return info
+
+
+def _move_back(files, version_dir, tmp_dir):
+    for name in files:
+        with contextlib.suppress(OSError):
+            os.replace(os.path.join(version_dir, name), os.path.join(tmp_dir, name))
 
 
 def load_export_metadata(path):
