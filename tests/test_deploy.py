@@ -8,7 +8,6 @@ the shared subset. Bad input (an unknown format, a missing optional package, a c
 fails on the model, a full disk) ends in one line and leaves no version directory behind.
 """
 
-import dataclasses
 import errno
 import importlib.util
 import json
@@ -21,6 +20,7 @@ from myol_keras import embed, export
 from myol_keras.export import registry
 
 from conftest import one_line, run_entry_point
+from test_export_registry import swap_format
 
 IMAGE_SIZE, MEAN, STD = 32, (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
 ATOL = 1e-4  # float32 (issue 19)
@@ -76,12 +76,6 @@ def _litert_embeddings(path, images):
 
     runner = Interpreter(model_path=path).get_signature_runner("serving_default")
     return runner(images=images)["embedding"]
-
-
-def _swap_format(monkeypatch, name, **changes):
-    """Replace fields of the registered format `name` for one test (`monkeypatch` restores the record)."""
-    record = registry.get_format(name)
-    monkeypatch.setattr(registry, "_records", {**registry._records, name: dataclasses.replace(record, **changes)})
 
 
 def _left_behind(root):
@@ -236,7 +230,7 @@ def test_a_failed_format_leaves_no_version_directory(failure, backbone, tmp_path
         def convert(module, serve, spec, path):
             with open(path, "wb") as f:
                 f.write(b"a file")
-        _swap_format(monkeypatch, "litert", runner=lambda path: lambda images: np.zeros((len(images), 64)))
+        swap_format(monkeypatch, "litert", runner=lambda path: lambda images: np.zeros((len(images), 64)))
         fragments = ["the litert file's embeddings differ from the SavedModel's by", "on a probe batch"]
     elif failure == "disk_full_in_saved_model":  # TensorFlow's own writer reports it as an op error
         import tensorflow as tf
@@ -255,7 +249,7 @@ def test_a_failed_format_leaves_no_version_directory(failure, backbone, tmp_path
                 f.write(b"half a flatbuffer")
             raise OSError(errno.ENOSPC, "No space left on device")
         fragments = [f"cannot write the export {root / '1'}", "No space left on device", "nothing was written"]
-    _swap_format(monkeypatch, "litert", converter=convert)
+    swap_format(monkeypatch, "litert", converter=convert)
     with pytest.raises(export.ExportError) as error:
         export.export_encoder(backbone, str(root), image_size=IMAGE_SIZE, mean=MEAN, std=STD,
                               formats="saved_model,litert")
@@ -278,7 +272,7 @@ def test_the_command_line_exports_every_format_and_a_failed_export_is_one_line(t
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with monkeypatch.context() as patch:
-        _swap_format(patch, "onnx", converter=no_space)
+        swap_format(patch, "onnx", converter=no_space)
         status, out, err = run_main_in_process(argv, capsys)
     lines = [line for line in err.splitlines() if line.startswith("myol_keras.main: ")]
     assert status == 1 and len(lines) == 1, err

@@ -17,7 +17,7 @@ from myol_keras import embed, export
 from myol_keras.export import registry
 
 from conftest import one_line, run_entry_point, run_main_in_process
-from test_export_registry import PROBE_FORMAT
+from test_export_registry import PROBE_FORMAT, swap_format
 
 IMAGE_SIZE, MEAN, STD = 16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 ARGV = ["--dataset=digits", "--image_size=16", "--width=4", "--projector_hidden_dim=16", "--projection_dim=8",
@@ -57,13 +57,6 @@ def _tiny_backbone():
     backbone.build((None, IMAGE_SIZE, IMAGE_SIZE, 3))
     backbone(tf.random.uniform([8, IMAGE_SIZE, IMAGE_SIZE, 3]) * 2.0, training=True)
     return backbone
-
-
-def _swap_format(monkeypatch, name, **changes):
-    import dataclasses
-
-    record = registry.get_format(name)
-    monkeypatch.setattr(registry, "_records", {**registry._records, name: dataclasses.replace(record, **changes)})
 
 
 def test_rerunning_a_finished_run_with_new_formats_adds_them_without_training(tmp_path, capsys, monkeypatch):
@@ -149,7 +142,7 @@ def test_a_failed_addition_leaves_the_export_unchanged(failure, tmp_path, monkey
     if failure == "converter_raises":
         def convert(*args):
             raise RuntimeError("converter exploded\n  at some native frame")
-        _swap_format(monkeypatch, "onnx", converter=convert)
+        swap_format(monkeypatch, "onnx", converter=convert)
         fragments = ["cannot export the encoder to onnx (tf2onnx ", "RuntimeError: converter exploded",
                      f"nothing was written to {path}"]
     else:  # every file is converted and checked; the disk fills up as the metadata is replaced

@@ -7,6 +7,7 @@ the probe batch, and a runner that reads them back — is exported by `export_en
 metadata entry.
 """
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -53,6 +54,12 @@ PROBE_FORMAT = registry.ExportFormat(
     name="npy_probe", file_name="probe_embeddings.npy", converter=write_probe_embeddings,
     runner=ProbeEmbeddingsRunner, packages={"numpy": "numpy"}, runtime="numpy.load",
     describe_converter=lambda: f"numpy {np.__version__}", metadata={"probe_batch": 2})
+
+
+def swap_format(monkeypatch, name, **changes):
+    """Replace fields of the registered format `name` for one test (`monkeypatch` puts the record back)."""
+    record = registry.get_format(name)
+    monkeypatch.setattr(registry, "_records", {**registry._records, name: dataclasses.replace(record, **changes)})
 
 
 @pytest.fixture
