@@ -78,7 +78,7 @@ _EXPORTS = {
     "load_export_metadata": "myol_keras.export",
     "load_format": "myol_keras.export",
     "ExportError": "myol_keras.export",
-    "MissingDependencyError": "myol_keras.deploy",
+    "MissingDependencyError": "myol_keras.export",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

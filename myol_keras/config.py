@@ -25,7 +25,7 @@ import math
 import os
 import typing
 
-from myol_keras import deploy
+from myol_keras.export import registry as deploy  # the export format names and checks: no TensorFlow
 from myol_keras import distribute
 from myol_keras import precision
 from myol_keras.data import DATASETS

@@ -31,7 +31,8 @@ import sys
 import numpy as np
 from absl import flags
 
-from myol_keras import cli, deploy, rundir
+from myol_keras import cli, rundir
+from myol_keras.export import registry
 
 PROG = "myol_keras.embed"
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -44,7 +45,7 @@ cli.require(FLAGS, "images", "a folder of images")
 flags.DEFINE_string("output", "embeddings.npy", "Output .npy; the file names go to the .txt beside it.", flag_values=FLAGS)
 flags.register_validator("output", lambda path: path.endswith(".npy"), message="give a .npy path", flag_values=FLAGS)
 flags.DEFINE_integer("batch_size", 64, "Images per call.", lower_bound=1, flag_values=FLAGS)
-flags.DEFINE_enum("format", "saved_model", deploy.FORMATS, "Which file of the export computes the embeddings: the "
+flags.DEFINE_enum("format", "saved_model", registry.FORMATS, "Which file of the export computes the embeddings: the "
                   "SavedModel, model.onnx (onnxruntime) or model.tflite (LiteRT).", flag_values=FLAGS)
 
 
@@ -93,13 +94,13 @@ def load_embedder(saved_model, format="saved_model"):  # noqa: A002 (the flag's 
     Raises:
         FileNotFoundError: no export.
         ValueError: a classifier export, an unknown format, or an export without that file.
-        deploy.MissingDependencyError: the format's runtime is not installed.
+        registry.MissingDependencyError: the format's runtime is not installed.
     """
     from myol_keras import export
     from myol_keras.evaluation import features
 
-    if format not in deploy.FORMATS:
-        raise ValueError(f"Expected `format` to be one of {', '.join(deploy.FORMATS)}. Received: format={format!r}")
+    if format not in registry.FORMATS:
+        raise ValueError(f"Expected `format` to be one of {', '.join(registry.FORMATS)}. Received: format={format!r}")
     if format == "saved_model":
         encoder = features.load_export(saved_model, expect="encoder")
         return (lambda batch: encoder.serve_pixels(batch)["embedding"]), encoder.image_size, False
@@ -127,7 +128,7 @@ def embed_folder(saved_model, images, output=None, *, batch_size=64, verbose=Tru
         FileNotFoundError: no folder or no export.
         ValueError: a bad batch size or output name, no image file, none decodable,
             a classifier export, or an export without the `format` file.
-        deploy.MissingDependencyError: the format's runtime is not installed.
+        registry.MissingDependencyError: the format's runtime is not installed.
 
     Example:
     ```python

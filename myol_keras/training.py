@@ -6,9 +6,10 @@
 directory (`rundir.RunDirectory`): config, history, checkpoints, TensorBoard
 logs, then the export and the `DONE` marker. Calling it again resumes an
 interrupted run from its last checkpoint, or returns the export of a finished
-one. Everything that can be checked is checked before anything is written:
-the settings (`PretrainConfig.validate`), then what depends on the data
-(`plan_run`).
+one, first adding the files of any `export_formats` it lacks (converted from
+the exported backbone, no training). Everything that can be checked is
+checked before anything is written: the settings (`PretrainConfig.validate`),
+then what depends on the data (`plan_run`).
 
 The pieces are public for scripts that want one of them:
 
@@ -216,7 +217,8 @@ def pretrain(config=None, *, plan=None, strategy=None, **settings):
         TrainingStopped: training started but stopped (the run is resumable).
         export.ExportError: training finished but the export could not be
             written (a converter failed, a full disk); the run is kept and a
-            rerun exports again.
+            rerun exports again. For a finished run: a format could not be
+            added to its export, which is left unchanged.
 
     Example:
     ```python
@@ -265,6 +267,8 @@ def pretrain(config=None, *, plan=None, strategy=None, **settings):
     if done:
         print(f"{PROG}: run {run.path} is finished. Encoder: {done['export']} ; history: {run.history_path} ; "
               f"TensorBoard: {run.tensorboard_dir}. Pass --overwrite to train it again.")
+        if distribute.is_chief():
+            _add_export_formats(config, done["export"])
         return done["export"]
     with process_settings_restored(), op_determinism(config.deterministic):
         model, policy, reason = _compile_model(config, plan, strategy)
@@ -447,7 +451,6 @@ def _fit_and_export(config, plan, model, strategy, policy, reason):
         cluster_lib.set_phase("exporting")
 
     faults.maybe_fail("before_export")
-    from myol_keras import deploy
     from myol_keras import export
 
     try:
@@ -458,11 +461,27 @@ def _fit_and_export(config, plan, model, strategy, policy, reason):
     faults.maybe_fail("after_export")
     run.mark_done(export_path)
     run.clear_claim()
-    formats = deploy.parse_formats(config.export_formats)
+    formats = export.parse_formats(config.export_formats)
     print(f"{PROG}: exported the online encoder to {export_path}"
           + (f" ({', '.join(formats)})" if len(formats) > 1 else ""))
     print(f"{PROG}: run directory {run.path} (history.csv, tensorboard/, config.json)")
     return export_path
+
+
+def _add_export_formats(config, export_path):
+    """Write the `--export_formats` a finished run's export lacks into its version directory (issue 29)."""
+    from myol_keras import export
+
+    if export.parse_formats(config.export_formats) == (export.SAVED_MODEL,):
+        return
+    try:
+        added = export.add_formats(export_path, config.export_formats)
+    except FileNotFoundError as e:
+        raise export.ExportError(f"cannot add --export_formats={config.export_formats} to the finished run's export: "
+                                 f"{e}; pass --overwrite to train it again") from e
+    if added:
+        print(f"{PROG}: added {', '.join(added)} to the export {export_path} of the finished run "
+              "(converted from its backbone, no training)")
 
 
 def _kept(run):

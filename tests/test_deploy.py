@@ -1,4 +1,4 @@
-"""ONNX and LiteRT exports (`myol_keras.deploy`, issue 19): the same contract as the SavedModel, proven on real images.
+"""ONNX and LiteRT exports (`myol_keras.export.onnx`, `.litert`, issue 19): the same contract as the SavedModel, proven on real images.
 
 One tiny encoder (ResNet-18, width 8, 32 px, BatchNorm statistics moved off their initial values)
 is exported once for the module in all three formats. The files are read the way a deployment
@@ -9,15 +9,18 @@ fails on the model, a full disk) ends in one line and leaves no version director
 """
 
 import errno
+import importlib.util
 import json
 import os
 
 import numpy as np
 import pytest
 
-from myol_keras import deploy, embed, export
+from myol_keras import embed, export
+from myol_keras.export import registry
 
 from conftest import one_line, run_entry_point
+from test_export_registry import swap_format
 
 IMAGE_SIZE, MEAN, STD = 32, (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
 ATOL = 1e-4  # float32 (issue 19)
@@ -124,7 +127,7 @@ def test_the_metadata_names_each_file_and_its_input_contract(exports):
                                   "dynamic_batch": True, "fixed_size": True}
         assert entry["output"] == {"name": "embedding", "dtype": "float32", "shape": [None, 64]}
         assert entry["max_abs_difference_from_saved_model"] < ATOL  # the probe checked at export
-    assert formats["onnx"]["opset"] == deploy.ONNX_OPSET and formats["onnx"]["converter"].startswith("tf2onnx ")
+    assert formats["onnx"]["opset"] == export.ONNX_OPSET and formats["onnx"]["converter"].startswith("tf2onnx ")
     assert export.load_export_metadata(exports["resized"])["formats"].keys() == {"saved_model", "litert"}
     # The files say the same as the metadata.
     import onnxruntime
@@ -182,15 +185,15 @@ def test_an_unknown_format_is_refused_before_anything_is_written(backbone, tmp_p
 def test_a_missing_optional_package_is_one_line_naming_the_extra(backbone, tmp_path, monkeypatch):
     from myol_keras.config import PretrainConfig
 
-    find_spec = deploy.importlib.util.find_spec
-    monkeypatch.setattr(deploy.importlib.util, "find_spec",
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name in ("tf2onnx", "ai_edge_litert") else find_spec(name, *a))
     with pytest.raises(ImportError) as error:
         export.export_encoder(backbone, str(tmp_path / "enc"), image_size=IMAGE_SIZE, mean=MEAN, std=STD,
                               formats="onnx")
     one_line(error, "exporting to onnx needs tf2onnx, which is not installed", 'pip install "myol_keras[export]"')
     assert isinstance(error.value, ValueError) and not (tmp_path / "enc").exists()
-    with pytest.raises(deploy.MissingDependencyError) as error:
+    with pytest.raises(export.MissingDependencyError) as error:
         PretrainConfig(export_formats="saved_model,litert").validate()  # before training, not after it
     one_line(error, "--export_formats=saved_model,litert: exporting to litert needs ai-edge-litert")
     PretrainConfig(export_formats="saved_model").validate()  # the SavedModel needs nothing more
@@ -205,7 +208,9 @@ def test_a_converter_that_cannot_translate_the_model_leaves_no_version_directory
     # The dynamic-size transform (ScaleAndTranslate) instead of the fixed-size one: a real converter failure.
     # tf2onnx only logs the op it cannot translate and writes the file anyway; the export must refuse it.
     _require_extra()
-    monkeypatch.setattr(export.preprocessing, "fixed_size_transform", export.preprocessing.evaluation_transform)
+    from myol_keras import preprocessing
+
+    monkeypatch.setattr(preprocessing, "fixed_size_transform", preprocessing.evaluation_transform)
     root = tmp_path / "enc"
     with pytest.raises(export.ExportError) as error:
         export.export_encoder(backbone, str(root), image_size=IMAGE_SIZE, mean=MEAN, std=STD, formats=fmt)
@@ -225,7 +230,7 @@ def test_a_failed_format_leaves_no_version_directory(failure, backbone, tmp_path
         def convert(module, serve, spec, path):
             with open(path, "wb") as f:
                 f.write(b"a file")
-        monkeypatch.setattr(deploy, "load_runner", lambda fmt, path: lambda images: np.zeros((len(images), 64)))
+        swap_format(monkeypatch, "litert", runner=lambda path: lambda images: np.zeros((len(images), 64)))
         fragments = ["the litert file's embeddings differ from the SavedModel's by", "on a probe batch"]
     elif failure == "disk_full_in_saved_model":  # TensorFlow's own writer reports it as an op error
         import tensorflow as tf
@@ -233,8 +238,10 @@ def test_a_failed_format_leaves_no_version_directory(failure, backbone, tmp_path
         def write_out(self, path, **kwargs):
             os.makedirs(os.path.join(path, "variables"))
             raise tf.errors.ResourceExhaustedError(None, None, "variables.data: No space left on device [Op:SaveV2]")
-        monkeypatch.setattr(type(export.keras.export.ExportArchive()), "write_out", write_out)  # the backend's class
-        convert = deploy.CONVERTERS["litert"]
+        import keras
+
+        monkeypatch.setattr(type(keras.export.ExportArchive()), "write_out", write_out)  # the backend's class
+        convert = registry.get_format("litert").converter
         fragments = [f"cannot write the export {root / '1'}: ResourceExhaustedError", "No space left on device"]
     else:
         def convert(module, serve, spec, path):  # the disk fills up half-way through the file
@@ -242,7 +249,7 @@ def test_a_failed_format_leaves_no_version_directory(failure, backbone, tmp_path
                 f.write(b"half a flatbuffer")
             raise OSError(errno.ENOSPC, "No space left on device")
         fragments = [f"cannot write the export {root / '1'}", "No space left on device", "nothing was written"]
-    monkeypatch.setitem(deploy.CONVERTERS, "litert", convert)
+    swap_format(monkeypatch, "litert", converter=convert)
     with pytest.raises(export.ExportError) as error:
         export.export_encoder(backbone, str(root), image_size=IMAGE_SIZE, mean=MEAN, std=STD,
                               formats="saved_model,litert")
@@ -265,7 +272,7 @@ def test_the_command_line_exports_every_format_and_a_failed_export_is_one_line(t
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with monkeypatch.context() as patch:
-        patch.setitem(deploy.CONVERTERS, "onnx", no_space)
+        swap_format(patch, "onnx", converter=no_space)
         status, out, err = run_main_in_process(argv, capsys)
     lines = [line for line in err.splitlines() if line.startswith("myol_keras.main: ")]
     assert status == 1 and len(lines) == 1, err
@@ -296,7 +303,7 @@ def photos(tmp_path_factory):
 
 def test_embed_runs_each_format_and_they_agree(exports, photos, tmp_path, capsys):
     results = {}
-    for fmt in deploy.FORMATS:
+    for fmt in export.FORMATS:
         output = tmp_path / f"{fmt}.npy"
         status, out, err = run_entry_point(embed, [f"--saved_model={exports['root'] / 'tiny'}", f"--images={photos}",
                                    f"--output={output}", f"--format={fmt}"], capsys)
@@ -315,8 +322,8 @@ def test_embed_with_a_format_the_export_lacks_is_one_line(exports, photos, capsy
     status, out, err = run_entry_point(embed, [f"--saved_model={exports['resized']}", f"--images={photos}", "--format=onnx"], capsys)
     assert status == 2 and len(err.strip().splitlines()) == 1, err
     assert err.startswith(f"{embed.PROG}: error: ") and "has no onnx export; it has: litert, saved_model" in err
-    find_spec = deploy.importlib.util.find_spec
-    monkeypatch.setattr(deploy.importlib.util, "find_spec",
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "ai_edge_litert" else find_spec(name, *a))
     status, out, err = run_entry_point(embed, [f"--saved_model={exports['root'] / 'tiny'}", f"--images={photos}",
                                "--format=litert"], capsys)
