@@ -119,6 +119,11 @@ def solarize(images, threshold):
 
     Keras core `Solarization.transform_images` (`where(x < t, x, 255 - x)`)
     with a per-sample threshold and no addition: PIL's table.
+
+    Example:
+
+    >>> solarize(tf.constant([[[[10.0, 200.0, 128.0]]]]), [128]).numpy()[0, 0, 0]
+    array([ 10.,  55., 127.], dtype=float32)
     """
     threshold = tf.reshape(tf.cast(threshold, tf.float32), [-1, 1, 1, 1])
     transformation = {"thresholds": threshold, "additions": tf.zeros_like(threshold)}
