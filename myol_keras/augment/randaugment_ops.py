@@ -22,11 +22,13 @@ sample (`[N]`), and returns a batch of the same kind:
   fixed-point luma `(19595 R + 38470 G + 7471 B + 32768) >> 16` and its 3x3
   `SMOOTH` filter (float32, rounded, border pixels copied). Keras core
   `RandomSharpness` pads with zeros and does not truncate, so it is not used;
-- `rotate`, `shear_x`, `shear_y`, `translate_x`, `translate_y`: PIL's
-  nearest-neighbour affine transform in 16.16 fixed point (`affine_fixed` in
-  Pillow's `Geometry.c`), black outside the image. Keras core
-  `RandomRotation` / `RandomShear` / `RandomTranslation` sample at other pixel
-  centres in float32, so they are not used.
+- `rotate`, `shear_x`, `shear_y`: PIL's nearest-neighbour affine transform in
+  16.16 fixed point (`affine_fixed` in Pillow's `Geometry.c`), black outside
+  the image. Keras core `RandomRotation` / `RandomShear` rotate about
+  `(w - 1) / 2` in float32 and pick other pixels (up to 10 grey levels off
+  at 12 degrees on a smooth image), so they are not used;
+- `translate_x`, `translate_y`: whole-pixel shifts, for which the transform
+  of Keras core `RandomTranslation` (nearest, black fill) equals Pillow's.
 """
 
 import math
@@ -285,15 +287,32 @@ def shear_y(images, shear):
     return affine(images, tf.stack([one, zero, zero, shear, one, zero], axis=1))
 
 
+_TRANSLATE = keras.layers.RandomTranslation(
+    0.0, 0.0, fill_mode="constant", interpolation="nearest", fill_value=0.0, dtype="float32"
+)
+
+
+def _translate(images, dx, dy):
+    """Keras core `RandomTranslation.transform_images`: content moves by `(dx, dy)` whole pixels."""
+    translations = tf.stack([tf.cast(dx, tf.float32), tf.cast(dy, tf.float32)], axis=1)
+    transformation = {"translations": translations, "input_shape": tf.shape(images)}
+    return _TRANSLATE.transform_images(images, transformation, training=True)
+
+
 def translate_x(images, pixels):
-    """`image.transform(size, AFFINE, (1, 0, pixels, 0, 1, 0))`: content moves left by `pixels` (ints)."""
-    pixels = tf.cast(pixels, tf.float64)
-    one, zero = tf.ones_like(pixels), tf.zeros_like(pixels)
-    return affine(images, tf.stack([one, zero, pixels, zero, one, zero], axis=1))
+    """`image.transform(size, AFFINE, (1, 0, pixels, 0, 1, 0))`: content moves left by `pixels` (ints).
+
+    Keras core `RandomTranslation` (nearest, black fill) shifting by `-pixels`:
+    for whole pixels it samples exactly the pixels Pillow does.
+    """
+    pixels = tf.cast(pixels, tf.float32)
+    return _translate(images, -pixels, tf.zeros_like(pixels))
 
 
 def translate_y(images, pixels):
-    """`image.transform(size, AFFINE, (1, 0, 0, 0, 1, pixels))`: content moves up by `pixels` (ints)."""
-    pixels = tf.cast(pixels, tf.float64)
-    one, zero = tf.ones_like(pixels), tf.zeros_like(pixels)
-    return affine(images, tf.stack([one, zero, zero, zero, one, pixels], axis=1))
+    """`image.transform(size, AFFINE, (1, 0, 0, 0, 1, pixels))`: content moves up by `pixels` (ints).
+
+    Keras core `RandomTranslation`, as `translate_x`.
+    """
+    pixels = tf.cast(pixels, tf.float32)
+    return _translate(images, tf.zeros_like(pixels), -pixels)
