@@ -7,6 +7,7 @@ method. Randomness is *stateless*: a method derives a seed from
 distributed run draws exactly what it would have drawn (DESIGN §4.5, §4.11).
 """
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -393,3 +394,85 @@ def cssl_terms(p, z, positive, negative, temperature=1.0):
     bce_pos = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.ones_like(logits), logits=logits)
     bce_neg = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.zeros_like(logits), logits=logits)
     return _masked_mean(bce_pos, positive), _masked_mean(bce_neg, negative)
+
+
+def clsa_logits(q, k, queue, temperature=0.2, form="code"):
+    """CLSA's similarity logits and labels (METHODS §2.10); returns `(logits, labels)`.
+
+    `form="code"` (the default, CLSA's `model/CLSA.py`): `[q k^T, q Q^T] / t`,
+    `B x (B + K)`, the batch's other keys being extra negatives, labels
+    `arange(B)`. `form="paper"`: `[q.k, q Q^T] / t`, `B x (1 + K)`, labels 0.
+    `q`, `k` `[B, d]` are normalised here; `queue` `[K, d]` holds unit rows.
+    """
+    if form not in ("code", "paper"):
+        raise ValueError(f"Expected `form` in ('code', 'paper'). Received: form={form!r}")
+    q, k = l2_normalize(q), l2_normalize(k)
+    batch = keras.ops.shape(q)[0]
+    if form == "code":
+        positive, labels = keras.ops.matmul(q, keras.ops.transpose(k)), keras.ops.arange(batch)
+    else:
+        positive = keras.ops.sum(q * k, axis=-1, keepdims=True)
+        labels = keras.ops.zeros([batch], "int32")
+    negative = keras.ops.matmul(q, keras.ops.transpose(keras.ops.cast(queue, "float32")))
+    return keras.ops.concatenate([positive, negative], axis=1) / temperature, labels
+
+
+def clsa_contrastive_loss(q, k, queue, temperature=0.2, form="code"):
+    """CLSA's `L_c`: cross-entropy of `clsa_logits` with their labels, batch mean (METHODS §2.10)."""
+    logits, labels = clsa_logits(q, k, queue, temperature, form)
+    return keras.ops.mean(
+        keras.ops.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+    )
+
+
+def distribution_divergence(weak_logits, strong_logits):
+    """`-mean_i sum_c softmax(weak)_ic log softmax(strong)_ic`, the weak side detached (METHODS §2.10).
+
+    A cross-entropy: at least the entropy `H(p_w)`, with equality iff the two
+    distributions are equal; all-equal logits over n columns give `log n`.
+    """
+    target = keras.ops.softmax(keras.ops.stop_gradient(weak_logits), axis=-1)
+    log_p = keras.ops.log_softmax(keras.ops.cast(strong_logits, "float32"), axis=-1)
+    return -keras.ops.mean(keras.ops.sum(target * log_p, axis=-1))
+
+
+def ddm_loss(q_weak, q_strong, k, queue, temperature=0.2, form="code"):
+    """CLSA's `L_DDM` for one weak and one strong query batch, T2 = `temperature` (METHODS §2.10).
+
+    Both distributions are over `clsa_logits` at `temperature` (the code scales
+    the weak logits from T to T2, i.e. uses T2 for both); the code's form has
+    `B + K` columns, the paper's `1 + K`. CLSA's training sums this over every
+    (chosen weak, chosen strong) pair, added with weight alpha = 1 to `L_c`.
+    """
+    weak, _ = clsa_logits(q_weak, k, queue, temperature, form)
+    strong, _ = clsa_logits(q_strong, k, queue, temperature, form)
+    return distribution_divergence(weak, strong)
+
+
+def suncet_loss(z, labels, temperature=0.1):
+    """SuNCEt's supervised contrastive loss as `facebookresearch/suncet` computes it (METHODS §2.11).
+
+    `prob_i = (sum_{j != i} e^{z_i.z_j/t} y_j) / sum_{j != i} e^{z_i.z_j/t}`,
+    loss `-mean_i sum_c y_ic log prob_ic`, over normalised `z`; the gradient
+    flows through every row (anchor and "gathered" alike, nothing detached).
+
+    Args:
+        z: `[N, d]` embeddings of the labelled batch (all views stacked).
+        labels: `[N]` int class ids, or `[N, C]` float targets (one-hot or
+            smoothed, as the code's `make_labels_matrix`, tiled per view).
+            Every class needs two rows or more, else its loss is infinite.
+        temperature: tau (0.1).
+    """
+    z = l2_normalize(z)
+    labels = keras.ops.convert_to_tensor(labels)
+    if len(labels.shape) == 1:
+        labels = keras.ops.cast(labels, "int32")
+        labels = keras.ops.one_hot(labels, keras.ops.max(labels) + 1)
+    labels = keras.ops.cast(labels, "float32")
+    n = keras.ops.shape(z)[0]
+    exp = keras.ops.exp(keras.ops.matmul(z, keras.ops.transpose(z)) / temperature)
+    exp = exp * (1.0 - keras.ops.eye(n, dtype="float32"))
+    probs = keras.ops.matmul(exp / keras.ops.sum(exp, axis=1, keepdims=True), labels)
+    # The code's log(probs ** -labels): a zero target contributes 0 even where probs is 0.
+    terms = keras.ops.where(labels > 0, labels * keras.ops.log(probs), 0.0)
+    return -keras.ops.mean(keras.ops.sum(terms, axis=1))

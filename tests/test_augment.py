@@ -28,11 +28,15 @@ PUBLIC_NAMES = [
     "adjust_saturation", "adjust_hue", "myol_view_recipe", "eval_recipe",
     "apply_recipe", "stateless_layer_call", "make_view_fn",
 ]
+# Added since (issue 27): CLSA's strong augmentation.
+NEW_NAMES = ["RandAugment", "clsa_strong_recipe"]
 MODULES = [
     "common", "color", "to_float", "normalize", "random_resized_crop",
     "color_jitter", "random_apply", "evaluation_transform", "recipes", "view",
+    "randaugment_ops", "rand_augment",
 ]
-LAYERS = ["ToFloat", "RandomResizedCrop", "RandomApply", "ColorJitter", "Normalize", "EvaluationTransform"]
+LAYERS = ["ToFloat", "RandomResizedCrop", "RandomApply", "ColorJitter", "Normalize", "EvaluationTransform",
+          "RandAugment"]
 
 # A RandomApply(ColorJitter) as `keras.saving.serialize_keras_object` wrote it
 # when `augment` was one module (the commit before this package).
@@ -42,7 +46,7 @@ CONFIG_BEFORE_THE_SPLIT = json.loads("""
 
 
 def test_public_names_are_kept():
-    assert sorted(augment.__all__) == sorted(PUBLIC_NAMES)
+    assert sorted(augment.__all__) == sorted(PUBLIC_NAMES + NEW_NAMES)
     for name in PUBLIC_NAMES:
         assert callable(getattr(augment, name))
     exported = [n for n, m in myol_keras._EXPORTS.items() if m == "myol_keras.augment"]

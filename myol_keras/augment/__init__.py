@@ -32,6 +32,8 @@ One layer per module, as Keras does:
 - `color`: torchvision's colour adjustments as pure functions;
 - `color_jitter`: `ColorJitter`, built on them;
 - `random_apply`: `RandomApply`, a layer applied with probability p;
+- `randaugment_ops`: RandAugment's 14 operations as PIL computes them;
+- `rand_augment`: `RandAugment`, CLSA's strong augmentation, built on them;
 - `evaluation_transform`: `EvaluationTransform`;
 - `recipes`: the view recipes, each a factory returning a list of layers;
 - `view`: `apply_recipe`, `stateless_layer_call`, `make_view_fn`;
@@ -52,8 +54,13 @@ from myol_keras.augment.color_jitter import ColorJitter
 from myol_keras.augment.evaluation_transform import EvaluationTransform
 from myol_keras.augment.normalize import Normalize
 from myol_keras.augment.random_apply import RandomApply
+from myol_keras.augment.rand_augment import RandAugment
 from myol_keras.augment.random_resized_crop import RandomResizedCrop
-from myol_keras.augment.recipes import eval_recipe, myol_view_recipe
+from myol_keras.augment.recipes import (
+    clsa_strong_recipe,
+    eval_recipe,
+    myol_view_recipe,
+)
 from myol_keras.augment.to_float import ToFloat
 from myol_keras.augment.view import (
     apply_recipe,
@@ -66,6 +73,7 @@ __all__ = [
     "RandomResizedCrop",
     "RandomApply",
     "ColorJitter",
+    "RandAugment",
     "Normalize",
     "EvaluationTransform",
     "adjust_brightness",
@@ -73,6 +81,7 @@ __all__ = [
     "adjust_saturation",
     "adjust_hue",
     "myol_view_recipe",
+    "clsa_strong_recipe",
     "eval_recipe",
     "apply_recipe",
     "stateless_layer_call",

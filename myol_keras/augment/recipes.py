@@ -8,6 +8,8 @@ with `layer_seed`; a new operation is a new layer module in this package.
 
 - `myol_view_recipe`: the MYOL / i-Mix / BYOL-on-small-images pre-training
   view (METHODS §1.6);
+- `clsa_strong_recipe`: CLSA's strong view, the weak view plus RandAugment
+  (METHODS §2.10);
 - `eval_recipe`: the evaluation transform, shared with the export and every
   evaluation (`myol_keras.preprocessing`).
 """
@@ -19,6 +21,7 @@ from myol_keras.augment.color_jitter import ColorJitter
 from myol_keras.augment.common import is_int
 from myol_keras.augment.evaluation_transform import EvaluationTransform
 from myol_keras.augment.normalize import Normalize
+from myol_keras.augment.rand_augment import RandAugment
 from myol_keras.augment.random_apply import RandomApply
 from myol_keras.augment.random_resized_crop import RandomResizedCrop
 from myol_keras.augment.to_float import ToFloat
@@ -95,6 +98,46 @@ def myol_view_recipe(image_size, mean, std, seed=None):
         ),
         Normalize(mean, std),
     ]
+
+
+def clsa_strong_recipe(image_size, mean, std, scale=(0.2, 1.0), num_ops=5, magnitude=10, seed=None):
+    """CLSA's strong view (METHODS §2.10): the weak view, then `RandAugment`, as a list of layers.
+
+    In order: `ToFloat`, `RandomResizedCrop(image_size, scale, (3/4, 4/3))`,
+    horizontal flip, `ColorJitter(0.4, 0.4, 0.4, 0.1)` with p = 0.8,
+    grayscale with p = 0.2, `RandAugment(num_ops, magnitude, rate=0.5)` and
+    `Normalize(mean, std)`. CLSA's code (`Multi_FixTransform.py`) also blurs
+    with p = 0.5 before its flip; the small-image views of this library have
+    no blur (METHODS §1.6), and neither does this recipe. The flip commutes
+    with the colour operations, so its place does not matter. RandAugment
+    works on the 256 grey levels, as PIL does on the code's uint8 images.
+
+    Args:
+        image_size: int, output size (CLSA's multi-crop uses smaller strong
+            crops than the weak one; see `scale`).
+        mean: 3 floats, normalisation mean.
+        std: 3 floats, normalisation std.
+        scale: crop area range; CLSA's crops use (0.2, 1.0) at 224 px down to
+            (0.086, 0.429) at 96 px.
+        num_ops: RandAugment operations per image (CLSA: 5).
+        magnitude: levels drawn in `1 .. magnitude - 1` (CLSA: 10).
+        seed: optional int; each random layer gets its own derived seed.
+
+    Returns:
+        A list of `keras.layers.Layer`, for `apply_recipe` / `make_view_fn`.
+
+    Example:
+
+    >>> recipe = clsa_strong_recipe(32, (0.5,) * 3, (0.25,) * 3, seed=0)
+    >>> apply_recipe(recipe, tf.zeros([2, 32, 32, 3], tf.uint8)).shape
+    TensorShape([2, 32, 32, 3])
+    """
+    weak = myol_view_recipe(image_size, mean, std, seed=seed)
+    weak[1] = RandomResizedCrop(
+        image_size, scale=scale, ratio=(3 / 4, 4 / 3), seed=layer_seed(seed, 0)
+    )
+    strong = RandAugment(num_ops=num_ops, magnitude=magnitude, rate=0.5, seed=layer_seed(seed, 5))
+    return [*weak[:-1], strong, weak[-1]]
 
 
 def eval_recipe(image_size, mean, std):
