@@ -31,6 +31,7 @@ sample (`[N]`), and returns a batch of the same kind:
   of Keras core `RandomTranslation` (nearest, black fill) equals Pillow's.
 """
 
+import functools
 import math
 
 import keras
@@ -102,8 +103,15 @@ def equalize(images):
     return _channels_lut(images, lut)
 
 
-_POSTERIZE = keras.layers.RandomPosterization(factor=(1, 8), value_range=(0, 255), dtype="float32")
-_SOLARIZE = keras.layers.Solarization(value_range=(0, 255), dtype="float32")
+@functools.cache
+def _keras_op(name):
+    """The Keras core layer whose `transform_images` computes op `name`, made on first use (not at import)."""
+    if name == "posterize":
+        return keras.layers.RandomPosterization(factor=(1, 8), value_range=(0, 255), dtype="float32")
+    if name == "solarize":
+        return keras.layers.Solarization(value_range=(0, 255), dtype="float32")
+    return keras.layers.RandomTranslation(0.0, 0.0, fill_mode="constant", interpolation="nearest", fill_value=0.0,
+                                          dtype="float32")
 
 
 def posterize(images, bits):
@@ -113,7 +121,7 @@ def posterize(images, bits):
     `8 - bits`, the same as PIL's table `i & ~(2 ** (8 - bits) - 1)`.
     """
     shift = 8 - tf.cast(bits, tf.uint8)
-    return _POSTERIZE.transform_images(images, {"shift_factor": shift}, training=True)
+    return _keras_op("posterize").transform_images(images, {"shift_factor": shift}, training=True)
 
 
 def solarize(images, threshold):
@@ -129,7 +137,7 @@ def solarize(images, threshold):
     """
     threshold = tf.reshape(tf.cast(threshold, tf.float32), [-1, 1, 1, 1])
     transformation = {"thresholds": threshold, "additions": tf.zeros_like(threshold)}
-    return _SOLARIZE.transform_images(images, transformation, training=True)
+    return _keras_op("solarize").transform_images(images, transformation, training=True)
 
 
 def blend(degenerate, images, factor):
@@ -287,16 +295,11 @@ def shear_y(images, shear):
     return affine(images, tf.stack([one, zero, zero, shear, one, zero], axis=1))
 
 
-_TRANSLATE = keras.layers.RandomTranslation(
-    0.0, 0.0, fill_mode="constant", interpolation="nearest", fill_value=0.0, dtype="float32"
-)
-
-
 def _translate(images, dx, dy):
     """Keras core `RandomTranslation.transform_images`: content moves by `(dx, dy)` whole pixels."""
     translations = tf.stack([tf.cast(dx, tf.float32), tf.cast(dy, tf.float32)], axis=1)
     transformation = {"translations": translations, "input_shape": tf.shape(images)}
-    return _TRANSLATE.transform_images(images, transformation, training=True)
+    return _keras_op("translate").transform_images(images, transformation, training=True)
 
 
 def translate_x(images, pixels):
