@@ -269,3 +269,122 @@ def test_tribyol_matches_exactly_in_the_official_target_order():
     model.compute_targets = official_order
     model, losses = replay("tribyol", fixture, model=model)
     compare(model, losses, fixture)
+
+
+# --- methods without official code: a NumPy transcription of METHODS §2.6-2.7 --------------------
+# Representation mixing and CCSL/CSSL have no runnable official code, so each of three training
+# steps (the library's own `fit`, optimizer and BatchNorm) is checked against the loss written in
+# NumPy (float64) from METHODS.md on the step's own network outputs. The optimizer and the
+# BatchNorm path they share with the BYOL family are covered by the official fixtures above.
+
+
+def _np_normalize(v):
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+
+
+def np_repmix_loss(m, temperature=0.5, reduction="log_mean"):
+    """§2.6: rho_j = exp(s_P(j),j / t) / sum_{k != j} exp(s_kj / t), pairs (2b, 2b+1)."""
+    z = _np_normalize(np.asarray(m, np.float64))
+    s = z @ z.T / temperature
+    n = len(z)
+    rho = np.empty(n)
+    for j in range(n):
+        partner = j + 1 if j % 2 == 0 else j - 1
+        denominator = sum(np.exp(s[k, j]) for k in range(n) if k != j)
+        rho[j] = np.exp(s[partner, j]) / denominator
+    return -np.log(rho.mean()) if reduction == "log_mean" else float(np.mean(-np.log(rho)))
+
+
+def np_interleave(a, b):
+    out = np.empty((2 * len(a), *a.shape[1:]), a.dtype)
+    out[0::2], out[1::2] = a, b
+    return out
+
+
+def np_pseudo_pair_loss(p1, p2, z1, z2, theta_pos, theta_neg, kind, temperature=1.0):
+    """§2.7 [RECON]: L_BYOL + mean_P extra + mean_N extra, both directions (direction 2 uses c_ji)."""
+    p1, p2, z1, z2 = (_np_normalize(np.asarray(a, np.float64)) for a in (p1, p2, z1, z2))
+    byol = np.mean((2 - 2 * np.sum(p1 * z2, -1)) + (2 - 2 * np.sum(p2 * z1, -1)))
+    c = z1 @ z2.T
+    total = byol
+    for p, z, sim in ((p1, z2, c), (p2, z1, c.T)):
+        cos = p @ z.T
+        pos, neg = [], []
+        for i in range(len(p)):
+            for j in range(len(p)):
+                if i == j:
+                    continue
+                if sim[i, j] > theta_pos:
+                    pos.append(2 - 2 * cos[i, j] if kind == "ccsl" else np.log1p(np.exp(-cos[i, j] / temperature)))
+                if sim[i, j] < theta_neg:
+                    neg.append(max(0.0, cos[i, j]) if kind == "ccsl" else np.log1p(np.exp(cos[i, j] / temperature)))
+        total += (np.mean(pos) if pos else 0.0) + (np.mean(neg) if neg else 0.0)
+    return total
+
+
+def test_numpy_repmix_transcription_reproduces_methods_checks():
+    e = np.array([[1, 0, 0], [0.8, 0.6, 0], [0, 1, 0], [0, 0.6, 0.8]])
+    assert np_repmix_loss(e) == pytest.approx(0.622062, abs=1e-6)
+    assert np_repmix_loss(e, reduction="mean_log") == pytest.approx(0.639934, abs=1e-6)
+
+
+class _BeforeEachStep(keras.callbacks.Callback):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn, self.results = fn, []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.results.append(self.fn(batch))
+
+
+def _train_three_steps(model, views, before_step):
+    model.compile(optimizer=keras.optimizers.SGD(0.001, momentum=0.9))
+    expected, recorder = _BeforeEachStep(before_step), StepLosses()
+    model.fit(tf.data.Dataset.from_tensor_slices(tuple(views)), epochs=1, verbose=0, shuffle=False,
+              callbacks=[expected, EMATargetUpdate(tau=0.9), recorder])
+    return np.array(recorder.losses), np.array(expected.results)
+
+
+@pytest.mark.parametrize("reduction", ["log_mean", "mean_log"])
+def test_repmix_three_steps_match_numpy_transcription(reduction):
+    from conftest import tiny_method
+
+    keras.utils.set_random_seed(1)
+    model = tiny_method(get_method("repmix"), reduction=reduction, weight_decay=1e-2)
+    rng = np.random.default_rng(1)
+    views = rng.normal(size=(4, 3, 8, 16, 16, 3)).astype("float32")  # (N(x), N(r), A(r), A(x)) x 3 steps
+
+    def numpy_loss(step):
+        n_x, n_r, a_r, a_x = views[:, step]
+        e_n = model.online_forward(np_interleave(n_x, n_r))[0].numpy()  # one pass: [x0, r0, x1, r1, ...]
+        e_a = model.online_forward(np_interleave(a_r, a_x))[0].numpy()  # one pass: [r0, x0, r1, x1, ...]
+        return np_repmix_loss(e_n.astype(np.float64) + e_a, 0.5, reduction)
+
+    losses, expected = _train_three_steps(model, list(views), numpy_loss)
+    np.testing.assert_allclose(losses, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["ccsl", "cssl"])
+def test_pseudo_pair_methods_three_steps_match_numpy_transcription(kind):
+    from conftest import tiny_method
+
+    keras.utils.set_random_seed(2)
+    model = tiny_method(get_method(kind), weight_decay=1e-2)
+    rng = np.random.default_rng(2)
+    views = rng.normal(size=(2, 3, 8, 16, 16, 3)).astype("float32")
+
+    def outputs(step):
+        x1, x2 = views[:, step]
+        (_, p1), (_, p2) = model.online_forward(x1), model.online_forward(x2)
+        return [a.numpy() for a in (p1, p2, model.target_forward(x1), model.target_forward(x2))]
+
+    # Thresholds at the quartiles of the target cosines, so both pseudo-label sets are populated.
+    _, _, z1, z2 = outputs(0)
+    c = (_np_normalize(z1) @ _np_normalize(z2).T)[~np.eye(len(z1), dtype=bool)]
+    model.theta_pos, model.theta_neg = float(np.quantile(c, 0.75)), float(np.quantile(c, 0.25))
+
+    def numpy_loss(step):
+        return np_pseudo_pair_loss(*outputs(step), model.theta_pos, model.theta_neg, kind)
+
+    losses, expected = _train_three_steps(model, list(views), numpy_loss)
+    np.testing.assert_allclose(losses, expected, rtol=1e-5)
