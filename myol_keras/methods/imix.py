@@ -32,11 +32,15 @@ class IMix(BootstrapMethod):
         super().__init__(backbone, **kwargs)
         self.alpha = float(alpha)
 
-    def sample_mixing(self, batch_size, seed):
-        """`(lam, pi)`: per-sample max(lam, 1 - lam) of Beta(alpha, alpha), a permutation."""
+    def draw_mixing(self, batch_size, seed):
+        """`(lam, pi)`: the raw per-sample Beta(alpha, alpha) draws (before the max), a permutation."""
         lam_seed, perm_seed = losses.split_seed(seed, 2)
-        lam = losses.imix_lambda(losses.sample_beta(lam_seed, [batch_size], self.alpha))
-        return lam, losses.sample_permutation(perm_seed, batch_size)
+        return losses.sample_beta(lam_seed, [batch_size], self.alpha), losses.sample_permutation(perm_seed, batch_size)
+
+    def sample_mixing(self, batch_size, seed):
+        """`(lam, pi)`: per-sample max(lam, 1 - lam) of `draw_mixing`'s Beta draws, its permutation."""
+        lam, permutation = self.draw_mixing(batch_size, seed)
+        return losses.imix_lambda(lam), permutation
 
     def compute_targets(self, views):
         """Only view 2 goes through the target (the keys)."""
