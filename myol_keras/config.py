@@ -98,7 +98,7 @@ def _normalization_names():
 
 
 def _export_registry():
-    """The export formats' names and checks (read lazily: today's module imports TensorFlow)."""
+    """The export formats' names and checks, imported when needed: the one place naming their module."""
     from myol_keras import deploy
 
     return deploy

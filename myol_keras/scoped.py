@@ -9,9 +9,10 @@ traced. Two kinds:
   strategy traces each replica's step in its own thread: one replica's block
   must not leak into another's trace.
 * process-wide (`per_thread=False`): performance levers an entry point sets
-  around `fit` (`conv.gemm_weight_gradient_side`). The replica threads a
-  strategy traces in must see them, and they are never model or config
-  arguments (DESIGN §3: a saved model does not carry a speed switch).
+  around `fit`, each declared beside the layer whose fast path it switches.
+  The replica threads a strategy traces in must see them, and they are never
+  model or config arguments (DESIGN §3: a saved model carries no speed
+  switch).
 
 Example:
 ```python
@@ -68,5 +69,5 @@ class ScopedSetting:
 
 #: True inside the gradient pass of a training step: the forward passes whose gradient the optimizer
 #: takes (`BootstrapMethod.train_step` opens it around its `GradientTape`). Layers with a training-only
-#: fast path (`conv.Conv2D`) read it, so the step itself names no such path. Per thread: each replica's.
+#: fast path read it, so the step itself names no such path. Per thread: each replica's.
 GRADIENT_PASS = ScopedSetting(default=False)

@@ -295,9 +295,10 @@ def _compile_model(config, plan, strategy):
         # for placeholder tensor 'while/body/.../while/cond/Placeholder'" -- for a plain Sequential
         # model with loss="mse" too. The nearest upstream report is keras-team/keras#19246 (open: the
         # same error under MirroredStrategy, traced to conditionals around merge_call); no issue names
-        # steps_per_execution. tests/test_distribute.py::test_keras_steps_per_execution_under_mirrored_
-        # still_fails_upstream runs that plain model: when it fails (Keras trains), delete this check
-        # and that test, after one `--strategy=mirrored --steps_per_execution=2` run of the CLI.
+        # steps_per_execution. This test runs that plain model and expects the error:
+        #   tests/test_distribute.py::test_keras_steps_per_execution_under_mirrored_still_fails_upstream
+        # When it fails (Keras trains), delete this check and that test, after one
+        # `--strategy=mirrored --steps_per_execution=2` run of the CLI.
         raise SetupError(
             f"--steps_per_execution={config.steps_per_execution} cannot run with {strategy.num_replicas_in_sync} "
             "replicas: Keras 3.15 / TensorFlow 2.21 fail on steps_per_execution > 1 under a distribution strategy "
