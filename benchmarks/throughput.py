@@ -142,9 +142,6 @@ class KerasBench:
             self.model = training.build_model(config, self.plan)
             if hasattr(self.model, "stack_views"):
                 self.model.stack_views = args.stack_views == "on"  # read when the step is traced
-            if hasattr(self.model, "gemm_weight_gradient_side"):
-                side = args.gemm_weight_gradient_side
-                self.model.gemm_weight_gradient_side = side if side == "auto" else int(side)
             schedule = schedules.WarmupSchedule(
                 config.lr, steps_per_epoch, config.warmup_epochs, config.warmup_mode,
                 config.lr_schedule, steps_per_epoch * config.epochs,
@@ -196,8 +193,12 @@ class KerasBench:
         # each fit), then `steps` timed steps.
         spe = max(self.args.steps_per_execution, 1)
         total = spe * (1 + -(-steps // spe))
-        self.model.fit(self.dataset, epochs=1, steps_per_epoch=total,
-                       callbacks=self._callbacks() + [timer.callback], verbose=0, shuffle=False)
+        from myol_keras import conv
+
+        side = self.args.gemm_weight_gradient_side
+        with conv.gemm_weight_gradient_side(side if side == "auto" else int(side)):  # read when the step is traced
+            self.model.fit(self.dataset, epochs=1, steps_per_epoch=total,
+                           callbacks=self._callbacks() + [timer.callback], verbose=0, shuffle=False)
         return timer.result(self.args.batch_size)
 
     def _iterate(self, batches):
@@ -250,7 +251,8 @@ def build_parser():
                         help="on: one forward pass over a step's views with per-view BatchNorm; off (the library "
                              "default): one pass per view, as the reference code")
     parser.add_argument("--gemm_weight_gradient_side", default="auto",
-                        help="the model's gemm_weight_gradient_side: auto (the library default: 8 in bf16 on a CPU), "
+                        help="myol_keras.conv.gemm_weight_gradient_side around fit: auto (the library default: 8 in "
+                             "bf16 on a CPU), "
                              "or the largest input side whose conv weight gradient is one GEMM (0: TensorFlow's "
                              "kernel everywhere)")
     parser.add_argument("--pipeline", choices=["cli", "pretrain_pipeline"], default="cli",

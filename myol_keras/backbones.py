@@ -13,7 +13,8 @@ ported by name.
 
 import keras
 
-from myol_keras import conv
+from myol_keras import batchnorm
+from myol_keras.conv import Conv2D
 
 BLOCK_TYPES = {18: "basic", 34: "basic", 50: "bottleneck"}
 STACK_DEPTHS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3)}
@@ -70,7 +71,7 @@ def _torch_default_conv():
 def _conv(filters, kernel_size, stride, name, dtype, initializer=None):
     """Bias-free conv; stride-2 3×3 convs pad explicitly by 1 as torch does."""
     padding = "same" if stride == 1 else "valid"
-    return conv.Conv2D(
+    return Conv2D(
         filters,
         kernel_size,
         strides=stride,
@@ -83,9 +84,7 @@ def _conv(filters, kernel_size, stride, name, dtype, initializer=None):
 
 
 def _batch_norm(name, dtype):
-    from myol_keras import distribute
-
-    return distribute.batch_normalization(
+    return batchnorm.batch_normalization(
         axis=-1,
         momentum=BN_MOMENTUM,
         epsilon=BN_EPSILON,

@@ -34,6 +34,11 @@ only swaps the arithmetic where the fused kernel applies:
   no copy), runs the kernel once per view with the previous view's running
   statistics as its input — the same arithmetic as k calls — and
   concatenates the outputs.
+* **The factory** (`batch_normalization(**kwargs)`): what the backbones and
+  heads call. It builds this layer, synchronised across replicas
+  (`synchronized=True`: statistics over the global batch, Keras' own path)
+  inside an `options(synchronized=True)` block — `--sync_batchnorm`, which
+  `training` opens around model construction.
 
 Example:
 ```python
@@ -41,6 +46,8 @@ bn = myol_keras.batchnorm.BatchNormalization(momentum=0.9, epsilon=1e-5)
 y = bn(np.random.rand(8, 4, 4, 16).astype("float32"), training=True)
 with myol_keras.batchnorm.view_groups(2):  # rows 0-3 and 4-7: two views
     y = bn(np.random.rand(8, 4, 4, 16).astype("float32"), training=True)
+with myol_keras.batchnorm.options(synchronized=True):
+    synced = myol_keras.batchnorm.batch_normalization(momentum=0.9)
 ```
 """
 
@@ -53,6 +60,41 @@ from myol_keras.scoped import ScopedSetting
 
 _FUSED_DTYPES = ("float32", "float16", "bfloat16")
 _VIEW_GROUPS = ScopedSetting(default=1)
+_SYNCHRONIZED = ScopedSetting(default=False)
+
+
+@contextlib.contextmanager
+def options(synchronized=False):
+    """Within the block, `batch_normalization()` builds layers with these options.
+
+    Per thread, like every scoped setting: open it where the model is built.
+
+    Args:
+        synchronized: statistics over the global batch of all replicas
+            (`keras.layers.BatchNormalization(synchronized=True)`, TF backend).
+
+    Example:
+    ```python
+    with strategy.scope(), myol_keras.batchnorm.options(synchronized=True):
+        backbone = myol_keras.ResNet(18, width=16)
+    ```
+    """
+    with _SYNCHRONIZED.set(bool(synchronized)):
+        yield
+
+
+def batch_normalization(**kwargs):
+    """The library's BatchNormalization layer, synchronised inside `options(synchronized=True)`.
+
+    `BatchNormalization` below (Keras' layer on TF's fused kernel, torch's
+    running variance); a synchronised layer takes Keras' own path.
+
+    Args:
+        **kwargs: arguments of `keras.layers.BatchNormalization`.
+    """
+    if _SYNCHRONIZED.value:
+        kwargs.setdefault("synchronized", True)
+    return BatchNormalization(**kwargs)
 
 
 @contextlib.contextmanager

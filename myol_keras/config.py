@@ -17,6 +17,13 @@ be checked against the data (the image size against the stem, the batch size
 against the number of images) is checked by `training.plan_run`, also before
 anything is written. `config.json` in a run directory is `to_dict()` plus a
 `"resolved"` section; `PretrainConfig.from_json` reads it back.
+
+Reading settings imports no TensorFlow (DESIGN §3): each method's own
+settings are declared beside it in a TensorFlow-free module
+(`methods/<module>_settings.py`, collected by `methods.settings`), and the
+choice lists that live in TensorFlow modules (datasets, normalisations,
+export formats) are read when a flag is defined or a value is checked
+(`choices_of`), not when this module is imported.
 """
 
 import dataclasses
@@ -25,18 +32,16 @@ import math
 import os
 import typing
 
-from myol_keras.export import registry as deploy  # the export format names and checks: no TensorFlow
 from myol_keras import distribute
 from myol_keras import precision
-from myol_keras.data import DATASETS
-from myol_keras.data import NORMALIZATIONS
-from myol_keras.methods import METHODS
+from myol_keras.methods import METHOD_NAMES
+from myol_keras.methods import settings as method_settings
+from myol_keras.schedule_choices import EMA_SCHEDULES
+from myol_keras.schedule_choices import LR_SCHEDULES
+from myol_keras.schedule_choices import WARMUP_MODES
 
 BACKBONES = {"resnet18": 18, "resnet34": 34, "resnet50": 50}
 STEMS = ("auto", "cifar", "64px")
-WARMUP_MODES = ("linear", "myol_faithful")
-LR_SCHEDULES = ("constant", "cosine")
-EMA_SCHEDULES = ("constant", "cosine")
 AUGMENT_ON = ("host", "device")
 
 #: settings that may change between an interrupted run and its resumption.
@@ -45,21 +50,8 @@ RESUMABLE_CHANGES = frozenset({
     "steps_per_execution", "export_formats", "cluster_timeout",
 })
 
-#: constructor argument of a method class -> the setting that feeds it. Shared
-#: arguments (heads, weight decay, seed) go to every method.
-METHOD_ARGUMENTS = {
-    "byol": {},
-    "myol": {"alpha": "alpha", "gamma": "gamma"},
-    "unmix": {"mix_prob": "unmix_prob", "target_view": "unmix_target_view"},
-    "imix": {"alpha": "imix_alpha"},
-    "tribyol": {},
-    "repmix": {"temperature": "repmix_temperature", "reduction": "repmix_reduction"},
-    "ccsl": {"theta_pos": "theta_pos", "theta_neg": "theta_neg", "pos_weight": "pos_weight", "neg_weight": "neg_weight"},
-    "cssl": {"theta_pos": "theta_pos", "theta_neg": "theta_neg", "pos_weight": "pos_weight", "neg_weight": "neg_weight",
-             "temperature": "cssl_temperature"},
-    "simclr": {"temperature": "simclr_temperature"},
-    "moco": {"queue_size": "queue_size", "temperature": "moco_temperature"},
-}
+#: the settings every method class takes (`BootstrapMethod`'s arguments); each method's own come from its
+#: declaration (`methods.settings.constructor_arguments`).
 SHARED_METHOD_ARGUMENTS = ("projector_hidden_dim", "projection_dim", "predictor_hidden_dim", "weight_decay", "seed")
 
 
@@ -69,25 +61,58 @@ def setting(default, help, *, choices=None, minimum=None, maximum=None, above=No
     Args:
         default: the default value (today's flag default).
         help: one-line help text (the flag's).
-        choices: allowed values (an enum flag).
+        choices: allowed values (an enum flag), or a function returning them
+            (called when a flag is defined or a value checked: for lists that
+            live in modules importing TensorFlow).
         minimum: inclusive lower bound (absl `lower_bound`).
         maximum: inclusive upper bound (absl `upper_bound`).
         above: exclusive lower bound (checked by a validator).
         check: `value -> reason or None`, for rules no bound expresses.
         group: the help section the flag is listed under.
     """
-    metadata = {"help": help, "choices": tuple(choices) if choices else None, "minimum": minimum,
+    if choices is not None and not callable(choices):
+        choices = tuple(choices)
+    metadata = {"help": help, "choices": choices or None, "minimum": minimum,
                 "maximum": maximum, "above": above, "check": check, "group": group}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def choices_of(metadata):
+    """The allowed values of a setting (its field's `metadata`), or None: a lazy list is read now."""
+    choices = metadata.get("choices")
+    return tuple(choices()) if callable(choices) else choices
+
+
+def _dataset_names():
+    from myol_keras.data import DATASETS
+
+    return DATASETS
+
+
+def _normalization_names():
+    from myol_keras.data import NORMALIZATIONS
+
+    return ("auto", *NORMALIZATIONS)
+
+
+def _export_registry():
+    """The export formats' names and checks, imported when needed: the one place naming their module."""
+    from myol_keras.export import registry
+
+    return registry
+
+
+def _export_format_problem(value):
+    return _export_registry().format_problem(value)
+
+
 def check_value(name, value, metadata):
     """The reason `value` breaks the bounds in `metadata`, or None. Used by `validate()` and the flags."""
     if isinstance(value, float) and not math.isfinite(value):
         return "must be a finite number"
-    choices = metadata.get("choices")
+    choices = choices_of(metadata)
     if choices and value not in choices:
         return f"choose one of: {', '.join(map(str, choices))}"
     if metadata.get("above") is not None and not value > metadata["above"]:
@@ -140,18 +165,12 @@ def _sync_batchnorm_needs_replicas(values):
     return None
 
 
-def _thresholds_ordered(values):
-    if values["theta_neg"] > values["theta_pos"]:
-        return (f"--theta_neg={values['theta_neg']:g} is above --theta_pos={values['theta_pos']:g}: the "
-                "pseudo-negative threshold must not exceed the pseudo-positive one")
-    return None
-
-
-#: the rules that tie several settings together: `(names they read, check(values) -> reason or None)`.
+#: the rules that tie several settings together: `(names they read, check(values) -> reason or None)`;
+#: the methods' own rules come from their declarations (`methods.settings.cross_rules`).
 CROSS_RULES = (
     (("warmup_mode", "lr_schedule"), _faithful_warmup_has_no_cosine),
     (("sync_batchnorm", "strategy"), _sync_batchnorm_needs_replicas),
-    (("theta_neg", "theta_pos"), _thresholds_ordered),
+    *method_settings.cross_rules(),
 )
 
 
@@ -166,7 +185,28 @@ def _plain_run_name(run_name):
     return None
 
 
+def _with_method_settings(cls):
+    """Add each method's declared settings (`methods.settings`) as fields, first in the "method" group."""
+    declared = method_settings.method_settings()
+    own = cls.__dict__["__annotations__"]
+    clashes = [d.name for d in declared if d.name in own]
+    if clashes:
+        raise ValueError(f"method settings {clashes} clash with PretrainConfig settings of the same names")
+    first = next(name for name in own if getattr(cls, name).metadata["group"] == "method")
+    annotations = {}
+    for name, kind in own.items():
+        if name == first:
+            for d in declared:
+                annotations[d.name] = d.type
+                setattr(cls, d.name, setting(d.default, d.help, choices=d.choices, minimum=d.minimum,
+                                             maximum=d.maximum, above=d.above, group="method"))
+        annotations[name] = kind
+    cls.__annotations__ = annotations
+    return cls
+
+
 @dataclasses.dataclass
+@_with_method_settings
 class PretrainConfig:
     """Every setting of a pre-training run; the defaults are the command line's.
 
@@ -176,12 +216,12 @@ class PretrainConfig:
             default; `cache_dir=""`: `image_cache.default_cache_dir()`).
         backbone, width, stem, projector_hidden_dim, projection_dim,
             predictor_hidden_dim: the network.
-        alpha, gamma, unmix_prob, unmix_target_view, imix_alpha,
-            simclr_temperature, moco_temperature, queue_size,
-            repmix_temperature, repmix_reduction, theta_pos, theta_neg,
-            pos_weight, neg_weight, cssl_temperature, ema, ema_schedule: the
-            method's hyper-parameters (`METHOD_ARGUMENTS` maps them onto the
-            method class).
+        alpha, gamma (MYOL), unmix_prob, ..., ema, ema_schedule: the
+            method's hyper-parameters. Each method's own settings (MYOL's
+            alpha and gamma, MoCo's queue_size, ...) are declared beside it
+            in `methods/<module>_settings.py`, together with the constructor
+            argument each feeds (`method_kwargs()`); ema and ema_schedule
+            drive `EMATargetUpdate`.
         batch_size, drop_remainder, epochs, steps_per_epoch, lr, lr_scaling,
             weight_decay, momentum, warmup_epochs, warmup_mode, lr_schedule:
             optimisation.
@@ -200,15 +240,15 @@ class PretrainConfig:
 
     # --- what to train on -------------------------------------------------------
     method: str = setting("myol", "Pre-training method (ccsl and cssl are RECONSTRUCTIONS with theta+=0.8, theta-=0.2, "
-                          "not the official losses; see docs/METHODS.md).", choices=METHODS, group="data")
+                          "not the official losses; see docs/METHODS.md).", choices=METHOD_NAMES, group="data")
     dataset: str = setting("digits", "Dataset: tfds cifar10, cifar100, stl10, fashion_mnist, mnist, svhn_cropped; local "
                            "npz, folder, stl10_binary, tiny_imagenet (with --data_dir); digits (embedded, offline).",
-                           choices=DATASETS, group="data")
+                           choices=_dataset_names, group="data")
     data_dir: typing.Optional[str] = setting(None, "tfds data directory, or the local file/folder of npz, folder, "
                                              "stl10_binary, tiny_imagenet.", group="data")
     download: bool = setting(True, "Let tfds download a dataset that is not prepared yet.", group="data")
     normalization: str = setting("auto", "Mean/std: 'auto' (the dataset's own) or a named set.",
-                                 choices=("auto", *NORMALIZATIONS), group="data")
+                                 choices=_normalization_names, group="data")
     cache_dir: str = setting("", "Where the decoded images of folder, tiny_imagenet, stl10_binary and npz data are "
                              "cached (built once with a progress line, then memory-mapped by later runs and the "
                              "evaluations); empty: $MYOL_KERAS_CACHE_DIR, else ~/.cache/myol_keras.", group="data")
@@ -223,33 +263,7 @@ class PretrainConfig:
     projector_hidden_dim: int = setting(2048, "Projector MLP hidden width.", minimum=1, group="network")
     projection_dim: int = setting(128, "Projection / prediction size.", minimum=1, group="network")
     predictor_hidden_dim: int = setting(2048, "Predictor MLP hidden width.", minimum=1, group="network")
-    # --- method -------------------------------------------------------------------
-    alpha: float = setting(2.0, "MYOL: Beta(alpha, alpha) of the per-sample mixing coefficient.", above=0.0, group="method")
-    gamma: float = setting(1.0, "MYOL: weight of the mixup term.", minimum=0.0, group="method")
-    unmix_prob: float = setting(0.5, "Un-Mix: probability of global mixup (else CutMix) per batch.",
-                                minimum=0.0, maximum=1.0, group="method")
-    unmix_target_view: str = setting("x1", "Un-Mix: target of the mixtures: x1 (its own view, MYOL reference) or x2 "
-                                     "(the official README pairing).", choices=("x1", "x2"), group="method")
-    imix_alpha: float = setting(1.0, "i-Mix: Beta(alpha, alpha) before max(lam, 1 - lam).", above=0.0, group="method")
-    simclr_temperature: float = setting(0.07, "SimCLR: NT-Xent temperature (0.07 in the MYOL reference).",
-                                        above=0.0, group="method")
-    moco_temperature: float = setting(0.07, "MoCo: InfoNCE temperature (0.07 in the MYOL reference).",
-                                      above=0.0, group="method")
-    queue_size: int = setting(4096, "MoCo: queue length K (K mod batch_size = 0 as in the reference).",
-                              minimum=1, group="method")
-    repmix_temperature: float = setting(0.5, "Representation mixing: xent_loss temperature.", above=0.0, group="method")
-    repmix_reduction: str = setting("log_mean", "Representation mixing: -log(mean rho) (official) or mean(-log rho) "
-                                    "(standard NT-Xent).", choices=("log_mean", "mean_log"), group="method")
-    theta_pos: float = setting(0.8, "CCSL/CSSL (RECONSTRUCTION, not the official loss): pseudo-positive cosine "
-                               "threshold theta+ (above 1: no pseudo-positives).", group="method")
-    theta_neg: float = setting(0.2, "CCSL/CSSL (RECONSTRUCTION, not the official loss): pseudo-negative cosine "
-                               "threshold theta- (below -1: no pseudo-negatives).", group="method")
-    pos_weight: float = setting(1.0, "CCSL/CSSL (RECONSTRUCTION): weight w+ of the pseudo-positive term.",
-                                minimum=0.0, group="method")
-    neg_weight: float = setting(1.0, "CCSL/CSSL (RECONSTRUCTION): weight w- of the pseudo-negative term.",
-                                minimum=0.0, group="method")
-    cssl_temperature: float = setting(1.0, "CSSL (RECONSTRUCTION): temperature T of sigmoid(cos / T).",
-                                      above=0.0, group="method")
+    # --- method (each method's own settings are inserted first: `_with_method_settings`) --
     ema: float = setting(0.996, "Base EMA momentum tau of the target network.", minimum=0.0, maximum=1.0, group="method")
     ema_schedule: str = setting("constant", "tau constant (MYOL reference) or cosine to 1 (BYOL paper).",
                                 choices=EMA_SCHEDULES, group="method")
@@ -314,7 +328,7 @@ class PretrainConfig:
                                   "directory: saved_model (always written), onnx (model.onnx, for ONNX Runtime / "
                                   "Triton), litert (model.tflite, for phones); onnx and litert need "
                                   "pip install \"myol_keras[export]\" and take a fixed input size.",
-                                  check=deploy.format_problem, group="outputs")
+                                  check=_export_format_problem, group="outputs")
 
     # --- checks ---------------------------------------------------------------------
 
@@ -336,10 +350,11 @@ class PretrainConfig:
         for reason in cross_checks(dataclasses.asdict(self)):
             raise ValueError(reason)
         distribute.validate_strategy(self.strategy)
+        formats = _export_registry()
         try:  # before training: a missing converter must not surface after the last epoch
-            deploy.check_dependencies([f for f in deploy.parse_formats(self.export_formats) if f != "saved_model"])
-        except deploy.MissingDependencyError as e:
-            raise deploy.MissingDependencyError(f"--export_formats={self.export_formats}: {e}") from None
+            formats.check_dependencies([f for f in formats.parse_formats(self.export_formats) if f != "saved_model"])
+        except formats.MissingDependencyError as e:
+            raise formats.MissingDependencyError(f"--export_formats={self.export_formats}: {e}") from None
         from myol_keras import rundir
 
         rundir.check_writable_directory(self.run_dir, "--run_dir")
@@ -356,7 +371,8 @@ class PretrainConfig:
     def method_kwargs(self):
         """Constructor arguments of the method class (besides the backbone)."""
         kwargs = {name: getattr(self, name) for name in SHARED_METHOD_ARGUMENTS}
-        kwargs.update({argument: getattr(self, name) for argument, name in METHOD_ARGUMENTS[self.method].items()})
+        arguments = method_settings.constructor_arguments(self.method)
+        kwargs.update({argument: getattr(self, name) for argument, name in arguments.items()})
         return kwargs
 
     def learning_rate(self):

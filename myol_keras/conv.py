@@ -18,24 +18,36 @@ input side by side on the channel axis (k·k·C_in columns, N·H·W rows): at
 fast as the convolution kernel.
 
 `Conv2D` is `keras.layers.Conv2D` with that gradient, used only where it
-pays and only where a gradient is taken: inside a `gemm_weight_gradients`
-block (`BootstrapMethod.train_step` opens one around its `GradientTape`), on
-the TensorFlow backend, for stride-1, dilation-1, ungrouped, channels-last
-"same" convolutions with an odd square kernel whose static input side is at
-most the block's `max_side`. Everywhere else — inference, export, the target
-network, other backends — it is Keras' layer unchanged. The forward pass is
-the same `tf.nn.conv2d` and the input gradient the same
-`Conv2DBackpropInput`, so only the weight gradient's summation order differs.
+pays and only where a gradient is taken: in the gradient pass of a training
+step (`scoped.GRADIENT_PASS`, which `BootstrapMethod.train_step` opens around
+its `GradientTape`), on the TensorFlow backend, for stride-1, dilation-1,
+ungrouped, channels-last "same" convolutions with an odd square kernel whose
+static input side is at most the lever's side. Everywhere else — inference,
+export, the target network, fine-tuning, other backends — it is Keras' layer
+unchanged. The forward pass is the same `tf.nn.conv2d` and the input gradient
+the same `Conv2DBackpropInput`, so only the weight gradient's summation order
+differs.
+
+The lever is a process-wide scoped setting, `gemm_weight_gradient_side`,
+never a model or config argument: "auto" (outside any block) is
+`DEFAULT_MAX_SIDE` for bf16 on a CPU-only machine and 0 elsewhere; an entry
+point that wants another side opens the block around `fit` (the
+`--gemm_weight_gradient_side` flag of `benchmarks/throughput.py`). It is read
+when the training step is traced (the first `fit`).
 
 To delete the workaround (when TensorFlow's oneDNN picks a fast bf16
-backward-weights kernel): make `auto_max_side` return 0, or build the
-backbones with `keras.layers.Conv2D` again — the class keeps Keras' name so
-weight files stay interchangeable, as `batchnorm.BatchNormalization` does.
+backward-weights kernel): delete this file and, in `backbones.py`, import
+`Conv2D` from `keras.layers` instead of `myol_keras.conv` — one line. Nothing
+else in the library names it: the training step marks its gradient pass
+generically, and the class keeps Keras' name, so weight files written with it
+load into `keras.layers.Conv2D` (as `batchnorm.BatchNormalization` does).
+Then drop its tests (`tests/test_conv.py`, the GEMM cases of
+`tests/test_fast_paths.py`) and the benchmark flag that sets the lever.
 
 Example:
 ```python
 conv = myol_keras.conv.Conv2D(64, 3, padding="same", use_bias=False)
-with myol_keras.conv.gemm_weight_gradients(max_side=8):
+with myol_keras.conv.gemm_weight_gradient_side(8), myol_keras.scoped.GRADIENT_PASS.set(True):
     with tf.GradientTape() as tape:
         y = conv(tf.random.normal((8, 4, 4, 32)))
     kernel_gradient = tape.gradient(y, conv.kernel)
@@ -43,9 +55,11 @@ with myol_keras.conv.gemm_weight_gradients(max_side=8):
 """
 
 import contextlib
+import functools
 
 import keras
 
+from myol_keras.scoped import GRADIENT_PASS
 from myol_keras.scoped import ScopedSetting
 
 #: `auto_max_side`'s choice on a CPU in bf16: ResNet's last two stages at
@@ -55,29 +69,43 @@ from myol_keras.scoped import ScopedSetting
 #: at 4 (the last stage only) BYOL gained 2–5 % in separate processes.
 DEFAULT_MAX_SIDE = 8
 
-_MAX_SIDE = ScopedSetting(default=0)
+_SIDE = ScopedSetting(default="auto", per_thread=False)
+
+
+def check_side_setting(setting):
+    """Raise `ValueError` unless `setting` is "auto" or an integer ≥ 0 (a `gemm_weight_gradient_side`)."""
+    if setting != "auto" and (not isinstance(setting, int) or isinstance(setting, bool) or setting < 0):
+        raise ValueError(
+            f'Expected `gemm_weight_gradient_side` to be "auto" or an integer >= 0. Received: {setting!r}'
+        )
 
 
 @contextlib.contextmanager
-def gemm_weight_gradients(max_side):
-    """Inside this block, `Conv2D` layers with input side ≤ `max_side` take the GEMM weight gradient.
+def gemm_weight_gradient_side(setting):
+    """Within the block, training steps traced take the GEMM weight gradient up to input side `setting`.
 
-    Read when a layer is called (when a `tf.function` is traced); 0 turns the
-    path off inside the block.
+    Process-wide (every replica thread of a strategy sees it), read when a
+    training step is traced; outside any block the setting is "auto".
 
     Args:
-        max_side: largest static input height and width (pixels) to which
-            the GEMM weight gradient applies; 0 for none.
+        setting: "auto" (`auto_max_side`: 8 for bf16 on a CPU-only machine,
+            else 0) or the largest static input height and width (pixels)
+            of the convolutions that take it; 0 turns the path off.
+
+    Example:
+    ```python
+    with myol_keras.conv.gemm_weight_gradient_side(0):  # TensorFlow's kernel everywhere
+        model.fit(dataset, epochs=10)
+    ```
     """
-    if not isinstance(max_side, int) or isinstance(max_side, bool) or max_side < 0:
-        raise ValueError(f"Expected `max_side` to be an integer >= 0. Received: max_side={max_side!r}")
-    with _MAX_SIDE.set(max_side):
+    check_side_setting(setting)  # refused here, not when the step is traced
+    with _SIDE.set(setting):
         yield
 
 
-def current_max_side():
-    """The `max_side` of the innermost `gemm_weight_gradients` block (0 outside any)."""
-    return _MAX_SIDE.value
+def current_side_setting():
+    """The `setting` of the open `gemm_weight_gradient_side` block ("auto" outside any)."""
+    return _SIDE.value
 
 
 def auto_max_side(compute_dtype, has_gpu):
@@ -90,22 +118,24 @@ def auto_max_side(compute_dtype, has_gpu):
     return DEFAULT_MAX_SIDE if keras.backend.standardize_dtype(compute_dtype) == "bfloat16" and not has_gpu else 0
 
 
-def check_side_setting(setting):
-    """Raise `ValueError` unless `setting` is "auto" or an integer ≥ 0 (a `gemm_weight_gradient_side`)."""
-    if setting != "auto" and (not isinstance(setting, int) or isinstance(setting, bool) or setting < 0):
-        raise ValueError(
-            f'Expected `gemm_weight_gradient_side` to be "auto" or an integer >= 0. Received: {setting!r}'
-        )
+@functools.cache
+def _has_gpu():
+    import tensorflow as tf
+
+    return bool(tf.config.list_logical_devices("GPU"))
 
 
 def resolve_max_side(setting, compute_dtype):
-    """The side a model's `gemm_weight_gradient_side` setting means: "auto" or an integer ≥ 0."""
+    """The side a `gemm_weight_gradient_side` setting means for `compute_dtype`: "auto" or an integer ≥ 0."""
     check_side_setting(setting)
-    if setting == "auto":
-        import tensorflow as tf
+    return auto_max_side(compute_dtype, _has_gpu()) if setting == "auto" else setting
 
-        return auto_max_side(compute_dtype, bool(tf.config.list_logical_devices("GPU")))
-    return setting
+
+def current_max_side(compute_dtype):
+    """The largest input side taking the GEMM weight gradient here: 0 outside a gradient pass."""
+    if not GRADIENT_PASS.value:
+        return 0
+    return resolve_max_side(_SIDE.value, compute_dtype)
 
 
 def patches_weight_gradient(x, dy, kernel_size):
@@ -162,7 +192,7 @@ def conv2d_gemm_weight_gradient(x, kernel):
 
 @keras.saving.register_keras_serializable(package="myol_keras")
 class Conv2D(keras.layers.Conv2D):
-    """`keras.layers.Conv2D` with a GEMM weight gradient inside `gemm_weight_gradients` blocks.
+    """`keras.layers.Conv2D` with a GEMM weight gradient in a training step's gradient pass.
 
     Registered as `myol_keras>Conv2D`; weight files address it as Keras' own
     layer (same class name, variables and arguments).
@@ -178,7 +208,7 @@ class Conv2D(keras.layers.Conv2D):
     """
 
     def _gemm_applies(self, inputs):
-        max_side = current_max_side()
+        max_side = current_max_side(self.compute_dtype)
         if not max_side or keras.backend.backend() != "tensorflow":
             return False
         k = self.kernel_size

@@ -18,19 +18,22 @@ library does it:
   `strategy.extended.update` on each mirrored target variable
   (`ema.ema_assign`), never as an `assign` in replica context;
 * `--sync_batchnorm` builds every BatchNormalization with
-  `synchronized=True` (statistics over the global batch, TF backend only), so
-  a mirrored step equals a one-device step with the same global batch.
+  `synchronized=True` (statistics over the global batch, TF backend only;
+  `batchnorm.options`), so a mirrored step equals a one-device step with the
+  same global batch;
+* Keras 3's own `fit` fails under MultiWorkerMirroredStrategy
+  (keras-team/keras#20585): `MultiWorkerFitWorkaround`, which the method base
+  class inherits, is the removable workaround.
 
 Example:
 ```python
 strategy = myol_keras.distribute.make_strategy("mirrored")
-with strategy.scope(), myol_keras.distribute.batchnorm_options(synchronized=True):
+with strategy.scope(), myol_keras.batchnorm.options(synchronized=True):
     model = myol_keras.BYOL(myol_keras.ResNet(18, width=16))
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
 ```
 """
 
-import contextlib
 import os
 import sys
 
@@ -38,34 +41,6 @@ from myol_keras import cluster
 from myol_keras.native_logs import quiet_native_stderr
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
-
-_BN_OPTIONS = {"synchronized": False}
-
-
-@contextlib.contextmanager
-def batchnorm_options(synchronized=False):
-    """Within the block, `batch_normalization()` builds BN with `synchronized`."""
-    saved = dict(_BN_OPTIONS)
-    _BN_OPTIONS["synchronized"] = bool(synchronized)
-    try:
-        yield
-    finally:
-        _BN_OPTIONS.clear()
-        _BN_OPTIONS.update(saved)
-
-
-def batch_normalization(**kwargs):
-    """The library's BatchNormalization, synchronised inside `batchnorm_options(True)`.
-
-    `batchnorm.BatchNormalization` (Keras' layer on TF's fused kernel,
-    torch's running variance); a synchronised layer takes Keras' own path.
-    """
-    from myol_keras.batchnorm import BatchNormalization
-
-    if _BN_OPTIONS["synchronized"]:
-        kwargs.setdefault("synchronized", True)
-    return BatchNormalization(**kwargs)
-
 
 def validate_strategy(name, environ=None):
     """Raise `ValueError` (one line, actionable) for an unusable `--strategy`."""
@@ -156,3 +131,51 @@ def is_chief(strategy=None):
         return True
     task = cluster.task_config()
     return task is None or task.is_chief
+
+
+class MultiWorkerFitWorkaround:
+    """WORKAROUND for Keras 3's `fit` under MultiWorkerMirroredStrategy: https://github.com/keras-team/keras/issues/20585.
+
+    Still reproduced with Keras 3.15.1 / TensorFlow 2.21 (the test named below). Keras 3.15's TensorFlow trainer cannot `fit` with several workers:
+    `_maybe_symbolic_build` reduces a PerReplica *batch* with `strategy.reduce`
+    (ValueError), and the train function's `reduce_per_replica(..., "auto")`
+    reduces the scalar logs with `axis=0` ("Invalid reduction dimension 0").
+    The two overrides below act only in multi-worker mode (`is_multi_worker`);
+    everywhere else they hand over to Keras. `BootstrapMethod` inherits this
+    mixin before `keras.Model` (it needs the model built in `__init__` and
+    the optimizer built in `compile`, as the method base class does).
+
+    Still needed? `tests/test_distribute.py::test_keras_fit_on_two_workers_still_fails_upstream`
+    runs Keras' own `fit` of a plain model on two worker processes and
+    expects it to fail; `tests/test_multi_worker.py` trains through this
+    workaround. To delete it once that first test fails (Keras fixed): delete
+    this class, drop it from `BootstrapMethod`'s bases, and delete that test.
+
+    Example:
+    ```python
+    class Method(MultiWorkerFitWorkaround, keras.Model):
+        ...
+    ```
+    """
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if is_multi_worker(self.distribute_strategy) and self.built and self.optimizer.built:
+            return  # built in __init__ and compile: nothing to trace, so no batch to pull
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def make_train_function(self, force=False):
+        import tensorflow as tf
+
+        strategy = self.distribute_strategy
+        if not is_multi_worker(strategy):
+            return super().make_train_function(force)
+        if self.train_function is not None and not force:
+            return self.train_function
+
+        @tf.function(reduce_retracing=True, autograph=False)  # as Keras' own (do_not_convert)
+        def train_function(iterator):
+            logs = strategy.run(self.train_step, args=(iterator.get_next(),))
+            return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), logs)
+
+        self.train_function = train_function
+        return train_function

@@ -21,7 +21,7 @@ import math
 
 import tensorflow as tf
 
-TAU_SCHEDULES = ("constant", "cosine")
+from myol_keras.schedule_choices import EMA_SCHEDULES as TAU_SCHEDULES
 
 
 def ema_tau(step, base_tau=0.996, schedule="constant", total_steps=None):

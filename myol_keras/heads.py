@@ -4,6 +4,8 @@ import math
 
 import keras
 
+from myol_keras import batchnorm
+
 BN_MOMENTUM = 0.9  # torch momentum 0.1
 BN_EPSILON = 1e-5
 
@@ -75,9 +77,7 @@ class MLPHead(keras.layers.Layer):
             name="hidden_dense",
             dtype=self.dtype_policy,
         )
-        from myol_keras import distribute
-
-        self.hidden_bn = distribute.batch_normalization(
+        self.hidden_bn = batchnorm.batch_normalization(
             momentum=BN_MOMENTUM,
             epsilon=BN_EPSILON,
             name="hidden_bn",

@@ -30,9 +30,9 @@ from absl import logging
 
 from myol_keras import cli
 
+from myol_keras import config as config_lib  # imports no TensorFlow
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-with cli.quiet_native_stderr():  # the settings import TensorFlow, whose import logs natively
-    from myol_keras import config as config_lib
 
 PROG = "myol_keras.main"
 FLAGS = flags.FLAGS
@@ -44,8 +44,9 @@ def _define_setting(field):
     """One absl flag for one `PretrainConfig` field: enums, bounds and a validator from its metadata."""
     meta = field.metadata
     kind = config_lib.annotation_type(field)
-    if meta["choices"] and kind is str:
-        flags.DEFINE_enum(field.name, field.default, list(meta["choices"]), meta["help"])
+    choices = config_lib.choices_of(meta)
+    if choices and kind is str:
+        flags.DEFINE_enum(field.name, field.default, list(choices), meta["help"])
     elif kind in (int, float) and field.name not in config_lib.REASONS:
         _DEFINE[kind](field.name, field.default, meta["help"], lower_bound=meta["minimum"], upper_bound=meta["maximum"])
     else:
@@ -75,8 +76,9 @@ def _define_cross_check(names, rule):
     flags.register_multi_flags_validator(list(names), check)
 
 
-for _field in config_lib.fields():
-    _define_setting(_field)
+with cli.quiet_native_stderr():  # some choice lists (datasets) live in modules that import TensorFlow, which logs
+    for _field in config_lib.fields():
+        _define_setting(_field)
 for _names, _rule in config_lib.CROSS_RULES:
     _define_cross_check(_names, _rule)
 flags.DEFINE_list("eval", [], "Evaluations to run on the export after pre-training: linear, knn, attack, semisup, "

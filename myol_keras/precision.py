@@ -1,7 +1,8 @@
-"""Choosing the compute precision from the hardware (DESIGN §4.9)."""
+"""Choosing the compute precision from the hardware (DESIGN §4.9).
 
-import keras
-import tensorflow as tf
+Importable without TensorFlow (`PRECISIONS` is the `--precision` choice
+list of `PretrainConfig`); the functions import it when called.
+"""
 
 from myol_keras.native_logs import quiet_native_stderr
 
@@ -40,6 +41,8 @@ def resolve_precision(precision="auto", cpuinfo_path="/proc/cpuinfo"):
         raise ValueError(f"Unknown precision {precision!r}. Choose one of: {', '.join(PRECISIONS)}.")
     if precision != "auto":
         return precision, "set by the precision setting"
+    import tensorflow as tf
+
     with quiet_native_stderr():  # listing devices logs CUDA probing on machines without a GPU
         gpus = tf.config.list_physical_devices("GPU")
     if gpus:
@@ -53,4 +56,6 @@ def resolve_precision(precision="auto", cpuinfo_path="/proc/cpuinfo"):
 
 def set_precision(policy_name):
     """Set the global Keras dtype policy."""
+    import keras
+
     keras.mixed_precision.set_global_policy(policy_name)

@@ -26,7 +26,7 @@ SavedModel signatures (`[batch, None, None, 3]`), `tf.data` maps and
 
 `fixed_size_transform` is the same transform for one static input size,
 written with ops every converter knows (two matrix products, no
-`ScaleAndTranslate`), for the ONNX and LiteRT exports (`myol_keras.deploy`):
+`ScaleAndTranslate`), for the ONNX and LiteRT exports (`myol_keras.export`):
 for a fixed size the crop and the antialiased resize are a linear map per
 axis, and `resize_matrix` reads the resize weights off `resize` itself.
 

@@ -16,8 +16,8 @@ import math
 import keras
 import tensorflow as tf
 
-WARMUP_MODES = ("linear", "myol_faithful")
-LR_DECAYS = ("constant", "cosine")
+from myol_keras.schedule_choices import LR_SCHEDULES as LR_DECAYS
+from myol_keras.schedule_choices import WARMUP_MODES
 
 
 def _check_choice(name, value, choices):

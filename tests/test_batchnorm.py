@@ -225,3 +225,22 @@ def test_stacked_views_on_the_keras_path_equal_sequential_calls():
     np.testing.assert_allclose(got, expected, atol=1e-5)
     np.testing.assert_allclose(stacked.moving_mean.numpy(), sequential.moving_mean.numpy(), atol=1e-6)
     np.testing.assert_allclose(stacked.moving_variance.numpy(), sequential.moving_variance.numpy(), rtol=1e-6)
+
+
+def test_the_factory_synchronises_inside_options_only():
+    # --sync_batchnorm: every BatchNormalization of the backbone and heads built inside the block.
+    from myol_keras import batchnorm
+    from myol_keras.backbones import ResNet
+
+    with batchnorm.options(synchronized=True):
+        synced = ResNet(depth=18, stem="cifar", width=4)
+        one = batchnorm.batch_normalization(momentum=MOMENTUM)
+    plain = ResNet(depth=18, stem="cifar", width=4)
+
+    def bns(model):
+        return [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+
+    assert type(one) is BatchNormalization and one.synchronized and one.momentum == MOMENTUM
+    assert bns(synced) and all(layer.synchronized for layer in bns(synced))
+    assert bns(plain) and not any(layer.synchronized for layer in bns(plain))
+    assert not batchnorm.batch_normalization().synchronized

@@ -44,7 +44,7 @@ def _bad_values(field):
     """Values every constrained setting must refuse: out of its bounds, off its choices, not finite."""
     meta, kind = field.metadata, config_lib.annotation_type(field)
     bad = []
-    if meta["choices"]:
+    if config_lib.choices_of(meta):
         bad.append("not_a_choice" if kind is str else 99)
     if meta["minimum"] is not None:
         bad.append(kind(meta["minimum"] - 1))
@@ -257,3 +257,68 @@ def test_faithful_warmup_of_the_paper_flagfile():
 def test_dataclass_fields_have_help_and_a_group():
     for field in dataclasses.fields(PretrainConfig):
         assert field.metadata["help"] and field.metadata["group"], field.name
+
+
+# --- reading settings: no TensorFlow, the names and defaults old run directories recorded ------------
+
+#: `PretrainConfig().to_dict()` before each method's settings moved beside the method (issue 25): the
+#: keys and defaults every config.json and flags.txt written so far holds.
+RECORDED_DEFAULTS = {
+    'alpha': 2.0, 'augment_on': 'host', 'backbone': 'resnet18', 'batch_size': 256, 'cache_dir': '',
+    'cssl_temperature': 1.0, 'data_dir': None, 'dataset': 'digits', 'deterministic': False, 'download': True,
+    'drop_remainder': True, 'ema': 0.996, 'ema_schedule': 'constant', 'epochs': 500, 'export_dir': 'saved_models',
+    'export_formats': 'saved_model', 'gamma': 1.0, 'image_size': 0, 'imix_alpha': 1.0, 'jit_compile': False,
+    'lr': 0.05, 'lr_scaling': 'none', 'lr_schedule': 'constant', 'method': 'myol', 'moco_temperature': 0.07,
+    'momentum': 0.9, 'neg_weight': 1.0, 'normalization': 'auto', 'overwrite': False, 'pos_weight': 1.0,
+    'precision': 'auto', 'predictor_hidden_dim': 2048, 'projection_dim': 128, 'projector_hidden_dim': 2048,
+    'queue_size': 4096, 'repmix_reduction': 'log_mean', 'repmix_temperature': 0.5, 'run_dir': 'runs', 'run_name': '',
+    'seed': 0, 'shuffle_buffer': 0, 'simclr_temperature': 0.07, 'stem': 'auto', 'steps_per_epoch': 0,
+    'steps_per_execution': 1, 'strategy': 'auto', 'sync_batchnorm': False, 'theta_neg': 0.2, 'theta_pos': 0.8,
+    'threads': 0, 'unmix_prob': 0.5, 'unmix_target_view': 'x1', 'verbose': 1, 'warmup_epochs': 10.0,
+    'warmup_mode': 'linear', 'weight_decay': 0.0001, 'width': 64,
+}
+
+
+def test_reading_settings_imports_no_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys, myol_keras.config as c; c.PretrainConfig(method='moco').method_kwargs(); "
+            "c.PretrainConfig().to_dict(); c.reason_for('method', 'nope'); "
+            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_settings_and_defaults_are_those_old_run_directories_recorded(tmp_path):
+    assert PretrainConfig().to_dict() == RECORDED_DEFAULTS
+    # a run directory's config.json from before: the settings plus its "resolved" section
+    old = {**RECORDED_DEFAULTS, "method": "ccsl", "theta_pos": 0.9, "queue_size": 1024, "epochs": 3,
+           "resolved": {"image_size": 32, "steps_per_epoch": 22}}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(old))
+    config = PretrainConfig.from_json(path)
+    assert config.theta_pos == 0.9 and config.queue_size == 1024 and config.changed_from(old) == []
+    assert config.method_kwargs()["theta_pos"] == 0.9 and "queue_size" not in config.method_kwargs()
+
+
+def test_a_methods_own_rule_is_checked_like_the_others():
+    # CCSL's thresholds rule is declared beside it (methods/ccsl_settings.py) and collected here.
+    assert (("theta_neg", "theta_pos") in [names for names, _ in config_lib.CROSS_RULES])
+    with pytest.raises(ValueError, match="theta_neg=0.9 is above --theta_pos=0.8"):
+        PretrainConfig(method="ccsl", theta_neg=0.9).validate()
+
+
+def test_choice_lists_are_declared_once():
+    from myol_keras import ema, schedule_choices, schedules
+
+    assert config_lib.EMA_SCHEDULES is ema.TAU_SCHEDULES is schedule_choices.EMA_SCHEDULES
+    assert config_lib.LR_SCHEDULES is schedules.LR_DECAYS is schedule_choices.LR_SCHEDULES
+    assert config_lib.WARMUP_MODES is schedules.WARMUP_MODES is schedule_choices.WARMUP_MODES
+    fields = {f.name: f for f in config_lib.fields()}
+    assert config_lib.choices_of(fields["ema_schedule"].metadata) == schedule_choices.EMA_SCHEDULES
+    from myol_keras.data import DATASETS
+
+    assert config_lib.choices_of(fields["dataset"].metadata) == DATASETS  # read when asked, not at import

@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from myol_keras import conv
+from myol_keras import scoped
 
 
 def test_patches_weight_gradient_by_hand():
@@ -28,8 +29,8 @@ def test_patches_weight_gradient_is_tensorflows_filter_gradient(kernel_size):
     np.testing.assert_allclose(conv.patches_weight_gradient(x, dy, kernel_size), expected, rtol=1e-12, atol=1e-12)
 
 
-def _gradients(layer, x, max_side):
-    with tf.GradientTape() as tape, conv.gemm_weight_gradients(max_side):
+def _gradients(layer, x, max_side, gradient_pass=True):
+    with tf.GradientTape() as tape, conv.gemm_weight_gradient_side(max_side), scoped.GRADIENT_PASS.set(gradient_pass):
         tape.watch(x)
         y = layer(x)
         loss = tf.reduce_sum(tf.cast(y, tf.float32) * tf.cast(tf.range(y.shape[-1]), tf.float32))
@@ -70,9 +71,30 @@ def test_layer_takes_the_gemm_path_only_where_it_applies(gemm_calls):
         _gradients(layer, x, max_side)
     assert gemm_calls == []
     same(x)  # outside any block
+    _gradients(same, x, 4, gradient_pass=False)  # the lever alone: not a training step's gradient pass
+    assert gemm_calls == []
     _gradients(same, x, 4)
     assert [tuple(x.shape) for x in gemm_calls] == [(2, 4, 4, 3)]
-    assert conv.current_max_side() == 0  # the block restored the default
+    assert conv.current_side_setting() == "auto" and conv.current_max_side("float32") == 0  # defaults again
+
+
+def test_the_lever_is_process_wide_and_the_gradient_pass_per_thread():
+    # A tf.distribute strategy traces each replica's step in its own thread: the lever an entry
+    # point sets around fit must reach them, the gradient pass a replica opens must not leak.
+    import threading
+
+    seen = []
+
+    def replica():
+        seen.append((conv.current_side_setting(), scoped.GRADIENT_PASS.value))
+        with scoped.GRADIENT_PASS.set(True):
+            seen.append(conv.current_max_side("bfloat16"))
+
+    with conv.gemm_weight_gradient_side(4), scoped.GRADIENT_PASS.set(True):
+        thread = threading.Thread(target=replica)
+        thread.start()
+        thread.join()
+    assert seen == [(4, False), 4]
 
 
 def test_max_side_settings():
@@ -84,17 +106,20 @@ def test_max_side_settings():
     for bad in (-1, 2.5, True, "on"):
         with pytest.raises(ValueError, match="gemm_weight_gradient_side"):
             conv.resolve_max_side(bad, "float32")
-    with pytest.raises(ValueError, match="max_side"):
-        with conv.gemm_weight_gradients(-1):
+    with pytest.raises(ValueError, match="gemm_weight_gradient_side"):
+        with conv.gemm_weight_gradient_side(-1):
             pass
+    assert conv.current_side_setting() == "auto"
 
 
-def test_a_bad_setting_is_refused_when_the_method_is_built():
+def test_the_lever_is_no_argument_of_the_model():
     from conftest import tiny_method
     from myol_keras.methods import BYOL
 
+    model = tiny_method(BYOL)
+    assert "gemm_weight_gradient_side" not in model.get_config()
     with pytest.raises(ValueError, match="gemm_weight_gradient_side"):
-        tiny_method(BYOL, gemm_weight_gradient_side="fast")
+        tiny_method(BYOL, gemm_weight_gradient_side=8)  # Keras refuses an unknown argument
 
 
 def test_weight_files_address_it_as_keras_conv2d(tmp_path):

@@ -2,13 +2,15 @@
 `steps_per_execution`, and augmentation inside the training step
 (`--augment_on=device`), each against the default path on the same data."""
 
+import contextlib
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from conftest import random_views, run_main_in_process, tiny_method
-from myol_keras import augment, data
+from myol_keras import augment, conv, data
 from myol_keras.callbacks import EMATargetUpdate
 from myol_keras.methods import BYOL, MYOL, TriBYOL
 
@@ -108,8 +110,10 @@ def test_cli_device_augmentation_and_steps_per_execution(tmp_path, capsys):
     assert (tmp_path / "saved_models" / "fast" / "1" / "saved_model.pb").exists()
 
 
-def _assert_same_loss_curve(method_cls, steps=5, **variant):
+def _assert_same_loss_curve(method_cls, steps=5, variant_scope=contextlib.nullcontext, **variant):
     """`steps` seeded float32 steps of a tiny model with `variant` kwargs equal the default model's.
+
+    `variant_scope()` is opened around the variant's `fit` calls (a lever set by the entry point).
 
     SGD with momentum, coupled weight decay and the in-step EMA (and MYOL's mixing),
     along the default run's trajectory: before each step the variant gets the default
@@ -136,7 +140,9 @@ def _assert_same_loss_curve(method_cls, steps=5, **variant):
         for mine, theirs in zip(other.optimizer.variables, default.optimizer.variables):
             mine.assign(theirs)
         before = default.get_weights()
-        expected, got = (m.fit(ds, epochs=1, steps_per_epoch=1, verbose=0).history for m in (default, other))
+        expected = default.fit(ds, epochs=1, steps_per_epoch=1, verbose=0).history
+        with variant_scope():
+            got = other.fit(ds, epochs=1, steps_per_epoch=1, verbose=0).history
         for key in expected:
             assert got[key][0] == pytest.approx(expected[key][0], rel=1e-5, abs=1e-6), (step, key)
         _assert_same_weights(default, other, atol=2e-5)
@@ -160,9 +166,8 @@ def test_gemm_weight_gradients_give_the_kernel_loss_curve(method_cls, gemm_calls
     # Issue 17: the weight gradient of the small convolutions as one GEMM (myol_keras.conv) is
     # TensorFlow's convolution kernel to float tolerance. At 16 px the width-8 ResNet-18's
     # stages 2-4 run at 8, 4 and 2 px: max side 8 puts 9 of its 3x3 convolutions on the GEMM path.
-    gemm = _assert_same_loss_curve(method_cls, gemm_weight_gradient_side=8)
+    _assert_same_loss_curve(method_cls, variant_scope=lambda: conv.gemm_weight_gradient_side(8))
     # Traced once per online pass: BYOL 2 views, MYOL + the mixed batch; 3 per stage, stage 2..4.
     online_passes = 3 if method_cls is MYOL else 2
     assert len(gemm_calls) == online_passes * 9
     assert sorted({x.shape[1] for x in gemm_calls}) == [2, 4, 8]
-    assert type(gemm).from_config(gemm.get_config()).gemm_weight_gradient_side == 8

@@ -262,23 +262,32 @@ def test_every_method_trains_and_round_trips(name):
     assert len(clone.weights) == len(model.weights)
 
 
-def test_config_maps_every_method_setting_onto_a_constructor_argument():
+def test_each_method_declares_its_settings_beside_it_with_the_constructors_defaults():
     import inspect
 
-    from myol_keras.config import METHOD_ARGUMENTS, SHARED_METHOD_ARGUMENTS, PretrainConfig
+    from myol_keras.config import SHARED_METHOD_ARGUMENTS, PretrainConfig
+    from myol_keras.methods import REGISTRY
+    from myol_keras.methods import settings as method_settings
 
-    assert set(METHOD_ARGUMENTS) == set(METHODS)
+    assert set(REGISTRY) == set(METHODS)
+    declared = method_settings.method_settings()
     for name, method_cls in METHODS.items():
-        accepted = set()
-        for klass in method_cls.__mro__:  # CSSL takes the thresholds through **kwargs
+        defaults = {}
+        for klass in reversed(method_cls.__mro__):  # CSSL takes the thresholds through **kwargs
             if "__init__" in vars(klass):
-                accepted |= set(inspect.signature(klass.__init__).parameters)
-        for param, setting in METHOD_ARGUMENTS[name].items():
-            assert param in accepted, (name, param)
-            assert hasattr(PretrainConfig, setting), (name, setting)
-        assert set(SHARED_METHOD_ARGUMENTS) <= accepted, name
+                defaults.update(inspect.signature(klass.__init__).parameters)
+        mine = [s for s in declared if name in s.methods]
+        module = REGISTRY[name][0]
+        for setting in mine:
+            assert setting.argument in defaults, (name, setting.argument)
+            assert defaults[setting.argument].default == setting.default, (name, setting.name)
+            assert PretrainConfig.__dataclass_fields__[setting.name].default == setting.default
+        beside = [m for m in method_settings.settings_modules() if m.__name__.endswith(f".{module}_settings")]
+        assert {s.name for s in mine} <= {s.name for m in beside for s in m.SETTINGS}  # declared beside the class
+        assert set(SHARED_METHOD_ARGUMENTS) <= set(defaults), name
         kwargs = PretrainConfig(method=name).method_kwargs()
-        assert set(kwargs) <= accepted, (name, set(kwargs) - accepted)
+        assert set(kwargs) == set(SHARED_METHOD_ARGUMENTS) | {s.argument for s in mine}, name
+        assert set(kwargs) <= set(defaults), (name, set(kwargs) - set(defaults))
 
 
 def test_repmix_dataset_pairs_each_image_with_a_counterpart():

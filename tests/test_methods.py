@@ -186,6 +186,34 @@ def test_get_config_round_trip(method_cls):
     assert clone.backbone.count_params() == model.backbone.count_params()
 
 
+def test_configs_and_saved_models_with_the_retired_gemm_argument_still_load(tmp_path):
+    # Until issue 25 every saved method config held `gemm_weight_gradient_side` (now a scoped
+    # setting of myol_keras.conv, no constructor argument): such configs and files load, the key dropped.
+    import json
+    import zipfile
+
+    model = tiny_method(MYOL, weight_decay=1e-4, seed=3)
+    old_config = {**model.get_config(), "gemm_weight_gradient_side": 8}
+    clone = MYOL.from_config(old_config)
+    assert clone.get_config() == model.get_config() and "gemm_weight_gradient_side" not in clone.get_config()
+
+    path = tmp_path / "myol.keras"
+    model.save(path)
+    old_path = tmp_path / "old.keras"
+    with zipfile.ZipFile(path) as new, zipfile.ZipFile(old_path, "w") as old:
+        for item in new.infolist():
+            content = new.read(item.filename)
+            if item.filename == "config.json":
+                saved = json.loads(content)
+                saved["config"]["gemm_weight_gradient_side"] = "auto"  # what older versions wrote
+                content = json.dumps(saved).encode()
+            old.writestr(item, content)
+    loaded = keras.saving.load_model(old_path)
+    assert type(loaded) is MYOL and loaded.alpha == model.alpha
+    for mine, theirs in zip(loaded.weights, model.weights):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+
+
 def test_optimizer_state_restored_after_resume(tmp_path):
     x = random_views(batch=8)
     ds = tf.data.Dataset.from_tensors(x).repeat(3)

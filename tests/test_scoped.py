@@ -28,3 +28,13 @@ def test_another_thread_sees_the_default():
         thread.join()
         assert setting.value == 8
     assert seen == [0]
+
+
+def test_a_process_wide_setting_is_seen_by_every_thread():
+    setting = ScopedSetting(default="auto", per_thread=False)
+    seen = []
+    with setting.set(4):
+        thread = threading.Thread(target=lambda: seen.append(setting.value))
+        thread.start()
+        thread.join()
+    assert seen == [4] and setting.value == "auto"

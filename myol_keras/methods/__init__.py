@@ -1,33 +1,64 @@
-"""Self-supervised methods, one module each, and the name -> class registry."""
+"""Self-supervised methods, one module each, and the name -> class registry.
 
-from myol_keras.methods.base import BootstrapMethod
-from myol_keras.methods.byol import BYOL
-from myol_keras.methods.ccsl import CCSL, CSSL
-from myol_keras.methods.contrastive import MoCo, SimCLR
-from myol_keras.methods.imix import IMix
-from myol_keras.methods.myol import MYOL
-from myol_keras.methods.repmix import RepMix
-from myol_keras.methods.tribyol import TriBYOL
-from myol_keras.methods.unmix import UnMix
+The registry names each method's module and class, so it is read without
+importing them: `METHOD_NAMES` and each method's settings
+(`methods.settings`, declared beside the method in `<module>_settings.py`)
+import no TensorFlow. The classes load on first use (PEP 562): `METHODS`,
+`get_method(name)` and `from myol_keras.methods import MYOL` import the
+method modules, and with them Keras and TensorFlow.
 
-METHODS = {
-    "byol": BYOL,
-    "myol": MYOL,
-    "unmix": UnMix,
-    "imix": IMix,
-    "tribyol": TriBYOL,
-    "repmix": RepMix,
-    "ccsl": CCSL,
-    "cssl": CSSL,
-    "simclr": SimCLR,
-    "moco": MoCo,
+Example:
+```python
+from myol_keras.methods import METHOD_NAMES, get_method
+
+model = get_method("myol")(myol_keras.ResNet(18, width=16), alpha=2.0)
+```
+"""
+
+import importlib
+
+#: method name -> (module in this package, class name), in the order of `--method`'s choices.
+REGISTRY = {
+    "byol": ("byol", "BYOL"),
+    "myol": ("myol", "MYOL"),
+    "unmix": ("unmix", "UnMix"),
+    "imix": ("imix", "IMix"),
+    "tribyol": ("tribyol", "TriBYOL"),
+    "repmix": ("repmix", "RepMix"),
+    "ccsl": ("ccsl", "CCSL"),
+    "cssl": ("ccsl", "CSSL"),
+    "simclr": ("contrastive", "SimCLR"),
+    "moco": ("contrastive", "MoCo"),
 }
+METHOD_NAMES = tuple(REGISTRY)
+
+#: the other public classes, by module (imported on first use like the methods).
+_OTHER_CLASSES = {"BootstrapMethod": "base"}
 
 
 def get_method(name):
-    """The method class registered as `name` (e.g. "myol")."""
-    if name not in METHODS:
+    """The method class registered as `name` (e.g. "myol"); imports its module."""
+    if name not in REGISTRY:
         raise ValueError(
-            f"Unknown method {name!r}. Choose one of: {', '.join(sorted(METHODS))}."
+            f"Unknown method {name!r}. Choose one of: {', '.join(sorted(REGISTRY))}."
         )
-    return METHODS[name]
+    module, class_name = REGISTRY[name]
+    return getattr(importlib.import_module(f"{__name__}.{module}"), class_name)
+
+
+def __getattr__(name):
+    if name == "METHODS":
+        value = {method: get_method(method) for method in REGISTRY}
+    elif name in _OTHER_CLASSES:
+        value = getattr(importlib.import_module(f"{__name__}.{_OTHER_CLASSES[name]}"), name)
+    else:
+        classes = {class_name: method for method, (_, class_name) in REGISTRY.items()}
+        if name not in classes:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = get_method(classes[name])
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), "METHODS", *_OTHER_CLASSES, *(c for _, c in REGISTRY.values())})

@@ -24,12 +24,11 @@ the 2-core avx512_bf16 CPU of issue 17 the stacked pass did not measurably
 speed the step up (docs/PERFORMANCE.md); it is there for hardware where
 larger convolutions pay.
 
-**GEMM weight gradients** (`gemm_weight_gradient_side`, on by default for
-bf16 on a CPU): inside the step's tape the backbone's small stride-1
-convolutions (`myol_keras.conv.Conv2D`, input side ≤ 8 px) take their weight
-gradient as one matrix product instead of TensorFlow's oneDNN kernel, which
-is slow there in bf16 (a workaround, `myol_keras/conv.py`); same gradient,
-tested against TensorFlow's own.
+**Gradient pass**: `train_step` marks the forward passes under its
+`GradientTape` with `scoped.GRADIENT_PASS`. Layers with a training-only fast
+path read it and their lever themselves (a process-wide scoped setting an
+entry point opens around `fit`, never an argument of the model), so the step
+names none of them and a saved config carries no speed switch.
 
 Two optional fast paths leave the algorithm unchanged:
 
@@ -48,11 +47,16 @@ import tensorflow as tf
 
 from myol_keras import augment
 from myol_keras import batchnorm
-from myol_keras import conv
 from myol_keras import distribute
 from myol_keras import ema
 from myol_keras import heads as heads_lib
 from myol_keras import losses
+from myol_keras import scoped
+
+#: constructor arguments that older versions stored in `get_config` and that
+#: are no longer arguments (performance levers moved to scoped settings):
+#: `from_config` drops them, so their saved models and configs still load.
+RETIRED_ARGUMENTS = ("gemm_weight_gradient_side",)
 
 
 def clone_layer(layer):
@@ -61,7 +65,7 @@ def clone_layer(layer):
     return clone
 
 
-class BootstrapMethod(keras.Model):
+class BootstrapMethod(distribute.MultiWorkerFitWorkaround, keras.Model):
     """Base class of BYOL-family methods (not registered; use a subclass).
 
     Args:
@@ -76,12 +80,6 @@ class BootstrapMethod(keras.Model):
         stack_views: run the views of a step through each network in one
             forward pass with per-view BatchNorm statistics (same results as
             one pass per view); False (the default): one pass per view.
-        gemm_weight_gradient_side: the largest input side (pixels) of the
-            backbone's `myol_keras.conv.Conv2D` layers whose weight gradient
-            is one GEMM instead of TensorFlow's convolution kernel (same
-            gradient, a faster kernel for small bf16 convolutions on a CPU);
-            0 for none; "auto" (the default): 8 for bf16 on a CPU-only
-            machine, else 0 (`conv.auto_max_side`).
     """
 
     #: names of the loss terms a subclass returns besides "loss".
@@ -106,7 +104,6 @@ class BootstrapMethod(keras.Model):
         weight_decay=0.0,
         seed=0,
         stack_views=False,
-        gemm_weight_gradient_side="auto",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -135,8 +132,6 @@ class BootstrapMethod(keras.Model):
         self.weight_decay = float(weight_decay)
         self.seed = int(seed)
         self.stack_views = bool(stack_views)
-        conv.check_side_setting(gemm_weight_gradient_side)  # refused here, not when the step is traced
-        self.gemm_weight_gradient_side = gemm_weight_gradient_side
 
         self.projector = self.make_projector("projector")
         self.predictor = self.make_predictor() if self.uses_predictor else None
@@ -419,8 +414,7 @@ class BootstrapMethod(keras.Model):
         # gradients, so each replica's loss is divided by the replica count
         # (a mean over the global batch), as Keras' own train_step does.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        max_side = conv.resolve_max_side(self.gemm_weight_gradient_side, self.backbone.compute_dtype)
-        with tf.GradientTape() as tape, conv.gemm_weight_gradients(max_side):
+        with tf.GradientTape() as tape, scoped.GRADIENT_PASS.set(True):
             terms = self.compute_loss_terms(views, targets, seed)
             loss = tf.cast(terms["loss"], tf.float32)
             scaled_loss = self.optimizer.scale_loss(loss / replicas)
@@ -466,35 +460,6 @@ class BootstrapMethod(keras.Model):
         self.z_std_tracker.update_state(losses.embedding_std(terms["z"]))
         return {m.name: m.result() for m in self.metrics}
 
-    # --- Keras 3.15 under MultiWorkerMirroredStrategy (workaround) ---------------
-    # Keras 3's TF trainer cannot `fit` with MultiWorkerMirroredStrategy
-    # (keras-team/keras#20585, open): `_maybe_symbolic_build` reduces a
-    # PerReplica *batch* with `strategy.reduce` (ValueError), and the train
-    # function's `reduce_per_replica(..., "auto")` reduces scalar logs with
-    # `axis=0` ("Invalid reduction dimension 0"). Both overrides act only in
-    # multi-worker mode and can be deleted once Keras fixes the issue;
-    # tests/test_multi_worker.py trains through them on two worker processes.
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        if distribute.is_multi_worker(self.distribute_strategy) and self.built and self.optimizer.built:
-            return  # built in __init__ and compile: nothing to trace, so no batch to pull
-        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-
-    def make_train_function(self, force=False):
-        strategy = self.distribute_strategy
-        if not distribute.is_multi_worker(strategy):
-            return super().make_train_function(force)
-        if self.train_function is not None and not force:
-            return self.train_function
-
-        @tf.function(reduce_retracing=True, autograph=False)  # as Keras' own (do_not_convert)
-        def train_function(iterator):
-            logs = strategy.run(self.train_step, args=(iterator.get_next(),))
-            return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), logs)
-
-        self.train_function = train_function
-        return train_function
-
     @property
     def metrics(self):
         return [self.loss_tracker, *self.term_trackers, self.z_std_tracker]
@@ -512,13 +477,12 @@ class BootstrapMethod(keras.Model):
                 "weight_decay": self.weight_decay,
                 "seed": self.seed,
                 "stack_views": self.stack_views,
-                "gemm_weight_gradient_side": self.gemm_weight_gradient_side,
             }
         )
         return config
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
+        config = {k: v for k, v in config.items() if k not in RETIRED_ARGUMENTS}
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         return cls(**config)

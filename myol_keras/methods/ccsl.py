@@ -5,6 +5,9 @@ from the authors' repository and the paper body could not be retrieved, so
 these are "CCSL-like / CSSL-like" losses reconstructed from the abstract and
 the scripts' arguments (theta+ = 0.8, theta- = 0.2). They are not the
 official methods.
+
+Its flags (name, default, help, bounds, the constructor argument each feeds):
+`ccsl_settings.py`, importable without TensorFlow.
 """
 
 import keras

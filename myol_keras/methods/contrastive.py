@@ -1,4 +1,8 @@
-"""The contrastive baselines of the MYOL reference: SimCLR and MoCo (METHODS §2.8-2.9)."""
+"""The contrastive baselines of the MYOL reference: SimCLR and MoCo (METHODS §2.8-2.9).
+
+Its flags (name, default, help, bounds, the constructor argument each feeds):
+`contrastive_settings.py`, importable without TensorFlow.
+"""
 
 import keras
 import tensorflow as tf

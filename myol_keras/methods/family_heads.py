@@ -8,8 +8,7 @@ the SimCLR/MoCo heads of the MYOL reference have no BatchNorm
 
 import keras
 
-from myol_keras import distribute
-
+from myol_keras import batchnorm
 from myol_keras import heads as heads_lib
 
 
@@ -36,7 +35,7 @@ class ContrastiveHead(keras.layers.Layer):
             name="hidden_dense", dtype=self.dtype_policy,
         )
         self.hidden_bn = (
-            distribute.batch_normalization(
+            batchnorm.batch_normalization(
                 momentum=heads_lib.BN_MOMENTUM, epsilon=heads_lib.BN_EPSILON, name="hidden_bn",
                 dtype=self.dtype_policy,
             )

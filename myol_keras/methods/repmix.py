@@ -2,6 +2,9 @@
 
 Follows the authors' code (`models/OurModel.py`, `Loss/loss.py`,
 `data/OurModel_Data.py`); the paper text was not available.
+
+Its flags (name, default, help, bounds, the constructor argument each feeds):
+`repmix_settings.py`, importable without TensorFlow.
 """
 
 import keras

@@ -20,7 +20,7 @@ tf.config.set_logical_device_configuration(
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from myol_keras import distribute  # noqa: E402
+from myol_keras import batchnorm  # noqa: E402
 from myol_keras.backbones import ResNet  # noqa: E402
 from myol_keras.callbacks import EMATargetUpdate  # noqa: E402
 from myol_keras.methods import BYOL, MYOL  # noqa: E402
@@ -34,14 +34,14 @@ def small_backbone():
     x = inputs
     for i, filters in enumerate((4, 8)):
         x = keras.layers.Conv2D(filters, 3, strides=i + 1, padding="same", use_bias=False)(x)
-        x = distribute.batch_normalization(momentum=0.9, epsilon=1e-5)(x)
+        x = batchnorm.batch_normalization(momentum=0.9, epsilon=1e-5)(x)
         x = keras.layers.ReLU()(x)
     outputs = keras.layers.GlobalAveragePooling2D()(x)
     return keras.Model(inputs, outputs)
 
 
 def build(strategy, cls, backbone="small"):
-    with strategy.scope(), distribute.batchnorm_options(synchronized=True):
+    with strategy.scope(), batchnorm.options(synchronized=True):
         model = cls(
             small_backbone() if backbone == "small" else ResNet(depth=18, stem="cifar", width=4),
             projector_hidden_dim=32, projection_dim=16, predictor_hidden_dim=32,
