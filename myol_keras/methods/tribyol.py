@@ -70,11 +70,12 @@ class TriBYOL(BootstrapMethod):
         return tf.stop_gradient(self.target_projector_b(h, training=True))
 
     def compute_targets(self, views):
+        # The official order (MYOL algo.py: TRIBYOL runs target A on x2 then x1, target B on x3 then x1): the
+        # outputs do not depend on it, the targets' BatchNorm moving statistics do (tests/test_parity.py).
         x1, x2, x3 = views
-        return [
-            self.target_forward(x1), self.target_forward(x2),
-            self.target_forward_b(x1), self.target_forward_b(x3),
-        ]
+        za2, za1 = self.target_forward(x2), self.target_forward(x1)
+        zb3, zb1 = self.target_forward_b(x3), self.target_forward_b(x1)
+        return [za1, za2, zb1, zb3]
 
     def compute_loss_terms(self, views, targets, seed):
         x1, x2, x3 = views
