@@ -30,6 +30,7 @@ from myol_keras import distribute
 from myol_keras import precision
 from myol_keras.data import DATASETS
 from myol_keras.data import NORMALIZATIONS
+from myol_keras.data import describe_datasets
 from myol_keras.methods import METHODS
 
 BACKBONES = {"resnet18": 18, "resnet34": 34, "resnet50": 50}
@@ -201,9 +202,7 @@ class PretrainConfig:
     # --- what to train on -------------------------------------------------------
     method: str = setting("myol", "Pre-training method (ccsl and cssl are RECONSTRUCTIONS with theta+=0.8, theta-=0.2, "
                           "not the official losses; see docs/METHODS.md).", choices=METHODS, group="data")
-    dataset: str = setting("digits", "Dataset: tfds cifar10, cifar100, stl10, fashion_mnist, mnist, svhn_cropped; local "
-                           "npz, folder, stl10_binary, tiny_imagenet (with --data_dir); digits (embedded, offline).",
-                           choices=DATASETS, group="data")
+    dataset: str = setting("digits", f"Dataset: {describe_datasets()}.", choices=DATASETS, group="data")
     data_dir: typing.Optional[str] = setting(None, "tfds data directory, or the local file/folder of npz, folder, "
                                              "stl10_binary, tiny_imagenet.", group="data")
     download: bool = setting(True, "Let tfds download a dataset that is not prepared yet.", group="data")

@@ -9,6 +9,10 @@ import tensorflow as tf
 from PIL import Image
 
 from myol_keras import augment, data
+from myol_keras.data import digits as digits_source
+from myol_keras.data import tfds as tfds_source
+from myol_keras.data import types as data_types
+from myol_keras.data import pipeline as data_pipeline
 
 
 def as_arrays(ds):
@@ -314,7 +318,7 @@ def test_tfds_greyscale_is_repeated_to_rgb(tmp_path):
 
 
 def test_tfds_offline_failure_is_fast_and_actionable(tmp_path):
-    if data._download_possible("stl10"):
+    if tfds_source._download_possible("stl10"):
         pytest.skip("this machine can reach the STL-10 host; the offline path cannot be exercised")
     start = time.monotonic()
     with pytest.raises(data.DataUnavailableError) as error:
@@ -325,7 +329,7 @@ def test_tfds_offline_failure_is_fast_and_actionable(tmp_path):
 
 
 def test_tfds_download_off_does_not_probe_network(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "_download_possible", lambda name: pytest.fail("network probed"))
+    monkeypatch.setattr(tfds_source, "_download_possible", lambda name: pytest.fail("network probed"))
     with pytest.raises(data.DataUnavailableError) as error:
         data.load_labelled("cifar10", "test", data_dir=str(tmp_path), download=False)
     assert_one_line(error, "'cifar10'", str(tmp_path), "--dataset=npz")
@@ -334,8 +338,8 @@ def test_tfds_download_off_does_not_probe_network(tmp_path, monkeypatch):
 
 def test_tfds_data_dir_defaults_to_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "env_tfds"))
-    assert data._tfds_dir(None) == str(tmp_path / "env_tfds")
-    assert data._tfds_dir(str(tmp_path)) == str(tmp_path)
+    assert tfds_source._tfds_dir(None) == str(tmp_path / "env_tfds")
+    assert tfds_source._tfds_dir(str(tmp_path)) == str(tmp_path)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -387,8 +391,8 @@ def test_npz_large_arrays_stream_in_chunks(tmp_path, monkeypatch):
     rng = np.random.default_rng(1)
     x = rng.integers(0, 256, size=(10, 6, 6, 3), dtype=np.uint8)
     path = _write_npz(tmp_path / "a.npz", x_train=x, y_train=np.arange(10), x_test=x, y_test=np.arange(10))
-    monkeypatch.setattr(data, "_IN_MEMORY_BYTES", 0)
-    monkeypatch.setattr(data, "_CHUNK", 3)
+    monkeypatch.setattr(data_pipeline, "_IN_MEMORY_BYTES", 0)
+    monkeypatch.setattr(data_types, "CHUNK", 3)
     ds, _ = data.load_labelled("npz", "train", path)
     assert int(ds.cardinality()) == 10
     got_x, got_y = as_arrays(ds)
@@ -639,7 +643,7 @@ def test_digits_embedded_dataset():
     np.testing.assert_array_equal(x_train[..., 0], x_train[..., 2])
     assert 0.1 < info.mean[0] < 0.5 and info.std[0] > 0.1
 
-    data._DIGITS_CACHE.clear()  # rebuilt from scratch: identical
+    digits_source._DIGITS_CACHE.clear()  # rebuilt from scratch: identical
     x_again, y_again = as_arrays(data.load_labelled("digits", "test")[0])
     np.testing.assert_array_equal(x_again, x_test)
     np.testing.assert_array_equal(y_again, y_test)

@@ -13,7 +13,9 @@ import pytest
 from PIL import Image
 
 from myol_keras import data
-from myol_keras import image_cache
+from myol_keras.data import cache as image_cache
+from myol_keras.data import folder as folder_source
+from myol_keras.data import npz as npz_source
 from myol_keras import rundir
 
 from conftest import one_line
@@ -31,13 +33,13 @@ def _folder(root, classes=3, per_class=4, size=16):
 def decodes(monkeypatch):
     """Count the image files decoded (the cache's reason to exist is that this stays 0 on a warm start)."""
     calls = []
-    decode = data._decode_image
+    decode = folder_source._decode_image
 
     def counting(path, size):
         calls.append(path)
         return decode(path, size)
 
-    monkeypatch.setattr(data, "_decode_image", counting)
+    monkeypatch.setattr(folder_source, "_decode_image", counting)
     return calls
 
 
@@ -141,13 +143,13 @@ def test_a_build_killed_midway_leaves_a_temporary_that_the_next_build_removes(tm
 def test_a_folder_changing_during_the_build_is_one_error_and_caches_nothing(tmp_path, monkeypatch):
     root, cache = _folder(tmp_path / "images", classes=1, per_class=4), tmp_path / "cache"
     flat = root / "class0"
-    decode = data._decode_image
+    decode = folder_source._decode_image
 
     def decode_while_a_file_arrives(path, size):
         (flat / "late.png").exists() or Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(flat / "late.png")
         return decode(path, size)
 
-    monkeypatch.setattr(data, "_decode_image", decode_while_a_file_arrives)
+    monkeypatch.setattr(folder_source, "_decode_image", decode_while_a_file_arrives)
     with pytest.raises(image_cache.ImageCacheError) as error:
         data.load_pretrain_array("folder", str(flat), cache_dir=str(cache))
     one_line(error, str(flat), "changed while its decoded-image cache was being built", "1 file(s) added: late.png",
@@ -205,11 +207,11 @@ def test_npz_and_stl10_binary_are_read_only_to_build(tmp_path, monkeypatch):
     np.testing.assert_array_equal(images, x)
     assert isinstance(images, np.memmap) and info.num_classes == 4
 
-    read = data._read_npz
-    monkeypatch.setattr(data, "_read_npz", lambda *a, **k: pytest.fail("the .npz was read on a warm start"))
+    read = npz_source._read_npz
+    monkeypatch.setattr(npz_source, "_read_npz", lambda *a, **k: pytest.fail("the .npz was read on a warm start"))
     again, again_info = data.load_pretrain_array("npz", str(path), cache_dir=str(cache))
     assert again_info == info
-    monkeypatch.setattr(data, "_read_npz", read)
+    monkeypatch.setattr(npz_source, "_read_npz", read)
     x_test, y_test, _ = data.load_labelled_array("npz", "test", str(path), cache_dir=str(cache))
     np.testing.assert_array_equal(x_test, x[:3])
     np.testing.assert_array_equal(y_test, [0, 1, 2])

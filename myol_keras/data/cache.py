@@ -17,20 +17,30 @@ An entry holds
 
 and is named `<kind>-<part>-<name>-<source id>-<key>`. The *key* hashes the
 cache format version, the source's identity (kind, path, part, image size) and
-its *fingerprint* (for a folder: every file's relative path, size and
-modification time), so a changed folder gets a new entry and the stale one of
-the same source is removed. An entry is written in a temporary sibling
+its *fingerprint* (for a folder: every file's relative path, size, modification
+time, change time and inode), so a changed folder gets a new entry and the stale
+one of the same source is removed. An entry is written in a temporary sibling
 directory, fsynced and renamed into place (`rundir.atomic_directory`): a
 reader sees a complete entry or none. An entry whose files do not match its
 `meta.json` is never used. A source that changes while its entry is being
-built (its fingerprint differs after the build) is an error, not a stale cache.
+built is an error, not a stale cache (the source checks, before `finish`).
+
+The data flows one way: a source computes a `CacheSpec` (plain values) and
+feeds its images to an `EntryBuild`; the cache never calls back into a source.
 
 The location: `cache_dir` (`--cache_dir`), else `$MYOL_KERAS_CACHE_DIR`, else
 `$XDG_CACHE_HOME/myol_keras`, else `~/.cache/myol_keras`. A read-only
 location is fine for entries that already exist (a shared, pre-built cache).
 
 Example:
-    entry = image_cache.load(source)          # a CacheSource (myol_keras.data builds them)
+    spec = CacheSpec({"kind": "mine", "path": "/data/x"}, fingerprint, "my images", 100, (32, 32, 3))
+    entry = open_current(spec)
+    if entry is None:
+        with EntryBuild(spec) as build:
+            if build.entry is None:           # not built by another process meanwhile
+                build.append(images, labels)
+                build.finish({})
+        entry = build.entry
     entry.images.shape                        # (N, H, W, 3), memory-mapped
 """
 
@@ -82,37 +92,29 @@ def resolve_cache_dir(cache_dir=None):
     return os.path.abspath(os.path.expanduser(os.fspath(cache_dir)))
 
 
-class CacheSource:
-    """What the cache needs to know about a source of images; `myol_keras.data` subclasses it.
+@dataclasses.dataclass(frozen=True)
+class CacheSpec:
+    """What the cache needs to know about a source of images, as plain values.
 
-    Attributes:
+    Args:
         identity: a JSON-able dict naming the source: kind, path, part, image size. Entries of the
             same identity are versions of each other (the stale ones are removed).
+        fingerprint: a string that changes whenever the images would (for a folder: the listing and
+            every file's size, modification time, change time and inode).
         describe: a short description for messages (`"dataset 'folder' at /data/x"`).
-        count: the number of images the build will write at most (for the free-space check).
-        image_shape: `(H, W, 3)`.
+        count: the number of images the build will write at most (for the free-space check); needed
+            to build only (not part of the key).
+        image_shape: `(H, W, 3)`; needed to build only.
+
+    Example:
+        spec = CacheSpec({"kind": "npz", "path": "/d.npz", "part": "x_train"}, "...", "/d.npz", 10, (8, 8, 3))
     """
 
-    identity: dict = {}
-    describe: str = "image source"
+    identity: dict
+    fingerprint: str
+    describe: str
     count: int = 0
     image_shape: tuple = ()
-
-    def fingerprint(self):
-        """A string that changes whenever the images would (listing, sizes, modification times)."""
-        raise NotImplementedError
-
-    def changes(self):
-        """After a build: a short description of what changed in the source since `fingerprint()`, or ''."""
-        raise NotImplementedError
-
-    def chunks(self):
-        """Yield `(uint8 images [k, H, W, 3], int64 labels [k] or None)` in order; may skip unreadable items."""
-        raise NotImplementedError
-
-    def summarise(self, images):
-        """JSON-able facts about the written images (e.g. statistics), stored in `meta.json`."""
-        return {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +127,9 @@ class CachedImages:
         meta: the entry's `meta.json`.
         path: the entry directory.
         built: whether this call built it (False: reused).
+
+    Example:
+        entry = find(spec); entry.images.shape
     """
 
     images: np.ndarray
@@ -134,16 +139,16 @@ class CachedImages:
     built: bool = False
 
 
-def cache_key(source):
-    """The hex digest naming the content of `source` (format version, identity, fingerprint)."""
-    payload = json.dumps({"format": FORMAT_VERSION, "identity": source.identity,
-                          "fingerprint": source.fingerprint()}, sort_keys=True, default=str)
+def cache_key(spec):
+    """The hex digest naming the content of `spec` (format version, identity, fingerprint)."""
+    payload = json.dumps({"format": FORMAT_VERSION, "identity": spec.identity, "fingerprint": spec.fingerprint},
+                         sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def entry_prefix(source):
+def entry_prefix(spec):
     """`<kind>-<part>-<name>-<identity hash>-`: what every version of this source's entry starts with."""
-    identity = source.identity
+    identity = spec.identity
     words = [str(identity.get("kind", "")), str(identity.get("part", "")),
              os.path.basename(str(identity.get("path", "")).rstrip("/"))]
     slug = re.sub(r"[^A-Za-z0-9_.]+", "_", "-".join(w for w in words if w))[:60] or "images"
@@ -151,56 +156,167 @@ def entry_prefix(source):
     return f"{slug}-{digest}-"
 
 
-def find(source, cache_dir=None):
-    """The complete entry of `source` if one exists (None otherwise); never builds."""
-    directory = resolve_cache_dir(cache_dir)
-    key = cache_key(source)
-    path = os.path.join(directory, entry_prefix(source) + key[:20])
+def entry_path(spec, cache_dir=None):
+    """The directory of the entry of `spec` in `cache_dir`."""
+    return os.path.join(resolve_cache_dir(cache_dir), entry_prefix(spec) + cache_key(spec)[:20])
+
+
+def find(spec, cache_dir=None):
+    """The complete entry of `spec` if one exists (None otherwise); never builds, never removes."""
+    path = entry_path(spec, cache_dir)
     if not os.path.isdir(path):
         return None
-    return _open(path, key)
+    return _open(path, cache_key(spec))
 
 
-def load(source, cache_dir=None, *, verbose=True):
-    """The entry of `source`: reused when complete and current, else built (atomically) and opened.
+def open_current(spec, cache_dir=None):
+    """The complete entry of `spec`, or None; a damaged entry (e.g. a file truncated by hand) is removed.
+
+    Raises:
+        ImageCacheError: a damaged entry cannot be removed.
+    """
+    path = entry_path(spec, cache_dir)
+    if not os.path.isdir(path):
+        return None
+    entry = _open(path, cache_key(spec))
+    if entry is None:
+        _discard(path, os.path.dirname(path), spec)
+    return entry
+
+
+class EntryBuild:
+    """Writes the entry of a `CacheSpec` from the chunks of images its caller appends.
+
+    Entering checks that the cache directory can take the entry (before anything is decoded); if the
+    entry exists complete by then, `entry` is set and nothing is to be written. Otherwise the caller
+    `append`s every chunk, reads `written()` (e.g. for statistics) and calls `finish(facts)`; leaving the
+    block renames the entry into place, removes the other versions of the source and sets `entry`
+    (`built=True`). Any error leaves nothing behind; a failed write is one `ImageCacheError`.
 
     Args:
-        source: a `CacheSource`.
+        spec: the `CacheSpec` of the entry.
         cache_dir: the cache directory (default: `default_cache_dir()`).
         verbose: print a progress line on stdout while building.
 
-    Returns:
-        `CachedImages`.
-
-    Raises:
-        ImageCacheError: the cache cannot be written (read-only, full disk), or the source changed
-            while the entry was being built. Nothing is left behind.
-        ValueError / FileNotFoundError: from the source (no readable image, ...).
+    Example:
+        with EntryBuild(spec) as build:
+            if build.entry is None:
+                for images, labels in chunks:
+                    build.append(images, labels)
+                build.finish({"mean": stats(build.written())})
+        entry = build.entry
     """
-    directory = resolve_cache_dir(cache_dir)
-    key = cache_key(source)
-    path = os.path.join(directory, entry_prefix(source) + key[:20])
-    if os.path.isdir(path):
-        entry = _open(path, key)
-        if entry is not None:
-            return entry
-        _discard(path, directory, source)  # damaged (e.g. a file truncated by hand): never used
-    _check_can_write(directory, source)
-    _remove_abandoned(directory)
-    try:
-        _build(path, key, source, verbose)
-    except OSError as e:
-        if os.path.isdir(path) and (entry := _open(path, key)) is not None:
-            return entry  # another process built the same entry meanwhile
+
+    def __init__(self, spec, cache_dir=None, *, verbose=True):
+        self.spec, self.verbose = spec, verbose
+        self.directory = resolve_cache_dir(cache_dir)
+        self.key = cache_key(spec)
+        self.path = os.path.join(self.directory, entry_prefix(spec) + self.key[:20])
+        self.entry = None
+        self._stack = None
+        self._file = None
+        self._count, self._labels, self._finished = 0, [], False
+        self._shape = tuple(int(v) for v in spec.image_shape)
+
+    def __enter__(self):
+        _check_can_write(self.directory, self.spec)
+        try:
+            if os.path.isdir(self.path):
+                self.entry = _open(self.path, self.key)  # built by another process while this one waited
+                if self.entry is None:
+                    _discard(self.path, self.directory, self.spec)
+            if self.entry is None:
+                _remove_abandoned(self.directory)
+                self._start()
+        except BaseException as e:
+            self._unwind(e)
+            self._stack = None
+            if isinstance(e, OSError) and self._write_failed(e):
+                return self
+            raise
+        return self
+
+    def _start(self):
+        self._stack = contextlib.ExitStack()
+        tmp = self._stack.enter_context(rundir.atomic_directory(self.path))
+        self._tmp = tmp
+        rundir.atomic_write_json(os.path.join(tmp, OWNER_FILE),
+                                 {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()})
+        self._file = self._stack.enter_context(open(os.path.join(tmp, IMAGES_FILE), "wb"))
+        self._progress = _Progress(f"the decoded images of {self.spec.describe} in {self.path}", self.spec.count,
+                                   self.verbose)
+
+    def append(self, images, labels=None):
+        """Write one chunk: `uint8 [k, H, W, 3]` images and their `int64 [k]` labels (or None)."""
+        images = np.ascontiguousarray(images, dtype=np.uint8)
+        if images.shape[1:] != self._shape:
+            raise ValueError(f"{self.spec.describe}: images of shape {images.shape[1:]}, expected {self._shape}")
+        _write_chunk(self._file, images)
+        self._count += len(images)
+        if labels is not None:
+            self._labels.append(np.asarray(labels, dtype=np.int64))
+        self._progress.update(self._count)
+        faults.maybe_fail("cache_build")
+
+    def written(self):
+        """The images written so far, memory-mapped (the labels are saved): call once, after the last chunk."""
+        self._file.close()
+        self._progress.close(self._count)
+        if self._labels:
+            np.save(os.path.join(self._tmp, LABELS_FILE), np.concatenate(self._labels))
+        shape = (self._count, *self._shape)
+        return (np.memmap(os.path.join(self._tmp, IMAGES_FILE), dtype=np.uint8, mode="r", shape=shape)
+                if self._count else np.zeros(shape, np.uint8))
+
+    def finish(self, facts):
+        """Write `meta.json` with the JSON-able `facts` of the source (statistics, skipped files)."""
+        if not self._file.closed:
+            self.written()
+        meta = {
+            "format": FORMAT_VERSION, "key": self.key, "shape": [self._count, *self._shape], "dtype": "uint8",
+            "labels": bool(self._labels), "identity": self.spec.identity, "source": self.spec.describe,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **facts,
+        }
+        os.remove(os.path.join(self._tmp, OWNER_FILE))
+        rundir.atomic_write_json(os.path.join(self._tmp, META_FILE), meta)
+        self._finished = True
+
+    def __exit__(self, exc_type, error, traceback):
+        if self._stack is None:  # reused: nothing was written
+            return False
+        if error is None and not self._finished:
+            error = RuntimeError("EntryBuild left without finish(): nothing was cached")
+            self._unwind(error)
+            raise error
+        if error is not None:
+            self._unwind(error)
+            return isinstance(error, OSError) and self._write_failed(error)
+        try:
+            self._stack.close()  # fsync, rename into place
+        except OSError as e:
+            return self._write_failed(e)
+        _remove_other_versions(self.directory, self.spec, os.path.basename(self.path))
+        entry = _open(self.path, self.key)
+        if entry is None:  # pragma: no cover - just written and checked
+            raise ImageCacheError(f"the cache entry {self.path} just written cannot be read back")
+        self.entry = dataclasses.replace(entry, built=True)
+        return False
+
+    def _unwind(self, error):
+        """Close the images file and remove the temporary directory (after an error)."""
+        if self._stack is not None:
+            self._stack.__exit__(type(error), error, error.__traceback__)
+
+    def _write_failed(self, error):
+        """After an OSError while writing: True (error suppressed) if the entry exists complete anyway
+        (another process built it), else one `ImageCacheError`."""
+        if os.path.isdir(self.path) and (entry := _open(self.path, self.key)) is not None:
+            self.entry = entry
+            return True
         raise ImageCacheError(
-            f"cannot write the decoded-image cache of {source.describe} in {directory}: {_reason(e)}; "
+            f"cannot write the decoded-image cache of {self.spec.describe} in {self.directory}: {_reason(error)}; "
             f"free space there or set --cache_dir (or ${ENV_VAR}) to a writable directory on a larger disk"
         ) from None
-    _remove_other_versions(directory, source, os.path.basename(path))
-    entry = _open(path, key)
-    if entry is None:  # pragma: no cover - just written and checked
-        raise ImageCacheError(f"the cache entry {path} just written cannot be read back")
-    return dataclasses.replace(entry, built=True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -240,9 +356,9 @@ def _reason(error):
     return " ".join((error.strerror or str(error)).split()) if isinstance(error, OSError) else str(error)
 
 
-def _check_can_write(directory, source):
+def _check_can_write(directory, spec):
     """Fail before decoding anything if `directory` cannot take the entry (not writable, too small)."""
-    needed = int(source.count) * int(np.prod(source.image_shape)) + _SPARE_BYTES
+    needed = int(spec.count) * int(np.prod(spec.image_shape)) + _SPARE_BYTES
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise ImageCacheError(
             f"the decoded-image cache directory {directory} is a file, not a directory; set --cache_dir "
@@ -261,7 +377,7 @@ def _check_can_write(directory, source):
         ) from None
     if free < needed:
         raise ImageCacheError(
-            f"the decoded-image cache of {source.describe} needs {_gigabytes(needed)} but the disk of {directory} "
+            f"the decoded-image cache of {spec.describe} needs {_gigabytes(needed)} but the disk of {directory} "
             f"has {_gigabytes(free)} free; free space there or set --cache_dir (or ${ENV_VAR}) to a larger disk"
         )
 
@@ -276,89 +392,32 @@ def _gigabytes(count):
     return f"{count / 2**30:.2f} GB"
 
 
-def _build(path, key, source, verbose):
-    shape = tuple(int(v) for v in source.image_shape)
-    progress = _Progress(f"the decoded images of {source.describe} in {path}", source.count, verbose)
-
-    def unchanged():
-        change = source.changes()
-        if change:
-            raise ImageCacheError(
-                f"{source.describe} changed while its decoded-image cache was being built ({change}); nothing "
-                "was cached: rerun once the data has stopped changing"
-            )
-
-    with rundir.atomic_directory(path, before_rename=unchanged) as tmp:
-        rundir.atomic_write_json(os.path.join(tmp, OWNER_FILE),
-                                 {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()})
-        count, labels = 0, []
-        with open(os.path.join(tmp, IMAGES_FILE), "wb") as f:
-            for images, chunk_labels in _read(source):
-                images = np.ascontiguousarray(images, dtype=np.uint8)
-                if images.shape[1:] != shape:
-                    raise ValueError(f"{source.describe}: images of shape {images.shape[1:]}, expected {shape}")
-                _write_chunk(f, images)
-                count += len(images)
-                if chunk_labels is not None:
-                    labels.append(np.asarray(chunk_labels, dtype=np.int64))
-                progress.update(count)
-                faults.maybe_fail("cache_build")
-            f.flush()
-        progress.close(count)
-        has_labels = bool(labels)
-        if has_labels:
-            np.save(os.path.join(tmp, LABELS_FILE), np.concatenate(labels))
-        images = (np.memmap(os.path.join(tmp, IMAGES_FILE), dtype=np.uint8, mode="r", shape=(count, *shape))
-                  if count else np.zeros((0, *shape), np.uint8))
-        meta = {
-            "format": FORMAT_VERSION, "key": key, "shape": [count, *shape], "dtype": "uint8",
-            "labels": has_labels, "identity": source.identity, "source": source.describe,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **source.summarise(images),
-        }
-        del images
-        os.remove(os.path.join(tmp, OWNER_FILE))
-        rundir.atomic_write_json(os.path.join(tmp, META_FILE), meta)
-
-
-def _read(source):
-    """`source.chunks()`, its OSErrors (a file unreadable mid-way) told apart from the cache's own."""
-    chunks = iter(source.chunks())
-    while True:
-        try:
-            chunk = next(chunks)
-        except StopIteration:
-            return
-        except OSError as e:
-            raise ImageCacheError(f"cannot read {source.describe} while caching it: {_reason(e)}") from None
-        yield chunk
-
-
 def _write_chunk(f, images):
     """Append `images` to the open entry file (the one place the cache writes pixels)."""
     f.write(memoryview(images).cast("B"))
 
 
-def _discard(path, directory, source):
+def _discard(path, directory, spec):
     """Move a damaged entry out of the way (renamed first, so no reader picks it up half-deleted)."""
     trash = os.path.join(directory, f"{rundir.TEMPORARY_PREFIX}damaged-{os.path.basename(path)}-{os.getpid()}")
     try:
         os.rename(path, trash)
     except OSError as e:
         raise ImageCacheError(
-            f"the decoded-image cache entry {path} of {source.describe} is damaged and cannot be removed "
+            f"the decoded-image cache entry {path} of {spec.describe} is damaged and cannot be removed "
             f"({_reason(e)}); delete it, or set --cache_dir (or ${ENV_VAR}) to another directory"
         ) from None
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def _remove_other_versions(directory, source, keep):
+def _remove_other_versions(directory, spec, keep):
     """Delete the entries of the same source with another key (the folder changed since)."""
-    prefix = entry_prefix(source)
+    prefix = entry_prefix(spec)
     with contextlib.suppress(OSError):
         for name in os.listdir(directory):
             if name.startswith(prefix) and name != keep:
                 with contextlib.suppress(OSError):
-                    _discard(os.path.join(directory, name), directory, source)
+                    _discard(os.path.join(directory, name), directory, spec)
 
 
 def _remove_abandoned(directory):
