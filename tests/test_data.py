@@ -1,5 +1,6 @@
 """Tests for myol_keras.data: every registry route offline, on tiny data made here (or tfds mock data)."""
 
+import os
 import time
 from unittest import mock
 
@@ -457,6 +458,41 @@ def test_npz_bad_labels_and_shapes(tmp_path):
     out_of_scale = _write_npz(tmp_path / "scale.npz", x_train=np.full((2, 4, 4, 3), 300.0))
     with pytest.raises(ValueError, match="0..255"):
         data.load_pretrain_images("npz", out_of_scale)
+
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_npz_non_finite_pixels_are_refused_naming_file_key_and_count(tmp_path, bad):
+    # Issue 29: a NaN went through the uint8 conversion and trained without a word.
+    x = np.random.default_rng(0).random((6, 4, 4, 3)).astype(np.float32)
+    x[1, 0, 0, 0] = x[4, 2, 1, :2] = bad  # three values
+    path = _write_npz(tmp_path / "nan.npz", x_train=x, y_train=np.arange(6) % 2, x_test=x[:2].clip(0, 1),
+                      y_test=np.zeros(2, int))
+    cache = tmp_path / "cache"
+    with pytest.raises(ValueError) as error:
+        data.load_pretrain_array("npz", path, cache_dir=str(cache))
+    assert_one_line(error, path, "x_train", "3 non-finite values")
+    with pytest.raises(ValueError, match="x_train holds 3 non-finite"):
+        data.load_labelled_array("npz", "test", path, cache_dir=str(cache))  # the test split needs x_train too
+    assert not cache.exists()  # refused before the cache is touched
+
+
+def test_npz_non_finite_pixels_are_one_line_and_exit_2_on_the_command_line(tmp_path, capsys, monkeypatch):
+    from conftest import run_main_in_process
+
+    x = np.full((8, 16, 16, 3), 0.5, np.float64)
+    x[3, 5, 5, 1] = np.nan
+    path = _write_npz(tmp_path / "nan.npz", x_train=x, y_train=np.arange(8) % 2)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    status, out, err = run_main_in_process(["--dataset=npz", f"--data_dir={path}", "--width=4", "--epochs=1",
+                                            "--batch_size=4", f"--cache_dir={tmp_path}/cache"], capsys)
+    assert status == 2, (out, err)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("myol_keras.main: error: "), err
+    assert path in lines[0] and "x_train holds 1 non-finite value" in lines[0], lines[0]
+    assert os.listdir(cwd) == [] and not (tmp_path / "cache").exists()  # no run directory, no cache entry
 
 
 # --------------------------------------------------------------------------------------------------

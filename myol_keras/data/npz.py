@@ -16,6 +16,7 @@ import zlib
 import numpy as np
 
 from myol_keras.data import source
+from myol_keras.data import types
 from myol_keras.data.types import DatasetInfo
 
 
@@ -75,8 +76,9 @@ def _read_npz(path, required, load=("x_train", "y_train", "x_test", "y_test")):
 def _uint8_converter(x, path, key):
     """Check `x` once, whole; return `chunk -> uint8 NHWC RGB` for its chunks.
 
-    Accepts NHWC (C in 1, 3, 4) or NHW images, uint8 or [0, 1] floats or 0..255 integers. Whether
-    floats are scaled by 255 is decided from the whole array, not per chunk.
+    Accepts NHWC (C in 1, 3, 4) or NHW images, uint8 or [0, 1] floats or 0..255 integers; refuses NaN
+    and infinity (which the uint8 conversion would turn into arbitrary pixels). Whether floats are
+    scaled by 255 is decided from the whole array, not per chunk.
     """
     shape = x.shape + (1,) if x.ndim == 3 else x.shape
     if len(shape) != 4 or shape[-1] not in (1, 3, 4) or shape[0] == 0:
@@ -88,6 +90,11 @@ def _uint8_converter(x, path, key):
     if x.dtype != np.uint8:
         if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
             raise ValueError(f"{path}: {key} must hold numbers; received dtype {x.dtype}.")
+        if np.issubdtype(x.dtype, np.floating) and (bad := _count_non_finite(x)):
+            raise ValueError(
+                f"{path}: {key} holds {bad} non-finite value{'s' if bad > 1 else ''} (NaN or infinity); "
+                "replace them (e.g. numpy.nan_to_num) or drop those images."
+            )
         low, high = float(x.min()), float(x.max())
         if np.issubdtype(x.dtype, np.floating) and low >= 0.0 and high <= 1.0:
             scale = 255.0
@@ -109,6 +116,12 @@ def _uint8_converter(x, path, key):
         return chunk[..., :3]
 
     return convert
+
+
+def _count_non_finite(x):
+    """NaN and ±infinity in `x`, counted `CHUNK` images at a time (no mask of the whole array)."""
+    return sum(int(chunk.size - np.count_nonzero(np.isfinite(chunk)))
+               for chunk in (x[i : i + types.CHUNK] for i in range(0, len(x), types.CHUNK)))
 
 
 def _npz_entry(path, split, cache_dir):
