@@ -91,6 +91,52 @@ def test_changed_folder_rebuilds_and_drops_the_stale_entry(tmp_path, decodes):
     assert len(_entries(cache)) == 2
 
 
+
+def _rewrite_keeping_size_and_mtime(path, write):
+    """Rewrite `path` with `write(path)` (same size), then give it back its old modification time."""
+    before = os.stat(path)
+    write(path)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(path)
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+
+def test_a_file_rewritten_with_its_old_size_and_mtime_is_rebuilt(tmp_path, decodes):
+    # Issue 29: the key was (path, size, mtime), so `cp -p` or `os.utime` kept serving the old pixels.
+    flat, cache = tmp_path / "images", tmp_path / "cache"
+    flat.mkdir()
+    for i in range(3):  # BMP: the file size depends on the image size only
+        Image.fromarray(np.full((16, 16, 3), 10 * i, np.uint8)).save(flat / f"{i}.bmp")
+    images, _ = data.load_pretrain_array("folder", str(flat), cache_dir=str(cache))
+    assert list(images[:, 0, 0, 0]) == [0, 10, 20]
+
+    # In place (the inode stays; `cp -p new 1.bmp` does this).
+    _rewrite_keeping_size_and_mtime(flat / "1.bmp",
+                                    lambda p: Image.fromarray(np.full((16, 16, 3), 200, np.uint8)).save(p))
+    decodes.clear()
+    images, _ = data.load_pretrain_array("folder", str(flat), cache_dir=str(cache))
+    assert len(decodes) == 3 and list(images[:, 0, 0, 0]) == [0, 200, 20]
+
+    # Replaced by a rename (another inode), with the old size and modification time.
+    def replace(path):
+        Image.fromarray(np.full((16, 16, 3), 99, np.uint8)).save(tmp_path / "new.bmp")
+        os.replace(tmp_path / "new.bmp", path)
+
+    _rewrite_keeping_size_and_mtime(flat / "2.bmp", replace)
+    decodes.clear()
+    images, _ = data.load_pretrain_array("folder", str(flat), cache_dir=str(cache))
+    assert len(decodes) == 3 and list(images[:, 0, 0, 0]) == [0, 200, 99]
+    assert len(_entries(cache)) == 1  # the stale versions are gone
+
+    # The .npz route (and STL-10's .bin files) key on the same file facts.
+    path = tmp_path / "d.npz"
+    x = np.zeros((4, 8, 8, 3), np.uint8)
+    np.savez(path, x_train=x)
+    np.testing.assert_array_equal(data.load_pretrain_array("npz", str(path), cache_dir=str(cache))[0], x)
+    _rewrite_keeping_size_and_mtime(path, lambda p: np.savez(p, x_train=x + 7))
+    np.testing.assert_array_equal(data.load_pretrain_array("npz", str(path), cache_dir=str(cache))[0], x + 7)
+
+
 def test_half_written_entries_are_never_used(tmp_path, decodes):
     root, cache = _folder(tmp_path / "images", classes=1, per_class=4), tmp_path / "cache"
     flat = root / "class0"

@@ -100,7 +100,7 @@ class CacheSpec:
         identity: a JSON-able dict naming the source: kind, path, part, image size. Entries of the
             same identity are versions of each other (the stale ones are removed).
         fingerprint: a string that changes whenever the images would (for a folder: the listing and
-            every file's size, modification time, change time and inode).
+            every file's size, modification and change times and inode).
         describe: a short description for messages (`"dataset 'folder' at /data/x"`).
         count: the number of images the build will write at most (for the free-space check); needed
             to build only (not part of the key).

@@ -4,8 +4,8 @@ A folder is a flat folder of images (unlabelled), one sub-folder per class (spli
 deterministically) or `train/` and `test/` (or `val/`) sub-folders of classes. Tiny-ImageNet is its
 archive's layout (`train/<wnid>/images/*.JPEG`, `val/images` + `val/val_annotations.txt`) or class
 folders. The files are listed before anything is decoded; each split is decoded once (RGB, centre
-square, resized) into the decoded-image cache, keyed on the listing (paths, sizes, modification
-times), and memory-mapped from it after that. Unreadable files are skipped with one
+square, resized) into the decoded-image cache, keyed on the listing (paths, sizes, modification and
+change times, inodes), and memory-mapped from it after that. Unreadable files are skipped with one
 counted warning.
 
 Example:
@@ -102,26 +102,27 @@ def _contains_image(path):
 
 
 class _Files:
-    """The image files of one split: paths (strings), labels or None, and each file's size and mtime.
+    """The image files of one split: paths (strings), labels or None, and each file's size, modification
+    time, change time and inode (a file rewritten with its old size and modification time, as `cp -p` or
+    `os.utime` leave it, still has a new change time; one replaced by a rename, a new inode).
 
-    Compact for large folders: no `Path` per file, sizes and times in integer arrays.
+    Compact for large folders: no `Path` per file, the file facts in integer arrays.
     """
 
     def __init__(self, labels=None):
         self.paths = []
-        self.sizes = array_lib.array("q")
-        self.mtimes = array_lib.array("q")
+        self.facts = (array_lib.array("q"), array_lib.array("q"), array_lib.array("q"), array_lib.array("Q"))
         self.labels = labels
 
     def add(self, path, stat=None):
         try:
             stat = stat or os.stat(path)
-            size, mtime = stat.st_size, stat.st_mtime_ns
+            facts = (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
         except OSError:  # listed but missing (e.g. in val_annotations.txt): skipped when decoded
-            size = mtime = -1
+            facts = (-1, -1, -1, 0)
         self.paths.append(path)
-        self.sizes.append(size)
-        self.mtimes.append(mtime)
+        for column, value in zip(self.facts, facts):
+            column.append(value)
 
     def add_entries(self, entries):
         for entry in entries:
@@ -138,21 +139,24 @@ class _Files:
         out = _Files(None if self.labels is None else self.labels[mask])
         for i in np.flatnonzero(mask):
             out.paths.append(self.paths[i])
-            out.sizes.append(self.sizes[i])
-            out.mtimes.append(self.mtimes[i])
+            for mine, theirs in zip(self.facts, out.facts):
+                theirs.append(mine[i])
         return out
 
     def _rows(self, root):
+        """`(relative path, (size, mtime, ctime, inode))` per file."""
         prefix = str(root) + os.sep
-        for path, size, mtime in zip(self.paths, self.sizes, self.mtimes):
-            yield (path[len(prefix):] if path.startswith(prefix) else path), size, mtime
+        for path, *facts in zip(self.paths, *self.facts):
+            yield (path[len(prefix):] if path.startswith(prefix) else path), tuple(facts)
 
     def digest(self, root):
-        """A hash of the relative paths, sizes, modification times and labels."""
+        """A hash of the relative paths, the file facts (size, modification and change times, inode) and
+        the labels."""
         digest = hashlib.sha256()
         rows = self._rows(root)
         while True:
-            block = [f"{rel}\t{size}\t{mtime}\n" for rel, size, mtime in itertools.islice(rows, 4096)]
+            block = [f"{rel}\t{size}\t{mtime}\t{ctime}\t{inode}\n"
+                     for rel, (size, mtime, ctime, inode) in itertools.islice(rows, 4096)]
             if not block:
                 break
             digest.update("".join(block).encode("utf-8", "surrogateescape"))
@@ -162,8 +166,8 @@ class _Files:
 
     def difference(self, other, root):
         """`other` against this listing, in words: counts of added, removed, modified files, a few names."""
-        before = {rel: (size, mtime) for rel, size, mtime in self._rows(root)}
-        after = {rel: (size, mtime) for rel, size, mtime in other._rows(root)}
+        before = dict(self._rows(root))
+        after = dict(other._rows(root))
         added = sorted(set(after) - set(before))
         removed = sorted(set(before) - set(after))
         modified = sorted(rel for rel in set(before) & set(after) if before[rel] != after[rel])

@@ -177,9 +177,11 @@ def _read(spec, chunks):
 
 
 class FileStats:
-    """Size and modification time of a few files (an .npz, STL-10 .bin files).
+    """Size, modification time, change time and inode of a few files (an .npz, STL-10 .bin files).
 
-    The fingerprint of a source stored in whole files: a warm start stats them and never opens them.
+    The fingerprint of a source stored in whole files: a warm start stats them and never opens them;
+    a file rewritten in place with its old size and modification time (`cp -p`, `os.utime`) still
+    has a new change time, and one replaced by a rename a new inode.
 
     Args:
         files: the paths.
@@ -197,9 +199,9 @@ class FileStats:
         for f in self.files:
             try:
                 st = f.stat()
-                rows.append([str(f.resolve()), st.st_size, st.st_mtime_ns])
+                rows.append([str(f.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino])
             except OSError:
-                rows.append([str(f), -1, -1])
+                rows.append([str(f), -1, -1, -1, 0])
         return rows
 
     def fingerprint(self):
