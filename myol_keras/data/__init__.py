@@ -8,7 +8,7 @@ pipeline and the decoded-image cache.
 | `source` | `DataSource` (what a source kind implements) and the route of files into the cache |
 | `pipeline` | `epoch_pipeline`, `pretrain_pipeline` (global shuffle by index), batch-size rules |
 | `tfds`, `npz`, `folder`, `stl10`, `digits` | one module per source kind |
-| `cache` | the on-disk cache of decoded images |
+| `cache`, `lock`, `progress` | the on-disk cache of decoded images, one builder per entry, status lines |
 
 Names are imported lazily (PEP 562), so `import myol_keras.data` and the registry names (`DATASETS`,
 `NORMALIZATIONS`, `describe_datasets`, `register`, ...) import no TensorFlow; the loaders and the
@@ -54,7 +54,8 @@ _EXPORTS = {
     "ImageCacheError": "cache",
 }
 
-_SUBMODULES = ("cache", "digits", "folder", "npz", "pipeline", "registry", "source", "stl10", "tfds", "types")
+_SUBMODULES = ("cache", "digits", "folder", "lock", "npz", "pipeline", "progress", "registry", "source", "stl10", "tfds",
+               "types")
 
 __all__ = sorted(_EXPORTS)
 

@@ -25,6 +25,11 @@ reader sees a complete entry or none. An entry whose files do not match its
 `meta.json` is never used. A source that changes while its entry is being
 built is an error, not a stale cache (the source checks, before `finish`).
 
+One process builds an entry while the others wait for it: the builder holds
+`<entry>.lock` (an exclusive `flock`, released by the kernel if the builder
+dies, so a killed builder's lock is taken over at once), and a waiter prints
+a progress line naming the builder, then opens what it built.
+
 The data flows one way: a source computes a `CacheSpec` (plain values) and
 feeds its images to an `EntryBuild`; the cache never calls back into a source.
 
@@ -48,20 +53,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import hashlib
 import json
 import os
 import re
 import shutil
 import socket
-import sys
 import time
 
 import numpy as np
 
 from myol_keras import faults
 from myol_keras import rundir
+from myol_keras.data import lock as lock_lib
+from myol_keras.data import progress
 
 FORMAT_VERSION = 1
 ENV_VAR = "MYOL_KERAS_CACHE_DIR"
@@ -69,6 +74,7 @@ IMAGES_FILE = "images.u8"
 LABELS_FILE = "labels.npy"
 META_FILE = "meta.json"
 OWNER_FILE = "owner.json"
+LOCK_SUFFIX = ".lock"
 _STALE_SECONDS = 3600  # a temporary entry without a live owner this old was left by a killed build
 _SPARE_BYTES = 64 * 2**20
 
@@ -157,7 +163,7 @@ def entry_prefix(spec):
 
 
 def entry_path(spec, cache_dir=None):
-    """The directory of the entry of `spec` in `cache_dir`."""
+    """The directory of the entry of `spec` in `cache_dir`; its lock file is this path + `.lock`."""
     return os.path.join(resolve_cache_dir(cache_dir), entry_prefix(spec) + cache_key(spec)[:20])
 
 
@@ -187,8 +193,9 @@ def open_current(spec, cache_dir=None):
 class EntryBuild:
     """Writes the entry of a `CacheSpec` from the chunks of images its caller appends.
 
-    Entering checks that the cache directory can take the entry (before anything is decoded); if the
-    entry exists complete by then, `entry` is set and nothing is to be written. Otherwise the caller
+    Entering checks that the cache directory can take the entry (before anything is decoded), then
+    takes the entry's lock, waiting with a progress line while another process builds the same entry.
+    If that process built it, `entry` is set and nothing is to be written. Otherwise the caller
     `append`s every chunk, reads `written()` (e.g. for statistics) and calls `finish(facts)`; leaving the
     block renames the entry into place, removes the other versions of the source and sets `entry`
     (`built=True`). Any error leaves nothing behind; a failed write is one `ImageCacheError`.
@@ -196,7 +203,7 @@ class EntryBuild:
     Args:
         spec: the `CacheSpec` of the entry.
         cache_dir: the cache directory (default: `default_cache_dir()`).
-        verbose: print a progress line on stdout while building.
+        verbose: print progress lines on stdout (building, waiting).
 
     Example:
         with EntryBuild(spec) as build:
@@ -213,6 +220,7 @@ class EntryBuild:
         self.key = cache_key(spec)
         self.path = os.path.join(self.directory, entry_prefix(spec) + self.key[:20])
         self.entry = None
+        self._lock = None
         self._stack = None
         self._file = None
         self._count, self._labels, self._finished = 0, [], False
@@ -220,6 +228,9 @@ class EntryBuild:
 
     def __enter__(self):
         _check_can_write(self.directory, self.spec)
+        self._lock = lock_lib.EntryLock(self.path + LOCK_SUFFIX, f"the decoded images of {self.spec.describe}",
+                                        verbose=self.verbose)
+        self._lock.acquire()
         try:
             if os.path.isdir(self.path):
                 self.entry = _open(self.path, self.key)  # built by another process while this one waited
@@ -231,8 +242,12 @@ class EntryBuild:
         except BaseException as e:
             self._unwind(e)
             self._stack = None
-            if isinstance(e, OSError) and self._write_failed(e):
-                return self
+            try:
+                if isinstance(e, OSError) and self._write_failed(e):
+                    return self
+            finally:
+                if self.entry is None:
+                    self._lock.release()
             raise
         return self
 
@@ -243,8 +258,7 @@ class EntryBuild:
         rundir.atomic_write_json(os.path.join(tmp, OWNER_FILE),
                                  {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()})
         self._file = self._stack.enter_context(open(os.path.join(tmp, IMAGES_FILE), "wb"))
-        self._progress = _Progress(f"the decoded images of {self.spec.describe} in {self.path}", self.spec.count,
-                                   self.verbose)
+        self._progress = progress.StatusLine(self.verbose)
 
     def append(self, images, labels=None):
         """Write one chunk: `uint8 [k, H, W, 3]` images and their `int64 [k]` labels (or None)."""
@@ -255,13 +269,17 @@ class EntryBuild:
         self._count += len(images)
         if labels is not None:
             self._labels.append(np.asarray(labels, dtype=np.int64))
-        self._progress.update(self._count)
+        self._progress.show(self._text())
         faults.maybe_fail("cache_build")
+
+    def _text(self):
+        return _progress_text(f"the decoded images of {self.spec.describe} in {self.path}", self.spec.count,
+                              self._count, self._progress.elapsed)
 
     def written(self):
         """The images written so far, memory-mapped (the labels are saved): call once, after the last chunk."""
         self._file.close()
-        self._progress.close(self._count)
+        self._progress.end(self._text())
         if self._labels:
             np.save(os.path.join(self._tmp, LABELS_FILE), np.concatenate(self._labels))
         shape = (self._count, *self._shape)
@@ -283,24 +301,28 @@ class EntryBuild:
 
     def __exit__(self, exc_type, error, traceback):
         if self._stack is None:  # reused: nothing was written
+            self._lock.release()
             return False
-        if error is None and not self._finished:
-            error = RuntimeError("EntryBuild left without finish(): nothing was cached")
-            self._unwind(error)
-            raise error
-        if error is not None:
-            self._unwind(error)
-            return isinstance(error, OSError) and self._write_failed(error)
         try:
-            self._stack.close()  # fsync, rename into place
-        except OSError as e:
-            return self._write_failed(e)
-        _remove_other_versions(self.directory, self.spec, os.path.basename(self.path))
-        entry = _open(self.path, self.key)
-        if entry is None:  # pragma: no cover - just written and checked
-            raise ImageCacheError(f"the cache entry {self.path} just written cannot be read back")
-        self.entry = dataclasses.replace(entry, built=True)
-        return False
+            if error is None and not self._finished:
+                error = RuntimeError("EntryBuild left without finish(): nothing was cached")
+                self._unwind(error)
+                raise error
+            if error is not None:
+                self._unwind(error)
+                return isinstance(error, OSError) and self._write_failed(error)
+            try:
+                self._stack.close()  # fsync, rename into place
+            except OSError as e:
+                return self._write_failed(e)
+            _remove_other_versions(self.directory, self.spec, os.path.basename(self.path))
+            entry = _open(self.path, self.key)
+            if entry is None:  # pragma: no cover - just written and checked
+                raise ImageCacheError(f"the cache entry {self.path} just written cannot be read back")
+            self.entry = dataclasses.replace(entry, built=True)
+            return False
+        finally:
+            self._lock.release()
 
     def _unwind(self, error):
         """Close the images file and remove the temporary directory (after an error)."""
@@ -411,11 +433,12 @@ def _discard(path, directory, spec):
 
 
 def _remove_other_versions(directory, spec, keep):
-    """Delete the entries of the same source with another key (the folder changed since)."""
+    """Delete the entries of the same source with another key (the folder changed since); lock files
+    are their builders' own."""
     prefix = entry_prefix(spec)
     with contextlib.suppress(OSError):
         for name in os.listdir(directory):
-            if name.startswith(prefix) and name != keep:
+            if name.startswith(prefix) and name != keep and not name.endswith(LOCK_SUFFIX):
                 with contextlib.suppress(OSError):
                     _discard(os.path.join(directory, name), directory, spec)
 
@@ -434,7 +457,7 @@ def _remove_abandoned(directory):
             except (OSError, ValueError):
                 owner, age = None, _STALE_SECONDS + 1
             if owner and owner.get("host") == host:
-                abandoned = not _alive(owner.get("pid"))
+                abandoned = not lock_lib.alive(owner.get("pid"))
             else:
                 abandoned = age > _STALE_SECONDS
             if abandoned:
@@ -450,41 +473,7 @@ def _last_modified(path):
     return max(times)
 
 
-def _alive(pid):
-    try:
-        os.kill(int(pid), 0)
-    except (OSError, TypeError, ValueError) as e:
-        return isinstance(e, OSError) and e.errno == errno.EPERM
-    return True
-
-
-class _Progress:
-    """`myol_keras: caching <what>: done/total images (rate images/s, elapsed s)` on stdout, beside the CLI's
-    other progress (stderr is kept for the one-line errors): updated in place on a terminal, else a line
-    every 30 s; always a last line."""
-
-    def __init__(self, description, total, enabled=True, stream=None):
-        self.description, self.total, self.enabled = description, int(total), enabled
-        self.stream = stream or sys.stdout
-        self.start = self._last = time.perf_counter()
-        self.tty = getattr(self.stream, "isatty", lambda: False)()
-
-    def _line(self, done):
-        elapsed = time.perf_counter() - self.start
-        rate = done / elapsed if elapsed > 0 else 0.0
-        return (f"myol_keras: caching {self.description}: {done}/{self.total} images ({rate:.0f} images/s, "
-                f"{elapsed:.1f} s)")
-
-    def update(self, done):
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if now - self._last > (0.5 if self.tty else 30.0):
-            self.stream.write(("\r" if self.tty else "") + self._line(done) + ("" if self.tty else "\n"))
-            self.stream.flush()
-            self._last = now
-
-    def close(self, done):
-        if self.enabled:
-            self.stream.write(("\r" if self.tty else "") + self._line(done) + "\n")
-            self.stream.flush()
+def _progress_text(description, total, done, elapsed):
+    """`myol_keras: caching <what>: done/total images (rate images/s, elapsed s)`."""
+    rate = done / elapsed if elapsed > 0 else 0.0
+    return f"myol_keras: caching {description}: {done}/{total} images ({rate:.0f} images/s, {elapsed:.1f} s)"
