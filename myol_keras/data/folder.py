@@ -410,7 +410,7 @@ def _decode_image(path, size):
 
 
 def _decode_chunks(files, size, describe, skipped):
-    """Yield `(uint8 images [k, size, size, 3], labels [k] or None)`, `types.CHUNK` files at a time.
+    """Yield `(uint8 images [k, size, size, 3], labels [k] or None)`, `CHUNK` files at a time.
 
     Files are decoded by a thread pool (PIL releases the GIL while decoding); unreadable ones are
     left out and their paths appended to `skipped`. Only one chunk is in memory at a time.
