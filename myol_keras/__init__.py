@@ -61,7 +61,7 @@ _EXPORTS = {
     "load_labelled": "myol_keras.data",
     "load_labelled_array": "myol_keras.data",
     "pretrain_pipeline": "myol_keras.data",
-    "ImageCacheError": "myol_keras.image_cache",
+    "ImageCacheError": "myol_keras.data",
     "DatasetInfo": "myol_keras.data",
     "DataUnavailableError": "myol_keras.data",
     # training

@@ -91,6 +91,13 @@ def _dataset_names():
     return DATASETS
 
 
+def _describe_datasets():
+    """The `--dataset` help's list, generated from the data registry (which imports no TensorFlow)."""
+    from myol_keras.data import describe_datasets
+
+    return describe_datasets()
+
+
 def _normalization_names():
     from myol_keras.data import NORMALIZATIONS
 
@@ -213,7 +220,7 @@ class PretrainConfig:
     Args (grouped as in `--help`; each is the flag of the same name):
         method, dataset, data_dir, download, normalization, cache_dir,
             image_size: what to train on (`image_size=0`: the dataset's
-            default; `cache_dir=""`: `image_cache.default_cache_dir()`).
+            default; `cache_dir=""`: `data.cache.default_cache_dir()`).
         backbone, width, stem, projector_hidden_dim, projection_dim,
             predictor_hidden_dim: the network.
         alpha, gamma (MYOL), unmix_prob, ..., ema, ema_schedule: the
@@ -241,9 +248,7 @@ class PretrainConfig:
     # --- what to train on -------------------------------------------------------
     method: str = setting("myol", "Pre-training method (ccsl and cssl are RECONSTRUCTIONS with theta+=0.8, theta-=0.2, "
                           "not the official losses; see docs/METHODS.md).", choices=METHOD_NAMES, group="data")
-    dataset: str = setting("digits", "Dataset: tfds cifar10, cifar100, stl10, fashion_mnist, mnist, svhn_cropped; local "
-                           "npz, folder, stl10_binary, tiny_imagenet (with --data_dir); digits (embedded, offline).",
-                           choices=_dataset_names, group="data")
+    dataset: str = setting("digits", f"Dataset: {_describe_datasets()}.", choices=_dataset_names, group="data")
     data_dir: typing.Optional[str] = setting(None, "tfds data directory, or the local file/folder of npz, folder, "
                                              "stl10_binary, tiny_imagenet.", group="data")
     download: bool = setting(True, "Let tfds download a dataset that is not prepared yet.", group="data")

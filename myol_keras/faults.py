@@ -17,7 +17,7 @@ Points (DESIGN §4.11):
 * `mid_export` — inside the export's temporary directory, before its rename;
 * `after_export` — the export is in place, the run's DONE marker is not;
 * `cache_build` — a decoded-image cache entry has its first chunk of images
-  written in its temporary directory (`image_cache.load`).
+  written in its temporary directory (`data.cache.load`).
 """
 
 import os

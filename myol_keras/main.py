@@ -129,7 +129,7 @@ def run():
     except (training.TrainingStopped, export.ExportError) as e:  # the run directory is kept for the rerun
         cli.fail(PROG, e, status=1)
     if FLAGS.eval and export_path is not None:
-        from myol_keras import image_cache
+        from myol_keras.data import cache as image_cache
         from myol_keras.evaluation import run_evaluations
 
         if config.cache_dir:  # the evaluations read the labelled images from the same decoded-image cache

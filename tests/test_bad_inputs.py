@@ -153,7 +153,7 @@ def test_changed_flags_on_an_existing_run_are_refused_and_nothing_is_overwritten
 @pytest.mark.skipif(not os.path.isdir("/sys/fs"), reason="needs Linux sysfs (a directory nobody can write)")
 def test_a_cache_directory_that_cannot_take_the_images_is_one_line_before_training(files, tmp_path, capsys,
                                                                                    monkeypatch):
-    from myol_keras import image_cache
+    from myol_keras.data import cache as image_cache
 
     cwd, cache = tmp_path / "cwd", tmp_path / "cache"
     cwd.mkdir()

@@ -1,5 +1,6 @@
 """Tests for myol_keras.data: every registry route offline, on tiny data made here (or tfds mock data)."""
 
+import os
 import time
 from unittest import mock
 
@@ -9,6 +10,10 @@ import tensorflow as tf
 from PIL import Image
 
 from myol_keras import augment, data
+from myol_keras.data import digits as digits_source
+from myol_keras.data import tfds as tfds_source
+from myol_keras.data import types as data_types
+from myol_keras.data import pipeline as data_pipeline
 
 
 def as_arrays(ds):
@@ -314,7 +319,7 @@ def test_tfds_greyscale_is_repeated_to_rgb(tmp_path):
 
 
 def test_tfds_offline_failure_is_fast_and_actionable(tmp_path):
-    if data._download_possible("stl10"):
+    if tfds_source._download_possible("stl10"):
         pytest.skip("this machine can reach the STL-10 host; the offline path cannot be exercised")
     start = time.monotonic()
     with pytest.raises(data.DataUnavailableError) as error:
@@ -325,7 +330,7 @@ def test_tfds_offline_failure_is_fast_and_actionable(tmp_path):
 
 
 def test_tfds_download_off_does_not_probe_network(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "_download_possible", lambda name: pytest.fail("network probed"))
+    monkeypatch.setattr(tfds_source, "_download_possible", lambda name: pytest.fail("network probed"))
     with pytest.raises(data.DataUnavailableError) as error:
         data.load_labelled("cifar10", "test", data_dir=str(tmp_path), download=False)
     assert_one_line(error, "'cifar10'", str(tmp_path), "--dataset=npz")
@@ -334,8 +339,8 @@ def test_tfds_download_off_does_not_probe_network(tmp_path, monkeypatch):
 
 def test_tfds_data_dir_defaults_to_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "env_tfds"))
-    assert data._tfds_dir(None) == str(tmp_path / "env_tfds")
-    assert data._tfds_dir(str(tmp_path)) == str(tmp_path)
+    assert tfds_source._tfds_dir(None) == str(tmp_path / "env_tfds")
+    assert tfds_source._tfds_dir(str(tmp_path)) == str(tmp_path)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -387,8 +392,8 @@ def test_npz_large_arrays_stream_in_chunks(tmp_path, monkeypatch):
     rng = np.random.default_rng(1)
     x = rng.integers(0, 256, size=(10, 6, 6, 3), dtype=np.uint8)
     path = _write_npz(tmp_path / "a.npz", x_train=x, y_train=np.arange(10), x_test=x, y_test=np.arange(10))
-    monkeypatch.setattr(data, "_IN_MEMORY_BYTES", 0)
-    monkeypatch.setattr(data, "_CHUNK", 3)
+    monkeypatch.setattr(data_pipeline, "_IN_MEMORY_BYTES", 0)
+    monkeypatch.setattr(data_types, "CHUNK", 3)
     ds, _ = data.load_labelled("npz", "train", path)
     assert int(ds.cardinality()) == 10
     got_x, got_y = as_arrays(ds)
@@ -453,6 +458,41 @@ def test_npz_bad_labels_and_shapes(tmp_path):
     out_of_scale = _write_npz(tmp_path / "scale.npz", x_train=np.full((2, 4, 4, 3), 300.0))
     with pytest.raises(ValueError, match="0..255"):
         data.load_pretrain_images("npz", out_of_scale)
+
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_npz_non_finite_pixels_are_refused_naming_file_key_and_count(tmp_path, bad):
+    # Issue 29: a NaN went through the uint8 conversion and trained without a word.
+    x = np.random.default_rng(0).random((6, 4, 4, 3)).astype(np.float32)
+    x[1, 0, 0, 0] = x[4, 2, 1, :2] = bad  # three values
+    path = _write_npz(tmp_path / "nan.npz", x_train=x, y_train=np.arange(6) % 2, x_test=x[:2].clip(0, 1),
+                      y_test=np.zeros(2, int))
+    cache = tmp_path / "cache"
+    with pytest.raises(ValueError) as error:
+        data.load_pretrain_array("npz", path, cache_dir=str(cache))
+    assert_one_line(error, path, "x_train", "3 non-finite values")
+    with pytest.raises(ValueError, match="x_train holds 3 non-finite"):
+        data.load_labelled_array("npz", "test", path, cache_dir=str(cache))  # the test split needs x_train too
+    assert not cache.exists()  # refused before the cache is touched
+
+
+def test_npz_non_finite_pixels_are_one_line_and_exit_2_on_the_command_line(tmp_path, capsys, monkeypatch):
+    from conftest import run_main_in_process
+
+    x = np.full((8, 16, 16, 3), 0.5, np.float64)
+    x[3, 5, 5, 1] = np.nan
+    path = _write_npz(tmp_path / "nan.npz", x_train=x, y_train=np.arange(8) % 2)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    status, out, err = run_main_in_process(["--dataset=npz", f"--data_dir={path}", "--width=4", "--epochs=1",
+                                            "--batch_size=4", f"--cache_dir={tmp_path}/cache"], capsys)
+    assert status == 2, (out, err)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("myol_keras.main: error: "), err
+    assert path in lines[0] and "x_train holds 1 non-finite value" in lines[0], lines[0]
+    assert os.listdir(cwd) == [] and not (tmp_path / "cache").exists()  # no run directory, no cache entry
 
 
 # --------------------------------------------------------------------------------------------------
@@ -639,7 +679,7 @@ def test_digits_embedded_dataset():
     np.testing.assert_array_equal(x_train[..., 0], x_train[..., 2])
     assert 0.1 < info.mean[0] < 0.5 and info.std[0] > 0.1
 
-    data._DIGITS_CACHE.clear()  # rebuilt from scratch: identical
+    digits_source._DIGITS_CACHE.clear()  # rebuilt from scratch: identical
     x_again, y_again = as_arrays(data.load_labelled("digits", "test")[0])
     np.testing.assert_array_equal(x_again, x_test)
     np.testing.assert_array_equal(y_again, y_test)
