@@ -47,7 +47,7 @@ AUGMENT_ON = ("host", "device")
 #: settings that may change between an interrupted run and its resumption.
 RESUMABLE_CHANGES = frozenset({
     "epochs", "verbose", "overwrite", "download", "data_dir", "cache_dir", "threads", "strategy", "augment_on",
-    "steps_per_execution", "export_formats", "cluster_timeout",
+    "steps_per_execution", "export_formats", "cluster_timeout", "monitor", "monitor_every", "monitor_knn_k",
 })
 
 #: the settings every method class takes (`BootstrapMethod`'s arguments); each method's own come from its
@@ -113,6 +113,19 @@ def _export_registry():
 
 def _export_format_problem(value):
     return _export_registry().format_problem(value)
+
+
+MONITORS = ("knn", "rank")
+
+
+def _monitor_problem(value):
+    names = [n.strip() for n in str(value).split(",") if n.strip()]
+    if names in (["auto"], ["none"]):
+        return None
+    unknown = [n for n in names if n not in MONITORS]
+    if unknown or not names:
+        return f"choose auto, none or a comma-separated list of {', '.join(MONITORS)}"
+    return None
 
 
 def check_value(name, value, metadata):
@@ -321,6 +334,17 @@ class PretrainConfig:
                            minimum=0, group="execution")
     verbose: int = setting(1, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.",
                            minimum=0, maximum=2, group="execution")
+    # --- monitoring ---------------------------------------------------------------
+    monitor: str = setting("auto", "Online monitors during training, in history.csv and TensorBoard: comma-separated "
+                           "knn (kNN top-1 of the online encoder on a fixed labelled subsample: 512 training images "
+                           "as the bank, 256 test images as queries), rank (std of the l2-normalised embeddings and "
+                           "RankMe on a fixed batch, with a collapse warning); auto: knn,rank when the data set has "
+                           "labels, else rank; none: off.", check=_monitor_problem, group="monitoring")
+    monitor_every: int = setting(1, "Run the monitors every N epochs (and after the last).", minimum=1,
+                                 group="monitoring")
+    monitor_knn_k: int = setting(20, "Neighbours of the kNN monitor (its bank holds about 51 images per class on "
+                                 "10 classes, so k stays well below a class's share of the bank).", minimum=1,
+                                 group="monitoring")
     # --- outputs ------------------------------------------------------------------
     run_name: str = setting("", "Run name (default: derived from method, dataset, backbone, size, batch, seed).",
                             check=_plain_run_name, group="outputs")

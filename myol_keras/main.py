@@ -76,9 +76,8 @@ def _define_cross_check(names, rule):
     flags.register_multi_flags_validator(list(names), check)
 
 
-with cli.quiet_native_stderr():  # some choice lists (datasets) live in modules that import TensorFlow, which logs
-    for _field in config_lib.fields():
-        _define_setting(_field)
+for _field in config_lib.fields():
+    _define_setting(_field)
 for _names, _rule in config_lib.CROSS_RULES:
     _define_cross_check(_names, _rule)
 flags.DEFINE_list("eval", [], "Evaluations to run on the export after pre-training: linear, knn, attack, semisup, "
@@ -101,6 +100,8 @@ def config_from_flags():
 
 def run():
     """Run with the already-parsed flags. Returns the process exit status."""
+    with cli.quiet_native_stderr():  # the settings import no TensorFlow; its import logs natively: hide that
+        import tensorflow  # noqa: F401
     from myol_keras import distribute
     from myol_keras import export
     from myol_keras import training

@@ -133,21 +133,33 @@ def _plt():
 
 
 def plot_training(run_dirs, path):
-    """Loss, z_std, learning rate and tau against epoch, one line per run; returns the path or None."""
+    """Loss, z_std, learning rate and tau against epoch, one line per run; returns the path or None.
+
+    Runs with online monitors (`--monitor`) get a second row: kNN top-1, the normalised embedding std
+    and RankMe, drawn at the epochs where they were measured (`--monitor_every`).
+    """
     histories = {os.path.basename(os.path.normpath(d)): read_history(d) for d in run_dirs}
     if not any(histories.values()):
         return None
     plt = _plt()
     panels = [("loss", "training loss"), ("z_std", "collapse monitor z_std"),
               ("learning_rate", "learning rate"), ("ema_tau", "EMA tau")]
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.5))
-    for ax, (key, title) in zip(axes, panels):
+    monitor_panels = [(k, t) for k, t in (("knn_top1", "kNN monitor top-1"), ("embed_std", "std of l2-normalised embedding"),
+                                          ("rankme", "RankMe (effective rank)"))
+                      if any(k in h and np.isfinite(h[k]).any() for h in histories.values())]
+    rows = 2 if monitor_panels else 1
+    fig, axes = plt.subplots(rows, 4, figsize=(16, 3.5 * rows), squeeze=False)
+    for ax, (key, title) in zip([*axes[0], *(axes[1] if rows == 2 else [])], panels + monitor_panels):
         for name, h in histories.items():
             if key in h:
-                ax.plot(h.get("epoch", np.arange(len(h[key]))) + 1, h[key], label=name, marker=".")
+                measured = np.isfinite(h[key])  # monitors leave the epochs they skip empty
+                epochs = h.get("epoch", np.arange(len(h[key]))) + 1
+                ax.plot(epochs[measured], h[key][measured], label=name, marker=".")
         ax.set_title(title)
         ax.set_xlabel("epoch")
-    axes[0].legend(fontsize=7)
+    for ax in (axes[1][len(monitor_panels):] if rows == 2 else []):
+        ax.axis("off")
+    axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -217,6 +229,25 @@ def plot_embedding(run_dir, path, method="pca"):
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def write_embedding_projector(run_dir):
+    """The run's embedding sample into TensorBoard's projector (`<run>/tensorboard/projector`); path or None.
+
+    Vectors, their labels and, when the sample kept them, the images as the sprite: `tensorboard --logdir
+    runs/<run>` then shows them in the Projector tab.
+    """
+    from myol_keras import projector
+    from myol_keras.evaluation.features import SAMPLE_FILE
+
+    sample_path = os.path.join(run_dir, SAMPLE_FILE)
+    if not os.path.exists(sample_path):
+        return None
+    sample = np.load(sample_path)
+    log_dir = os.path.join(run_dir, rundir.TENSORBOARD_DIR, "projector")
+    projector.write_projector(log_dir, sample["features"], labels=sample["labels"],
+                              images=sample["thumbnails"] if "thumbnails" in sample.files else None)
+    return log_dir
 
 
 def plot_retrieval(run_dir, path):
@@ -309,12 +340,13 @@ def render_report(run_dirs, output_dir=None, *, embedding_map="pca"):
     plots = {}
     plots["training"] = plot_training(run_dirs, os.path.join(plot_dir, "training.png"))
     plots["attack"] = plot_attacks(run_dirs, os.path.join(plot_dir, "attack_vs_eps.png"))
-    learned = {}
+    learned, projectors = {}, {}
     for d in run_dirs:
         name = os.path.basename(os.path.normpath(d))
         plots[f"embedding {name}"] = plot_embedding(d, os.path.join(plot_dir, f"embedding_{name}.png"), embedding_map)
         plots[f"retrieval {name}"] = plot_retrieval(d, os.path.join(plot_dir, f"retrieval_{name}.png"))
         learned[name] = learned_table(d)
+        projectors[name] = write_embedding_projector(d)
     plots = {k: v for k, v in plots.items() if v}
     lines = ["# myol_keras report", "", "## Results", "", markdown_table(rows), ""]
     titles = {"training": "Pre-training: loss, collapse monitor, learning rate and tau",
@@ -341,8 +373,11 @@ def render_report(run_dirs, output_dir=None, *, embedding_map="pca"):
                 lines += [f"Left: {captions[shown[0]]}. Right: {captions[shown[1]]}.", ""]
             else:
                 lines += [captions[shown[0]][0].upper() + captions[shown[0]][1:] + ".", ""]
+        if projectors.get(name):
+            lines += [f"The same sample in 3-D, with its images: `tensorboard --logdir "
+                      f"{os.path.dirname(projectors[name])}`, Projector tab.", ""]
     report = rundir.atomic_write(os.path.join(output_dir, REPORT_FILE), "\n".join(lines))
-    return {"report": report, "plots": plots, "rows": rows}
+    return {"report": report, "plots": plots, "rows": rows, "projectors": {k: v for k, v in projectors.items() if v}}
 
 
 def _run():

@@ -20,11 +20,11 @@ The pieces are public for scripts that want one of them:
   resumable pre-training stream.
 """
 
-import contextlib
 import dataclasses
 import os
 
 from myol_keras import cluster as cluster_lib
+from myol_keras import process_settings
 from myol_keras import rundir as rundir_lib
 
 PROG = "myol_keras"
@@ -182,19 +182,10 @@ def check_resumable(config, run):
                          "again or --run_name=NEW for a new run")
 
 
-def set_threads(threads):
-    """Use `threads` CPU threads for TensorFlow ops (0: its default). Warns if TF already runs."""
-    import warnings
-
-    import tensorflow as tf
-
-    if not threads:
-        return
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    except RuntimeError:
-        warnings.warn("threads ignored: TensorFlow is already initialised in this process", stacklevel=2)
+# Re-exported: `training.set_threads` and `training.op_determinism` are how callers knew them.
+set_threads = process_settings.set_threads
+op_determinism = process_settings.op_determinism
+process_settings_restored = process_settings.process_settings_restored
 
 
 def pretrain(config=None, *, plan=None, strategy=None, **settings):
@@ -283,57 +274,6 @@ def _agree_with_the_cluster(strategy, config, plan):
         raise SetupError(str(e)) from None
 
 
-@contextlib.contextmanager
-def process_settings_restored():
-    """Keras' global dtype policy and the Python/NumPy global random states as they were, after the block.
-
-    A run sets the dtype policy (`precision.set_precision`) and seeds every global generator
-    (`keras.utils.set_random_seed`); without this, a script's next model after `pretrain()` would be built in
-    the run's precision (e.g. bfloat16) and its NumPy draws would repeat the run's. (Determinism has its own
-    guard, `op_determinism`. TensorFlow's thread counts cannot change once its runtime has started — TF 2.21
-    raises — so `threads` is applied only before the first op and is the one setting a run keeps.)
-    """
-    import random
-
-    import keras
-    import numpy as np
-
-    policy = keras.config.dtype_policy()
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(policy)
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
-
-
-@contextlib.contextmanager
-def op_determinism(enabled):
-    """TensorFlow's deterministic ops for one run (if `enabled`), then the process' previous state back.
-
-    `tf.config.experimental.enable_op_determinism()` is process-wide and TensorFlow 2.21 exports no way
-    back: the query and the switch-off (`is_op_determinism_enabled`, `disable_op_determinism`) live only
-    in `tensorflow.python.framework.config`. Without them a `deterministic=True` run would leave every
-    later run of the process (a notebook, a sweep, a test session) on the slower deterministic kernels,
-    and `callbacks.InputWait`, which needs the clock that determinism refuses, silent.
-
-    Args:
-        enabled: switch determinism on for the block (False leaves the process as it is).
-    """
-    import tensorflow as tf
-    from tensorflow.python.framework import config as tf_config  # the switch-off is not in tf.config
-
-    was_enabled = tf_config.is_op_determinism_enabled()
-    if enabled and not was_enabled:
-        tf.config.experimental.enable_op_determinism()
-    try:
-        yield
-    finally:
-        if enabled and not was_enabled:
-            tf_config.disable_op_determinism()
-
-
 def _compile_model(config, plan, strategy):
     import keras
 
@@ -372,7 +312,38 @@ def _compile_model(config, plan, strategy):
     return model, policy, reason
 
 
-def _callbacks(config, plan, backup, chief, input_wait):
+def _build_monitors(config, plan):
+    """The online monitor callbacks of `config.monitor` (`myol_keras.monitors`), or [] (`none`).
+
+    `auto` is knn,rank when the data set has labels (a train and a test split), else rank. An explicit
+    `knn` on data without labels raises SetupError before anything is written.
+    """
+    from myol_keras import monitors
+    from myol_keras.evaluation import features
+
+    requested = config.monitor.strip()
+    if requested == "none":
+        return []
+    names = ["knn", "rank"] if requested == "auto" else list(monitors.parse_monitors(requested))
+    bank = queries = None
+    if "knn" in names:
+        try:
+            bank = features.load_labelled_arrays(config.dataset, "train", config.data_dir, config.download)
+            queries = features.load_labelled_arrays(config.dataset, "test", config.data_dir, config.download)
+        except (ValueError, FileNotFoundError) as e:
+            if requested != "auto":
+                raise SetupError(f"--monitor={requested}: the kNN monitor needs labelled train and test images: "
+                                 f"{e}") from None
+            names.remove("knn")
+    return monitors.build_monitors(
+        names, image_size=plan.image_size, mean=plan.mean, std=plan.std, every=config.monitor_every,
+        bank_images=bank[0] if bank else None, bank_labels=bank[1] if bank else None,
+        query_images=queries[0] if queries else None, query_labels=queries[1] if queries else None,
+        health_images=None if bank else plan.images, k=config.monitor_knn_k, seed=config.seed,
+        verbose=config.verbose > 0)
+
+
+def _callbacks(config, plan, backup, chief, input_wait, monitor_callbacks=()):
     import keras
 
     from myol_keras import callbacks as callbacks_lib
@@ -387,6 +358,7 @@ def _callbacks(config, plan, backup, chief, input_wait):
         callbacks_lib.LearningRateLogger(),
         callbacks_lib.Throughput(config.batch_size),
         input_wait,  # input_bound_percent: the share of the epoch spent waiting for the next batch
+        *monitor_callbacks,  # knn_top1, embed_std, rankme: before the history, backup and TensorBoard read the logs
         keras.callbacks.TerminateOnNaN(raise_error=True),
     ]
     if chief:
@@ -410,6 +382,7 @@ def _fit_and_export(config, plan, model, strategy, policy, reason):
     run = plan.run
     chief = distribute.is_chief(strategy)  # only the chief writes: the other workers leave no file behind
     multi_worker = distribute.is_multi_worker(strategy)
+    monitor_callbacks = _build_monitors(config, plan) if chief else []  # before anything is written
     if chief:
         run.create()
         run.write_config({**config.to_dict(), "resolved": {
@@ -438,7 +411,7 @@ def _fit_and_export(config, plan, model, strategy, policy, reason):
     if start_epoch < config.epochs:
         try:
             model.fit(dataset, epochs=config.epochs, initial_epoch=start_epoch, steps_per_epoch=plan.steps_per_epoch,
-                      callbacks=_callbacks(config, plan, backup, chief, input_wait), verbose=config.verbose,
+                      callbacks=_callbacks(config, plan, backup, chief, input_wait, monitor_callbacks), verbose=config.verbose,
                       shuffle=False)  # the tf.data pipeline shuffles
         except tf.errors.OpError as e:
             if not distribute.is_multi_worker(strategy):

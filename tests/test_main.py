@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
         # issue 29: checked before training, not after it (it used to train, then end in a ValueError traceback)
         (["--eval=linear", "--eval_dataset=imagenet21k"], r"unknown --eval_dataset='imagenet21k'; choose from: .*cifar10"),
         (["--eval_dataset=cifar10"], r"--eval_dataset=cifar10 is set but --eval is empty"),
+        (["--monitor=knn,loss"], r"--monitor=knn,loss: choose auto, none or a comma-separated list of knn, rank"),
     ],
 )
 def test_usage_errors_are_one_line_exit_2_and_write_nothing(argv, match, tmp_path, capsys, monkeypatch):
@@ -48,6 +49,31 @@ def test_usage_errors_are_one_line_exit_2_and_write_nothing(argv, match, tmp_pat
     assert __import__("re").search(match, lines[0]), lines[0]
     assert "Traceback" not in err
     assert sorted(os.listdir(tmp_path)) == []  # no runs/, no saved_models/
+
+
+def test_the_knn_monitor_on_data_without_labels_is_one_line_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    # issue 28: --monitor=knn needs labels; a flat folder of images has none. (auto falls back to rank.)
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    argv = ["--dataset=folder", f"--data_dir={images}", "--image_size=16", "--width=4", "--batch_size=4",
+            "--epochs=1", "--steps_per_epoch=1", "--projector_hidden_dim=16", "--projection_dim=8",
+            "--predictor_hidden_dim=16", "--precision=float32", "--verbose=0", "--cache_dir=cache"]
+    status, _, err = run_main_in_process([*argv, "--monitor=knn"], capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert status == 2 and len(lines) == 1, err
+    assert "--monitor=knn: the kNN monitor needs labelled train and test images" in lines[0]
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "saved_models").exists()
+    status, out, err = run_main_in_process([*argv, "--monitor=auto"], capsys)
+    assert status == 0, err[-2000:]
+    [run_dir] = (tmp_path / "runs").iterdir()
+    header = (run_dir / "history.csv").read_text().splitlines()[0].split(",")
+    assert "rankme" in header and "embed_std" in header and "knn_top1" not in header
 
 
 def test_method_flag_choices_are_the_registry():
@@ -196,6 +222,14 @@ def test_quick_start_ends_with_the_trained_vs_random_init_table(tmp_path, capsys
     with open(run_dir / "history.csv") as f:
         history = list(csv.DictReader(f))
     assert 0.0 <= float(history[0]["input_bound_percent"]) <= 100.0
+    # issue 28: the online monitors are on by default on labelled data, and print a line per measurement
+    assert 0.0 <= float(history[0]["knn_top1"]) <= 1.0 and float(history[0]["rankme"]) >= 1.0
+    assert "monitor: epoch 1/1: knn_top1" in out and "rankme" in out
+    assert (run_dir / "plots" / "training.png").exists()
+    # ... and the report's embedding sample opens in TensorBoard's projector, images as the sprite
+    projector = run_dir / "tensorboard" / "projector"
+    assert {"projector_config.pbtxt", "metadata.tsv", "sprite.png"} <= set(os.listdir(projector))
+    assert "tensorboard --logdir" in text and "Projector tab" in text
 
     # The random-init encoder is the pre-training's starting point: the same seed-controlled weights.
     config = cli.config_from_flags()

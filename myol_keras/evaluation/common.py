@@ -184,6 +184,7 @@ def labelled_features(embed, dataset, data_dir=None, *, download=True, feature_b
         out[f"{split}_features"] = features.extract_features(
             embed, images[split], feature_batch_size, f"features ({dataset} {split})", verbose=verbose
         )
+    out["test_images"] = images["test"]  # the report's embedding sample draws its projector sprite from them
     out["num_classes"] = count_classes(out["info"], out["train_labels"], out["test_labels"])
     out["retrieval"] = retrieval.retrieval_sample(
         images["test"], out["test_features"], images["train"], out["train_features"],

@@ -254,16 +254,38 @@ def read_results(run_dir):
     return records if isinstance(records, list) else [records]
 
 
-def save_embedding_sample(run_dir, features, labels, max_points=2000, seed=0):
-    """Keep at most `max_points` test features for the report's 2-D embedding map."""
+THUMBNAIL = 32  # pixels: the side of the images kept with the embedding sample (the projector's sprite)
+
+
+def save_embedding_sample(run_dir, features, labels, max_points=2000, seed=0, images=None):
+    """Keep at most `max_points` test features for the report's 2-D embedding map and TensorBoard's projector.
+
+    With `images` (the test images, uint8 `[N, H, W, 3]`), their thumbnails (at most `THUMBNAIL` px a side)
+    are kept too, as the projector's sprite.
+    """
     if not run_dir:
         return None
     os.makedirs(run_dir, exist_ok=True)
     rng = np.random.default_rng(seed)
     index = np.sort(rng.permutation(len(features))[:max_points])
+    arrays = {"features": features[index].astype(np.float32), "labels": labels[index]}
+    if images is not None and len(images) == len(features):
+        arrays["thumbnails"] = _thumbnails(np.asarray(images)[index])
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, features=features[index].astype(np.float32), labels=labels[index])
+    np.savez_compressed(buffer, **arrays)
     return rundir.atomic_write(os.path.join(run_dir, SAMPLE_FILE), buffer.getvalue())
+
+
+def _thumbnails(images, side=THUMBNAIL):
+    """uint8 images shrunk (area average, Pillow) so that neither side exceeds `side`; smaller ones as they are."""
+    if max(images.shape[1:3]) <= side:
+        return images.astype(np.uint8)
+    from PIL import Image
+
+    scale = side / max(images.shape[1:3])
+    size = (max(1, round(images.shape[2] * scale)), max(1, round(images.shape[1] * scale)))
+    return np.stack([np.asarray(Image.fromarray(np.asarray(im, np.uint8).squeeze()).convert("RGB")
+                                .resize(size, Image.BOX)) for im in images])
 
 
 def _json_default(value):

@@ -238,7 +238,8 @@ def linear_probe(saved_model, dataset="", data_dir=None, *, epochs=100, batch_si
         )
     result["seconds"] = time.perf_counter() - start
     result["results_file"] = features.append_result(feats["run_dir"], result)
-    features.save_embedding_sample(feats["run_dir"], feats["test_features"], feats["test_labels"])
+    features.save_embedding_sample(feats["run_dir"], feats["test_features"], feats["test_labels"],
+                                   images=feats.get("test_images"))
     retrieval.save_retrieval_sample(feats["run_dir"], feats.get("retrieval"))
     return result
 
