@@ -86,6 +86,8 @@ flags.DEFINE_list("eval", [], "Evaluations to run on the export after pre-traini
                   "table).")
 flags.DEFINE_string("eval_dataset", "", "Labelled dataset for --eval (default: the pre-training dataset).")
 flags.DEFINE_integer("probe_epochs", 100, "Linear-probe epochs for --eval (100 in the protocol).", lower_bound=1)
+flags.DEFINE_integer("knn_k", 200, "Neighbours of --eval=knn and of random_init's kNN (200 in the protocol; keep it "
+                     "below a class's number of training images on small data sets).", lower_bound=1)
 
 
 def parse_flags(argv):
@@ -138,7 +140,7 @@ def run():
 
         results = run_evaluations(export_path, FLAGS.eval, dataset=FLAGS.eval_dataset,
                                   data_dir=config.data_dir if FLAGS.eval_dataset else None,
-                                  probe_epochs=FLAGS.probe_epochs, download=config.download)
+                                  probe_epochs=FLAGS.probe_epochs, knn_k=FLAGS.knn_k, download=config.download)
         print(f"{PROG}: evaluations {', '.join(results)} written to {plan.run.results_path}")
         from myol_keras import report
 

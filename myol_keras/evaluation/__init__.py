@@ -50,7 +50,7 @@ def check_settings(evaluations, dataset=""):
 
 def run_evaluations(export_dir, evaluations, dataset="", data_dir=None, *, probe_epochs=100, download=True,
                     attack_space="pixel", label_fractions=(0.01, 0.1), transfer_targets=None,
-                    transfer_mode="linear", verbose=True, **kwargs):
+                    transfer_mode="linear", knn_k=200, verbose=True, **kwargs):
     """Run the named evaluations on an encoder export; returns {name: result}.
 
     Args:
@@ -64,6 +64,7 @@ def run_evaluations(export_dir, evaluations, dataset="", data_dir=None, *, probe
         label_fractions: semi-supervised label fractions.
         transfer_targets: transfer targets (default: the paper's list).
         transfer_mode: "linear" or "finetune".
+        knn_k: neighbours of the kNN evaluation and of the random-init baseline's kNN (200 in the protocol).
         **kwargs: passed to the linear probe (e.g. batch_size, max_train_images), and
             those it shares with it to the random-init baseline.
 
@@ -93,12 +94,13 @@ def run_evaluations(export_dir, evaluations, dataset="", data_dir=None, *, probe
         results["linear"] = linear_probe.linear_probe(export_dir, dataset, data_dir, epochs=probe_epochs,
                                                       download=download, cache=cache, verbose=verbose, **kwargs)
     if "knn" in names:
-        results["knn"] = knn.knn_evaluate(export_dir, dataset, data_dir, download=download, cache=cache,
+        results["knn"] = knn.knn_evaluate(export_dir, dataset, data_dir, k=knn_k, download=download, cache=cache,
                                           verbose=verbose, **caps)
     if "random_init" in names:
         shared = {k: v for k, v in kwargs.items() if k in ("batch_size", "lr", "eval_every", "seed")}
         results["random_init"] = random_init.random_init_evaluate(export_dir, dataset, data_dir, epochs=probe_epochs,
-                                                                   download=download, verbose=verbose, **shared, **caps)
+                                                                   k=knn_k, download=download, verbose=verbose,
+                                                                   **shared, **caps)
     cache.clear()  # the features of the trained encoder are not needed after this point
     if "attack" in names:
         results["attack"] = attack.attack_evaluate(results["linear"]["classifier"], dataset, data_dir,

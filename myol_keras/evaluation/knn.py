@@ -108,15 +108,6 @@ def knn_evaluate(saved_model, dataset="", data_dir=None, *, k=200, temperature=0
     return result
 
 
-def __getattr__(name):
-    # `KNNMonitor` moved to myol_keras.monitors (with the health monitor); the old path keeps working.
-    if name == "KNNMonitor":
-        from myol_keras.monitors import KNNMonitor
-
-        return KNNMonitor
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def _run():
     result = cli.call_with_flags(knn_evaluate, FLAGS)
     print(f"{PROG}: kNN (k={result['k']}, T={result['temperature']}) top-1 {result['top1']:.4f} "
