@@ -117,7 +117,7 @@ def reference_label(torch_precision, channels_last):
 
 
 def target_for(part, views, precision, reference):
-    """The target of a ratio: issue 11 (DESIGN §6) and issue 17."""
+    """The target of a ratio: issue 11 (docs/DECISIONS.md §6) and issue 17."""
     if part == "augment":
         return "≥ 3× (2 views)" if views == 2 else "–"
     ref_bf16 = "bf16" in reference

@@ -16,7 +16,7 @@ official MYOL code's figures under the same protocol):
   over 100 epochs per step, batch 64 reshuffled each epoch, no weight decay;
   the last-epoch top-1 on the 932 test images.
 
-Q1-batch (`--batch_sizes=32,64,128`, METHODS §3.5 at this scale): 50·B/128
+Q1-batch (`--batch_sizes=32,64,128`, docs/METHODS.md §3.5 at this scale): 50·B/128
 epochs and 10·B/128 warm-up epochs at the same learning rate.
 
 Q1-robust and Q1-semisup (`--protocols=robust,semisup`) use the B = 128
@@ -25,10 +25,10 @@ encoders of the runs `q1-<method>-s<seed>` (their run directories under
 
 * robust: the Q1 probe above, then FGSM 4/255 and 8/255 and PGD (eps 4/255,
   alpha = eps, 8 and 16 steps, random start keyed on the run's seed) on all
-  932 test images (METHODS §3.4), in the `pixel` and `normalized_clip01`
+  932 test images (docs/METHODS.md §3.4), in the `pixel` and `normalized_clip01`
   attack spaces, against pixels -> CIFAR-10 normalisation -> encoder
   (inference mode) -> probe; rows in `--robust_output`;
-* semisup: METHODS §3.2 fine-tuning on 1 % and 10 % of the labels
+* semisup: docs/METHODS.md §3.2 fine-tuning on 1 % and 10 % of the labels
   (class-balanced, seeded), 20 epochs, batch 32, flip only; rows in
   `--semisup_output`.
 
@@ -163,7 +163,7 @@ def run_name_for(method, seed, epochs, precision="float32", batch_size=128):
 
 
 def q1_batch_schedule(batch_size):
-    """Q1-batch (METHODS §3.5 at Q1 scale): epochs and warm-up epochs for batch `batch_size`.
+    """Q1-batch (docs/METHODS.md §3.5 at Q1 scale): epochs and warm-up epochs for batch `batch_size`.
 
     The number of iterations stays about Q1's (50 epochs at B = 128: 50 * B / 128
     epochs, rounded down) and so does the warm-up's (10 * B / 128 epochs, which
@@ -572,7 +572,7 @@ def missing_encoder_hint(method, seed, work_dir, smoke=False):
 
 def robust_runs(backbone, data_path, seed, *, spaces=ROBUST_SPACES, attacks=None, probe_epochs=PROBE["epochs"],
                 max_test_images=0, compiled=True, verbose=False):
-    """Q1-robust for one encoder: the Q1 probe, then FGSM/PGD (METHODS §3.4) on the test images in each space.
+    """Q1-robust for one encoder: the Q1 probe, then FGSM/PGD (docs/METHODS.md §3.4) on the test images in each space.
 
     The attacked model is pixels in [0, 1] -> CIFAR-10 normalisation -> backbone (inference mode) -> probe;
     PGD's random start is keyed on `seed` (+ the batch index). Returns one dict per attack space, accuracies in %.
@@ -608,7 +608,7 @@ def robust_runs(backbone, data_path, seed, *, spaces=ROBUST_SPACES, attacks=None
 
 
 def semisup_run(export_path, data_path, seed, label_fraction, *, epochs=20, max_test_images=0, verbose=False):
-    """Q1-semisup for one encoder and label fraction (METHODS §3.2): fine-tune a fresh copy of the encoder + a linear head."""
+    """Q1-semisup for one encoder and label fraction (docs/METHODS.md §3.2): fine-tune a fresh copy of the encoder + a linear head."""
     import numpy as np
 
     from myol_keras import export
@@ -892,7 +892,7 @@ def main(argv=None):
     parser.add_argument("--robust_output", default=str(ROOT / "benchmarks" / "q1_robust.json"))
     parser.add_argument("--semisup_output", default=str(ROOT / "benchmarks" / "q1_semisup.json"))
     parser.add_argument("--label_fractions", default=",".join(f"{f:g}" for f in LABEL_FRACTIONS),
-                        help="Q1-semisup label fractions (METHODS §3.2: 0.01 and 0.1)")
+                        help="Q1-semisup label fractions (docs/METHODS.md §3.2: 0.01 and 0.1)")
     parser.add_argument("--smoke", action="store_true",
                         help="plumbing check for CI: 1 epoch of 2 steps, 1 probe epoch (not a figure); robust: 20 test "
                              "images, PGD 1 step; semisup: 1 %% labels, 1 epoch, 20 test images")

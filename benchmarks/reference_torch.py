@@ -9,7 +9,7 @@ Runs from its own virtual environment, never from the project's dependencies
 Same command line, timing protocol, table and JSON as `throughput.py`
 (`bench_common.py`), so `compare.py` can put the two side by side.
 
-Written from METHODS.md §1-§2.2 the way the official MYOL code
+Written from docs/METHODS.md §1-§2.2 the way the official MYOL code
 (cneyang/MYOL-MixupYourOwnLatent `algo.py`, lucidrains-derived; `train.py`)
 runs, with no artificial slow-downs and no speed-ups it lacks:
 

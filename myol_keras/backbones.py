@@ -1,7 +1,7 @@
 """ResNet-18/34/50 (v1.5) backbones for small images.
 
 The networks follow torchvision's ResNet (v1.5: the stride of a bottleneck block
-sits on its 3×3 conv), with the stem the MYOL reference uses (METHODS §1.1): a
+sits on its 3×3 conv), with the stem the MYOL reference uses (docs/METHODS.md §1.1): a
 3×3 stride-1 conv, then either no max-pool (CIFAR, 32 px) or the torch max-pool
 (STL-10 and Tiny-ImageNet at 64 px). The classifier is removed: the output is
 the global-average-pooled feature vector.

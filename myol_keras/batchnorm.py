@@ -30,7 +30,7 @@ only swaps the arithmetic where the fused kernel applies:
   statistics exactly as k sequential calls would (view 1's statistics first,
   then view 2's on top, ...). A network can then run all the views of a step
   in one forward pass with the per-view BatchNorm the reference has
-  (METHODS §1.4, DESIGN §4.2). The fused path splits the batch (an alias,
+  (docs/METHODS.md §1.4, docs/DECISIONS.md §4.2). The fused path splits the batch (an alias,
   no copy), runs the kernel once per view with the previous view's running
   statistics as its input — the same arithmetic as k calls — and
   concatenates the outputs.

@@ -1,4 +1,4 @@
-"""Crash-safe epoch checkpoints: `ResumableBackup` (DESIGN §4.11).
+"""Crash-safe epoch checkpoints: `ResumableBackup` (docs/DECISIONS.md §4.11).
 
 Keras' `BackupAndRestore` rewrites its files in place; a SIGKILL in the middle
 of that write can leave a backup that neither loads nor points to a good one.

@@ -1,4 +1,4 @@
-"""A multi-worker cluster that agrees, never hangs and never loses the run (DESIGN §4.9).
+"""A multi-worker cluster that agrees, never hangs and never loses the run (docs/DECISIONS.md §4.9).
 
 What `--strategy=multi_worker` adds around TensorFlow's MultiWorkerMirroredStrategy
 (docs/DISTRIBUTED.md has the user's view and the table of what survives what):

@@ -18,7 +18,7 @@ against the number of images) is checked by `training.plan_run`, also before
 anything is written. `config.json` in a run directory is `to_dict()` plus a
 `"resolved"` section; `PretrainConfig.from_json` reads it back.
 
-Reading settings imports no TensorFlow (DESIGN §3): each method's own
+Reading settings imports no TensorFlow (docs/DECISIONS.md §3): each method's own
 settings are declared beside it in a TensorFlow-free module
 (`methods/<module>_settings.py`, collected by `methods.settings`), and the
 choice lists that live in TensorFlow modules (datasets, normalisations,

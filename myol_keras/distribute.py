@@ -1,6 +1,6 @@
 """tf.distribute for pre-training: strategies, synchronised BatchNorm, replica-aware updates.
 
-`--strategy` (DESIGN §4.9) picks a `tf.distribute.Strategy`; the model is built
+`--strategy` (docs/DECISIONS.md §4.9) picks a `tf.distribute.Strategy`; the model is built
 and compiled inside its scope and `fit` splits the *global* batch between the
 replicas. What a custom `train_step` must do under a strategy, and where this
 library does it:

@@ -1,4 +1,4 @@
-"""The target network's exponential moving average (METHODS §2.1, DESIGN §4.3).
+"""The target network's exponential moving average (docs/METHODS.md §1.3, docs/DECISIONS.md §4.3).
 
 `target <- tau * target + (1 - tau) * online` over parameter pairs (BatchNorm
 moving statistics are not averaged: the target's come from its own

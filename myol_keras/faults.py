@@ -3,7 +3,7 @@
 Set `MYOL_KERAS_FAULT=<point>` and the process kills itself with SIGKILL when
 it reaches that point, as a preemption would. Unset, `maybe_fail` does nothing.
 
-Points (DESIGN §4.11):
+Points (docs/DECISIONS.md §4.11):
 
 * `epoch_end:<n>` — after epoch n (1-based) is checkpointed (`callbacks.FaultPoint`);
 * `step_end:<k>` — after global step k (1-based), mid-epoch;

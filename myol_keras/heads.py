@@ -1,4 +1,4 @@
-"""MLP projector and predictor heads (BYOL, MYOL; METHODS §1.2)."""
+"""MLP projector and predictor heads (BYOL, MYOL; docs/METHODS.md §1.2)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Class-balanced labelled batches for SuNCEt (METHODS §2.11), in NumPy.
+"""Class-balanced labelled batches for SuNCEt (docs/METHODS.md §2.11), in NumPy.
 
 SuNCEt adds a supervised term on a small labelled batch of C classes x s
 images per class, drawn from a labelled fraction of the training set (10 % in

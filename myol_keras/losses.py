@@ -1,10 +1,10 @@
 """Loss functions and mixing primitives shared by the BYOL family.
 
 Everything here is a pure function of its inputs (no layers, no state), so it
-can be tested against the closed forms of `METHODS.md` and reused by every
+can be tested against the closed forms of `docs/METHODS.md` and reused by every
 method. Randomness is *stateless*: a method derives a seed from
 (`seed`, `optimizer.iterations`, replica id) and passes it in, so a resumed or
-distributed run draws exactly what it would have drawn (DESIGN §4.5, §4.11).
+distributed run draws exactly what it would have drawn (docs/DECISIONS.md §4.5, §4.11).
 """
 
 import keras
@@ -44,7 +44,7 @@ def byol_loss(p1, p2, z1, z2):
     """Symmetrised BYOL loss `mean_i [l(p1_i, z2_i) + l(p2_i, z1_i)]`, in [0, 8].
 
     The two directions are summed, not averaged, as in the MYOL reference
-    code (METHODS §2.1).
+    code (docs/METHODS.md §2.1).
     """
     return tf.reduce_mean(normalized_mse(p1, z2) + normalized_mse(p2, z1))
 
@@ -118,7 +118,7 @@ def mix_projections(z1, z2, lam, permutation):
     """MYOL's regression target `lam_i * z1_i + (1 - lam_i) * z2_{pi(i)}`.
 
     Mixes the *raw* (un-normalised) target projections; `normalized_mse`
-    normalises the mixture afterwards (METHODS §2.2, the 0.452085 check).
+    normalises the mixture afterwards (docs/METHODS.md §2.2, the 0.452085 check).
     """
     z1 = tf.cast(z1, tf.float32)
     z2 = tf.cast(z2, tf.float32)
@@ -127,7 +127,7 @@ def mix_projections(z1, z2, lam, permutation):
 
 
 def myol_mix_loss(p_mixed, z1, z2, lam, permutation):
-    """`mean_i l(p~_i, lam_i z'1_i + (1 - lam_i) z'2_{pi(i)})` (METHODS §2.2)."""
+    """`mean_i l(p~_i, lam_i z'1_i + (1 - lam_i) z'2_{pi(i)})` (docs/METHODS.md §2.2)."""
     targets = mix_projections(z1, z2, lam, permutation)
     return tf.reduce_mean(normalized_mse(p_mixed, targets))
 
@@ -141,18 +141,18 @@ def embedding_std(z):
 
 
 # ---------------------------------------------------------------------------
-# The method family (METHODS §1.7, §2.3-2.9): Un-Mix, i-Mix, TriBYOL,
+# The method family (docs/METHODS.md §1.7, §2.3-2.9): Un-Mix, i-Mix, TriBYOL,
 # representation mixing, CCSL/CSSL (reconstruction), SimCLR, MoCo.
 # ---------------------------------------------------------------------------
 
 
 def reverse_batch(x):
-    """Batch reversal `R(x)_i = x_{B-1-i}` (Un-Mix's partner; METHODS §0.1)."""
+    """Batch reversal `R(x)_i = x_{B-1-i}` (Un-Mix's partner; docs/METHODS.md §0.1)."""
     return tf.reverse(x, axis=[0])
 
 
 def cutmix_box(lam, center_x, center_y, height, width):
-    """`rand_bbox` of the Un-Mix/MYOL code as an iota-grid mask (METHODS §1.7).
+    """`rand_bbox` of the Un-Mix/MYOL code as an iota-grid mask (docs/METHODS.md §1.7).
 
     `r = sqrt(1 - lam)`, `cw = floor(W r)`, `ch = floor(H r)`; the box is
     `[cx - cw//2, cx + cw//2) x [cy - ch//2, cy + ch//2)` clipped to the image.
@@ -202,7 +202,7 @@ def sample_unmix(seed, height, width, mix_prob=0.5):
 
 
 def unmix_images(x, use_mixup, lam, center_x, center_y):
-    """Un-Mix's mixture of `x` with `R(x)` (METHODS §2.3a step 2).
+    """Un-Mix's mixture of `x` with `R(x)` (docs/METHODS.md §2.3a step 2).
 
     Mixup: `lam x + (1 - lam) R(x)`. CutMix: `x` with the box pasted from
     `R(x)`, and `lam` recomputed from the box. Both are written as one
@@ -221,7 +221,7 @@ def unmix_images(x, use_mixup, lam, center_x, center_y):
 
 
 def unmix_loss(p_mixed, p_mixed_reversed, z_target, lam):
-    """`lam mean_i l(p~_i, z_i) + (1 - lam) mean_i l(p~R_i, z_i)` (METHODS §2.3a)."""
+    """`lam mean_i l(p~_i, z_i) + (1 - lam) mean_i l(p~R_i, z_i)` (docs/METHODS.md §2.3a)."""
     lam = tf.cast(lam, tf.float32)
     return lam * tf.reduce_mean(normalized_mse(p_mixed, z_target)) + (1.0 - lam) * tf.reduce_mean(
         normalized_mse(p_mixed_reversed, z_target)
@@ -237,7 +237,7 @@ def imix_byol_loss(q, k, lam, permutation):
     """i-Mix, BYOL form: `mean_i [lam_i l(q_i, k_i) + (1 - lam_i) l(q_i, k_{pi(i)})]`.
 
     Written through the cosine matrix `S = n(q) n(k)^T` as in the reference
-    (METHODS §2.4a); one direction, no plain BYOL term.
+    (docs/METHODS.md §2.4a); one direction, no plain BYOL term.
     """
     s = tf.matmul(l2_normalize(q), l2_normalize(k), transpose_b=True)
     lam = tf.cast(lam, tf.float32)
@@ -247,7 +247,7 @@ def imix_byol_loss(q, k, lam, permutation):
 
 
 def tribyol_loss(p1, p2, p3, za1, za2, zb1, zb3):
-    """TriBYOL (MYOL `algo.py: TRIBYOL`; METHODS §2.5), in [0, 8].
+    """TriBYOL (MYOL `algo.py: TRIBYOL`; docs/METHODS.md §2.5), in [0, 8].
 
     `mean_i [(l(p1, zA2) + l(p2, zA1)) / 2 + (l(p1, zB3) + l(p3, zB1)) / 2]`.
     """
@@ -264,7 +264,7 @@ def interleave(a, b):
 
 
 def repmix_xent_loss(m, temperature=0.5, reduction="log_mean"):
-    """Representation mixing's `xent_loss` over interleaved pairs (METHODS §2.6).
+    """Representation mixing's `xent_loss` over interleaved pairs (docs/METHODS.md §2.6).
 
     Rows `(2b, 2b+1)` are positives; every other row is a negative.
     `rho_j = exp(s_{P(j), j} / t) / sum_{k != j} exp(s_{kj} / t)` with cosine
@@ -297,7 +297,7 @@ def repmix_xent_loss(m, temperature=0.5, reduction="log_mean"):
 
 
 def simclr_loss(z, temperature=0.07):
-    """NT-Xent of the MYOL-repo SimCLR (METHODS §2.8).
+    """NT-Xent of the MYOL-repo SimCLR (docs/METHODS.md §2.8).
 
     `z` is `[2B, d]` = projections of `[x1; x2]`; row `i` is positive with
     row `(i + B) mod 2B`, the other `2B - 2` rows are negatives, the self
@@ -326,7 +326,7 @@ def moco_logits(q, k, queue, temperature=0.07):
 
 
 def moco_loss(q, k, queue, temperature=0.07):
-    """MoCo InfoNCE: cross-entropy with label 0 over `[q.k, q Q^T] / t` (METHODS §2.9)."""
+    """MoCo InfoNCE: cross-entropy with label 0 over `[q.k, q Q^T] / t` (docs/METHODS.md §2.9)."""
     logits = moco_logits(q, k, queue, temperature)
     # CE with label 0 = log(1 + sum_j e^{l_j - l_0}) = softplus(logsumexp_j(l_j - l_0)):
     # the same value, but the K tiny negative terms are summed among themselves
@@ -355,7 +355,7 @@ def cosine_matrix(a, b):
 
 
 def pseudo_pair_masks(z1, z2, theta_pos=0.8, theta_neg=0.2):
-    """[RECON] CCSL/CSSL pseudo-labels from `c_ij = cos(z'1_i, z'2_j)` (METHODS §2.7).
+    """[RECON] CCSL/CSSL pseudo-labels from `c_ij = cos(z'1_i, z'2_j)` (docs/METHODS.md §2.7).
 
     Returns float32 `(positive, negative)` `[B, B]` masks: `i != j` and
     `c_ij > theta_pos`, resp. `i != j` and `c_ij < theta_neg`. The diagonal
@@ -375,7 +375,7 @@ def _masked_mean(values, mask):
 
 
 def ccsl_terms(p, z, positive, negative):
-    """[RECON] CCSL extra terms for one direction (METHODS §2.7).
+    """[RECON] CCSL extra terms for one direction (docs/METHODS.md §2.7).
 
     `(mean_{P} l(p_i, z_j), mean_{N} max(0, cos(p_i, z_j)))`; empty sets give 0.
     """
@@ -384,7 +384,7 @@ def ccsl_terms(p, z, positive, negative):
 
 
 def cssl_terms(p, z, positive, negative, temperature=1.0):
-    """[RECON] CSSL extra terms for one direction (METHODS §2.7).
+    """[RECON] CSSL extra terms for one direction (docs/METHODS.md §2.7).
 
     Binary cross-entropy on `sigmoid(cos(p_i, z_j) / T)`: label 1 on P, 0 on N,
     each averaged over its set (0 when empty). With T = 1 a pair's BCE is at
@@ -397,7 +397,7 @@ def cssl_terms(p, z, positive, negative, temperature=1.0):
 
 
 def clsa_logits(q, k, queue, temperature=0.2, form="code"):
-    """CLSA's similarity logits and labels (METHODS §2.10); returns `(logits, labels)`.
+    """CLSA's similarity logits and labels (docs/METHODS.md §2.10); returns `(logits, labels)`.
 
     `form="code"` (the default, CLSA's `model/CLSA.py`): `[q k^T, q Q^T] / t`,
     `B x (B + K)`, the batch's other keys being extra negatives, labels
@@ -418,7 +418,7 @@ def clsa_logits(q, k, queue, temperature=0.2, form="code"):
 
 
 def clsa_contrastive_loss(q, k, queue, temperature=0.2, form="code"):
-    """CLSA's `L_c`: cross-entropy of `clsa_logits` with their labels, batch mean (METHODS §2.10)."""
+    """CLSA's `L_c`: cross-entropy of `clsa_logits` with their labels, batch mean (docs/METHODS.md §2.10)."""
     logits, labels = clsa_logits(q, k, queue, temperature, form)
     return keras.ops.mean(
         keras.ops.sparse_categorical_crossentropy(labels, logits, from_logits=True)
@@ -426,7 +426,7 @@ def clsa_contrastive_loss(q, k, queue, temperature=0.2, form="code"):
 
 
 def distribution_divergence(weak_logits, strong_logits):
-    """`-mean_i sum_c softmax(weak)_ic log softmax(strong)_ic`, the weak side detached (METHODS §2.10).
+    """`-mean_i sum_c softmax(weak)_ic log softmax(strong)_ic`, the weak side detached (docs/METHODS.md §2.10).
 
     A cross-entropy: at least the entropy `H(p_w)`, with equality iff the two
     distributions are equal; all-equal logits over n columns give `log n`.
@@ -437,7 +437,7 @@ def distribution_divergence(weak_logits, strong_logits):
 
 
 def ddm_loss(q_weak, q_strong, k, queue, temperature=0.2, form="code"):
-    """CLSA's `L_DDM` for one weak and one strong query batch, T2 = `temperature` (METHODS §2.10).
+    """CLSA's `L_DDM` for one weak and one strong query batch, T2 = `temperature` (docs/METHODS.md §2.10).
 
     Both distributions are over `clsa_logits` at `temperature` (the code scales
     the weak logits from T to T2, i.e. uses T2 for both); the code's form has
@@ -450,7 +450,7 @@ def ddm_loss(q_weak, q_strong, k, queue, temperature=0.2, form="code"):
 
 
 def suncet_loss(z, labels, temperature=0.1):
-    """SuNCEt's supervised contrastive loss as `facebookresearch/suncet` computes it (METHODS §2.11).
+    """SuNCEt's supervised contrastive loss as `facebookresearch/suncet` computes it (docs/METHODS.md §2.11).
 
     `prob_i = (sum_{j != i} e^{z_i.z_j/t} y_j) / sum_{j != i} e^{z_i.z_j/t}`,
     loss `-mean_i sum_c y_ic log prob_ic`, over normalised `z`; the gradient

@@ -81,7 +81,7 @@ for _field in config_lib.fields():
 for _names, _rule in config_lib.CROSS_RULES:
     _define_cross_check(_names, _rule)
 flags.DEFINE_list("eval", [], "Evaluations to run on the export after pre-training: linear, knn, attack, semisup, "
-                  "transfer (METHODS §3; results go to the run's results.json), random_init (linear and kNN of a "
+                  "transfer (docs/METHODS.md §3; results go to the run's results.json), random_init (linear and kNN of a "
                   "randomly initialised encoder of the same architecture next to the trained one's, printed as a "
                   "table).")
 flags.DEFINE_string("eval_dataset", "", "Labelled dataset for --eval (default: the pre-training dataset).")

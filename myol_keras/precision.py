@@ -1,4 +1,4 @@
-"""Choosing the compute precision from the hardware (DESIGN §4.9).
+"""Choosing the compute precision from the hardware (docs/DECISIONS.md §4.9).
 
 Importable without TensorFlow (`PRECISIONS` is the `--precision` choice
 list of `PretrainConfig`); the functions import it when called.

@@ -1,6 +1,6 @@
 """The run directory and export roots: file names, markers, versions, atomic writes.
 
-One run writes one directory (DESIGN §2, §4.11):
+One run writes one directory (docs/DECISIONS.md §2, §4.11):
 
 | name | written by | holds |
 |---|---|---|

@@ -1,7 +1,7 @@
 """Learning-rate schedules: pure functions of the global step (the EMA momentum's is `ema.ema_tau`).
 
 Both are computed from `optimizer.iterations`, which `BackupAndRestore`
-restores, so a resumed run continues the schedule exactly (DESIGN §4.3, §4.8).
+restores, so a resumed run continues the schedule exactly (docs/DECISIONS.md §4.3, §4.8).
 
 Learning rate, with `k` the global step, `T` steps per epoch and `W = 10 T`:
 

@@ -11,7 +11,7 @@ traced. Two kinds:
 * process-wide (`per_thread=False`): performance levers an entry point sets
   around `fit`, each declared beside the layer whose fast path it switches.
   The replica threads a strategy traces in must see them, and they are never
-  model or config arguments (DESIGN §3: a saved model carries no speed
+  model or config arguments (docs/DECISIONS.md §3: a saved model carries no speed
   switch).
 
 Example:

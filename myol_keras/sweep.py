@@ -1,4 +1,4 @@
-"""Pre-training batch-size study (METHODS §3.5, MYOL Appendix §C.1).
+"""Pre-training batch-size study (docs/METHODS.md §3.5, MYOL Appendix §C.1).
 
     python -m myol_keras.sweep --batch_sizes=256,128,64,32 --base_epochs=500 \
         --pretrain_flags="--method=byol --dataset=cifar10" --output=runs/sweep_byol
@@ -92,7 +92,7 @@ def run_sweep(plan, *, pretrain_flags="", run_dir="runs", export_dir="saved_mode
     if rows:
         os.makedirs(output, exist_ok=True)
         rundir.atomic_write(os.path.join(output, "sweep.md"),
-                            "# Batch-size sweep (METHODS §3.5)\n\n" + report.markdown_table(rows) + "\n")
+                            "# Batch-size sweep (docs/METHODS.md §3.5)\n\n" + report.markdown_table(rows) + "\n")
         rundir.atomic_write_csv(os.path.join(output, "sweep.csv"), rows)
     return rows
 

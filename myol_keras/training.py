@@ -396,7 +396,7 @@ def _fit_and_export(config, plan, model, strategy, policy, reason):
             start_epoch = backup.restore(model)
         except OSError as e:
             raise TrainingStopped(f"cannot resume {run.path}: {e}. Pass --overwrite to start again.") from None
-    if multi_worker:  # the chief's checkpoint is the run's one state: every worker takes it (DESIGN §4.9)
+    if multi_worker:  # the chief's checkpoint is the run's one state: every worker takes it (docs/DECISIONS.md §4.9)
         cluster_lib.broadcast_from_chief(strategy, [*model.variables, *model.optimizer.variables])
         start_epoch = cluster_lib.chief_value(strategy, start_epoch)
         backup.restored_epoch = model._initial_epoch = start_epoch

@@ -11,7 +11,7 @@ WHITE = (1.0, 1.0, 1.0)
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
 
-# Hand-made torchvision checks from METHODS §1.6: (op, factor, input, expected).
+# Hand-made torchvision checks from docs/METHODS.md §1.6: (op, factor, input, expected).
 TORCHVISION_CASES = [
     ("brightness", 1.4, [PIXEL_A], (0.28, 0.70, 1.0)),
     ("saturation", 0.6, [PIXEL_A], (0.297792, 0.477792, 0.657792)),

@@ -1,4 +1,4 @@
-"""FGSM / PGD (METHODS §3.4): closed forms on a linear model, the ε-ball, the faithful clipping."""
+"""FGSM / PGD (docs/METHODS.md §3.4): closed forms on a linear model, the ε-ball, the faithful clipping."""
 
 import numpy as np
 import pytest
@@ -59,7 +59,7 @@ def test_fgsm_faithful_steps_in_normalised_space_and_clips_there():
 
 def test_faithful_fgsm_with_zero_epsilon_still_changes_inputs_as_documented():
     model_fn, _, _ = _linear_model(size=1)
-    # METHODS §3.4: red 0.10 -> normalised -1.935 -> 0 -> pixel 0.4914; red 0.90 -> 2.020 -> 1 -> 0.6937.
+    # docs/METHODS.md §3.4: red 0.10 -> normalised -1.935 -> 0 -> pixel 0.4914; red 0.90 -> 2.020 -> 1 -> 0.6937.
     x = np.array([[[[0.10, 0.5, 0.5]]], [[[0.90, 0.5, 0.5]]]], "float32")
     y = np.array([0, 1])
     out = attack.fgsm(model_fn, x, y, 0.0, attack_space="normalized_clip01", mean=CIFAR_MEAN, std=CIFAR_STD).numpy()

@@ -1,4 +1,4 @@
-"""Tests for the `myol_keras.augment` package as a whole (METHODS §1.6, DESIGN §4.4).
+"""Tests for the `myol_keras.augment` package as a whole (docs/METHODS.md §1.6, docs/DECISIONS.md §4.4).
 
 One test file per module of the package (`tests/test_augment_<module>.py`, shared
 cases in `tests/augment_cases.py`); this file covers what spans them: the public

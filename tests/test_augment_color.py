@@ -1,4 +1,4 @@
-"""Tests for `myol_keras.augment.color`: torchvision's colour functions (METHODS §1.6)."""
+"""Tests for `myol_keras.augment.color`: torchvision's colour functions (docs/METHODS.md §1.6)."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Tests for `myol_keras.augment.color_jitter.ColorJitter` (METHODS §1.6, DESIGN §4.4)."""
+"""Tests for `myol_keras.augment.color_jitter.ColorJitter` (docs/METHODS.md §1.6, docs/DECISIONS.md §4.4)."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Tests for `myol_keras.augment.rand_augment.RandAugment` and `clsa_strong_recipe` (METHODS §2.10)."""
+"""Tests for `myol_keras.augment.rand_augment.RandAugment` and `clsa_strong_recipe` (docs/METHODS.md §2.10)."""
 
 import numpy as np
 import pytest

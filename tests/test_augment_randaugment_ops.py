@@ -1,6 +1,6 @@
 """Tests for `myol_keras.augment.randaugment_ops`: each op equals Pillow's, pixel for pixel.
 
-CLSA's RandAugment (METHODS §2.10) calls PIL's `ImageOps` / `ImageEnhance` /
+CLSA's RandAugment (docs/METHODS.md §2.10) calls PIL's `ImageOps` / `ImageEnhance` /
 `Image.transform` on uint8 images. Our ops reproduce Pillow's integer
 arithmetic (float32 blends truncated, fixed-point luma, the float32 SMOOTH
 filter, 16.16 fixed-point affine sampling), so the tolerance is 0 grey levels

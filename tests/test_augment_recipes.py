@@ -1,4 +1,4 @@
-"""Tests for `myol_keras.augment.recipes`: the view recipes (METHODS §1.6)."""
+"""Tests for `myol_keras.augment.recipes`: the view recipes (docs/METHODS.md §1.6)."""
 
 import keras
 import numpy as np

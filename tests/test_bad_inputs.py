@@ -1,4 +1,4 @@
-"""The bad-input catalogue (issue 10, DESIGN §5): every case is a one-line,
+"""The bad-input catalogue (issue 10, docs/DECISIONS.md §5): every case is a one-line,
 actionable error with exit status 2 — most in-process through `main(argv)`, a
 few as real subprocesses — and start-up validation writes nothing.
 

@@ -1,4 +1,4 @@
-"""The command-line plumbing (`myol_keras.cli`) and the rule that only entry points use it (DESIGN §3, issue 16).
+"""The command-line plumbing (`myol_keras.cli`) and the rule that only entry points use it (docs/DECISIONS.md §3, issue 16).
 
 The rule, checked on the source: library functions raise `ValueError` /
 `FileNotFoundError`, never `cli.UsageError`; they never read `FLAGS` (only a

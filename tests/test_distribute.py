@@ -1,4 +1,4 @@
-"""tf.distribute (DESIGN §4.9): a mirrored BYOL step with synchronised BatchNorm
+"""tf.distribute (docs/DECISIONS.md §4.9): a mirrored BYOL step with synchronised BatchNorm
 equals a one-device step on the same global batch; MYOL replicas draw different λ.
 
 The comparison runs in a subprocess (tests/scripts/distribute_step.py) because

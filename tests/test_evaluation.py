@@ -1,4 +1,4 @@
-"""Evaluation protocols (METHODS §3): probe schedule, kNN vote, label subsets, fine-tuning BatchNorm."""
+"""Evaluation protocols (docs/METHODS.md §3): probe schedule, kNN vote, label subsets, fine-tuning BatchNorm."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""The on-disk decoded-image cache (issue 20, DESIGN §4.10): built once, memory-mapped after, rebuilt when
+"""The on-disk decoded-image cache (issue 20, docs/DECISIONS.md §4.10): built once, memory-mapped after, rebuilt when
 the source changes, never used half-written, and every failure one clear line with nothing left behind."""
 
 import errno

@@ -1,4 +1,4 @@
-"""Tests for `myol_keras.labelled_batches`: SuNCEt's class-balanced labelled batches (METHODS §2.11)."""
+"""Tests for `myol_keras.labelled_batches`: SuNCEt's class-balanced labelled batches (docs/METHODS.md §2.11)."""
 
 import numpy as np
 import pytest

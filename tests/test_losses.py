@@ -1,4 +1,4 @@
-"""Numeric checks of the loss and mixing primitives (METHODS §0.2, §2.1, §2.2)."""
+"""Numeric checks of the loss and mixing primitives (docs/METHODS.md §0.2, §2.1, §2.2)."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Tests for CLSA's and SuNCEt's losses in `myol_keras.losses` (METHODS §2.10, §2.11).
+"""Tests for CLSA's and SuNCEt's losses in `myol_keras.losses` (docs/METHODS.md §2.10, §2.11).
 
 Closed forms from METHODS, and parity with the official PyTorch code on fixed
 tensors: `tests/fixtures/clsa_suncet/*.npz` were written by

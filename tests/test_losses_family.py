@@ -1,4 +1,4 @@
-"""Closed-form and NumPy checks of the method-family maths (METHODS §1.7, §2.3-2.9)."""
+"""Closed-form and NumPy checks of the method-family maths (docs/METHODS.md §1.7, §2.3-2.9)."""
 
 import math
 

@@ -1,5 +1,5 @@
 """The command line: usage errors, and an end-to-end run that is killed, resumed
-and exported (DESIGN §4.6, §4.11)."""
+and exported (docs/DECISIONS.md §4.6, §4.11)."""
 
 import csv
 import json

@@ -1,5 +1,5 @@
 """Un-Mix, i-Mix, TriBYOL, RepMix, CCSL/CSSL, SimCLR, MoCo: the method-level sanity checks of
-METHODS §2.3-2.9 on a tiny ResNet, and one shared training test for every registered method."""
+docs/METHODS.md §2.3-2.9 on a tiny ResNet, and one shared training test for every registered method."""
 
 import math
 

@@ -1,5 +1,5 @@
-"""BYOL and MYOL: the sanity checks of METHODS §2.1-2.2 and the target-network
-rules of DESIGN §4.3, on a tiny ResNet."""
+"""BYOL and MYOL: the sanity checks of docs/METHODS.md §2.1-2.2 and the target-network
+rules of docs/DECISIONS.md §4.3, on a tiny ResNet."""
 
 import keras
 import numpy as np

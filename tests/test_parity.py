@@ -237,7 +237,7 @@ def test_three_steps_match_official_code(method):
     compare(model, losses, fixture)
 
 
-# --- methods without official code: a NumPy transcription of METHODS §2.6-2.7 --------------------
+# --- methods without official code: a NumPy transcription of docs/METHODS.md §2.6-2.7 --------------------
 # Representation mixing and CCSL/CSSL have no runnable official code, so each of three training
 # steps (the library's own `fit`, optimizer and BatchNorm) is checked against the loss written in
 # NumPy (float64) from METHODS.md on the step's own network outputs. The optimizer and the

@@ -1,5 +1,5 @@
 """Kill-and-resume at every fault-injection point, a NaN stop, and determinism
-(DESIGN §4.11, issue 10).
+(docs/DECISIONS.md §4.11, issue 10).
 
 One run directory is driven through a chain of SIGKILLs — one per named fault
 point, plus one at a random moment — each rerun of the same command resuming

@@ -1,4 +1,4 @@
-"""Learning-rate and tau schedules (DESIGN §4.8, METHODS §1.3, §1.5)."""
+"""Learning-rate and tau schedules (docs/DECISIONS.md §4.8, docs/METHODS.md §1.3, §1.5)."""
 
 import pytest
 import tensorflow as tf
@@ -14,7 +14,7 @@ W = 10 * T
 @pytest.mark.parametrize(
     "step, mode, expected",
     [
-        (0, "myol_faithful", 0.05 * (1 + T) / W),  # 0.005026 (METHODS §1.5)
+        (0, "myol_faithful", 0.05 * (1 + T) / W),  # 0.005026 (docs/METHODS.md §1.5)
         (W - 1, "myol_faithful", 0.055),  # end of epoch 10: 1.1 * lr0
         (W, "myol_faithful", 0.055),
         (50 * W, "myol_faithful", 0.055),  # never decays

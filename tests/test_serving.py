@@ -1,4 +1,4 @@
-"""The serving contract (DESIGN §4.6, docs/SERVING.md), checked the way TF Serving
+"""The serving contract (docs/DECISIONS.md §4.6, docs/SERVING.md), checked the way TF Serving
 and its users see an export: `saved_model_cli show --all`, `saved_model_cli run`
 with `--inputs` from an `.npy` file, and `tf.saved_model.load` in a fresh
 process — each compared with the in-process Keras model. One tiny encoder and

@@ -1,4 +1,4 @@
-"""Pre-training view augmentations (METHODS §1.6, DESIGN §4.4).
+"""Pre-training view augmentations (docs/METHODS.md §1.6, docs/DECISIONS.md §4.4).
 
 The MYOL / i-Mix view recipe as Keras layers that run inside
 `tf.data.Dataset.map` (TensorFlow backend):

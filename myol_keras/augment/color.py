@@ -1,4 +1,4 @@
-"""torchvision's colour adjustments as pure functions (METHODS §1.6).
+"""torchvision's colour adjustments as pure functions (docs/METHODS.md §1.6).
 
 Every function takes `images`, float images in [0, 1] of shape
 `(N, H, W, 3)` or `(H, W, 3)`, and `factor`, per-sample factors of shape

@@ -1,4 +1,4 @@
-"""`ColorJitter`: torchvision's colour jitter, per sample, in a random order (METHODS §1.6)."""
+"""`ColorJitter`: torchvision's colour jitter, per sample, in a random order (docs/METHODS.md §1.6)."""
 
 import functools
 import math
@@ -101,7 +101,7 @@ _jitter_xla = tf.function(
 class ColorJitter(RandomAugmentation):
     """torchvision's `ColorJitter`, per sample, with a random order of ops.
 
-    For each image, independently (METHODS §1.6): brightness, contrast and
+    For each image, independently (docs/METHODS.md §1.6): brightness, contrast and
     saturation factors `b, c, s ~ U[max(0, 1 - x), 1 + x]`, a hue shift
     `h ~ U[-hue, hue]` and a random permutation of the four operations;
 

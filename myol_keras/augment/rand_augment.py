@@ -1,4 +1,4 @@
-"""`RandAugment`: the strong augmentation of CLSA's code (METHODS §2.10).
+"""`RandAugment`: the strong augmentation of CLSA's code (docs/METHODS.md §2.10).
 
 As `data_processing/RandAugment.py` of `maple-research-lab/CLSA` draws it
 (`RandAugment(n=5, m=10)`, FixMatch's pool): `num_ops` operations chosen

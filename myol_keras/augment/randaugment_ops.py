@@ -1,6 +1,6 @@
 """RandAugment's 14 image operations, computed exactly as PIL computes them.
 
-CLSA's strong view (METHODS §2.10) runs FixMatch's RandAugment pool, which
+CLSA's strong view (docs/METHODS.md §2.10) runs FixMatch's RandAugment pool, which
 the CLSA code (`data_processing/RandAugment.py`) applies with PIL's
 `ImageOps` / `ImageEnhance` / `Image.transform` to uint8 images. These pure
 functions reproduce PIL's integer arithmetic on TensorFlow tensors so that the

@@ -2,14 +2,14 @@
 
 A recipe is a plain list of layers applied in order by `apply_recipe` /
 `make_view_fn` (`myol_keras.augment.view`); it may mix this package's layers,
-Keras core layers and keras-cv layers (DESIGN §4.4). A new recipe is a new
+Keras core layers and keras-cv layers (docs/DECISIONS.md §4.4). A new recipe is a new
 factory here, with the paper's defaults and one seed per random layer derived
 with `layer_seed`; a new operation is a new layer module in this package.
 
 - `myol_view_recipe`: the MYOL / i-Mix / BYOL-on-small-images pre-training
-  view (METHODS §1.6);
+  view (docs/METHODS.md §1.6);
 - `clsa_strong_recipe`: CLSA's strong view, the weak view plus RandAugment
-  (METHODS §2.10);
+  (docs/METHODS.md §2.10);
 - `eval_recipe`: the evaluation transform, shared with the export and every
   evaluation (`myol_keras.preprocessing`).
 """
@@ -49,7 +49,7 @@ def _validate_image_size(image_size):
 
 
 def myol_view_recipe(image_size, mean, std, seed=None):
-    """The MYOL pre-training view (METHODS §1.6) as a list of layers.
+    """The MYOL pre-training view (docs/METHODS.md §1.6) as a list of layers.
 
     In order: `ToFloat`, `RandomResizedCrop(image_size, (0.2, 1), (3/4, 4/3))`,
     `keras.layers.RandomFlip("horizontal")`,
@@ -101,14 +101,14 @@ def myol_view_recipe(image_size, mean, std, seed=None):
 
 
 def clsa_strong_recipe(image_size, mean, std, scale=(0.2, 1.0), num_ops=5, magnitude=10, seed=None):
-    """CLSA's strong view (METHODS §2.10): the weak view, then `RandAugment`, as a list of layers.
+    """CLSA's strong view (docs/METHODS.md §2.10): the weak view, then `RandAugment`, as a list of layers.
 
     In order: `ToFloat`, `RandomResizedCrop(image_size, scale, (3/4, 4/3))`,
     horizontal flip, `ColorJitter(0.4, 0.4, 0.4, 0.1)` with p = 0.8,
     grayscale with p = 0.2, `RandAugment(num_ops, magnitude, rate=0.5)` and
     `Normalize(mean, std)`. CLSA's code (`Multi_FixTransform.py`) also blurs
     with p = 0.5 before its flip; the small-image views of this library have
-    no blur (METHODS §1.6), and neither does this recipe. The flip commutes
+    no blur (docs/METHODS.md §1.6), and neither does this recipe. The flip commutes
     with the colour operations, so its place does not matter. RandAugment
     works on the 256 grey levels, as PIL does on the code's uint8 images.
 

@@ -1,4 +1,4 @@
-"""Datasets for pre-training and evaluation (DESIGN §4.10): a registry of source kinds, the epoch
+"""Datasets for pre-training and evaluation (docs/DECISIONS.md §4.10): a registry of source kinds, the epoch
 pipeline and the decoded-image cache.
 
 | module | what |

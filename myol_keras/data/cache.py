@@ -1,4 +1,4 @@
-"""The on-disk cache of decoded images: built once, memory-mapped by every later run (DESIGN §4.10).
+"""The on-disk cache of decoded images: built once, memory-mapped by every later run (docs/DECISIONS.md §4.10).
 
 Decoding a folder of JPEGs on every run costs minutes and holds every pixel in
 memory. Instead, the decoded, resized `uint8` images of a file-based source

@@ -1,4 +1,4 @@
-"""The image-folder source kinds: `folder` (any folder of images) and `tiny_imagenet` (DESIGN §4.10).
+"""The image-folder source kinds: `folder` (any folder of images) and `tiny_imagenet` (docs/DECISIONS.md §4.10).
 
 A folder is a flat folder of images (unlabelled), one sub-folder per class (split 80/20 per class,
 deterministically) or `train/` and `test/` (or `val/`) sub-folders of classes. Tiny-ImageNet is its

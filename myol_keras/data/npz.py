@@ -1,4 +1,4 @@
-"""The `.npz` source kind: `x_train`, `y_train`, `x_test`, `y_test` arrays in one file (DESIGN §4.10).
+"""The `.npz` source kind: `x_train`, `y_train`, `x_test`, `y_test` arrays in one file (docs/DECISIONS.md §4.10).
 
 Images may be uint8, floats in [0, 1] or numbers in 0..255, shaped NHWC (C in 1, 3, 4) or NHW; they are
 converted to uint8 RGB once, into the decoded-image cache, and memory-mapped from it after that (a warm

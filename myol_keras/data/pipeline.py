@@ -1,4 +1,4 @@
-"""The pre-training input pipelines (DESIGN §4.10): shuffle indices, not images.
+"""The pre-training input pipelines (docs/DECISIONS.md §4.10): shuffle indices, not images.
 
 `epoch_pipeline` (the CLI's) and `pretrain_pipeline` shuffle indices, not images: every epoch is a full
 permutation of the data set (for `epoch_pipeline` a pure function of (seed, epoch), so a resumed run
@@ -140,7 +140,7 @@ def epoch_pipeline(
             class-clustered batches on class-sorted folders, and every image
             held in memory); kept to resume runs started with it. 1: source order.
         counterparts: pair every image with a counterpart from an independent
-            permutation of the data set (representation mixing, METHODS §2.6).
+            permutation of the data set (representation mixing, docs/METHODS.md §2.6).
 
     Example:
         ds = epoch_pipeline(images, augment.make_view_fn([r, r]), 256, seed=0, start_epoch=12)

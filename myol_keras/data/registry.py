@@ -1,4 +1,4 @@
-"""The dataset registry: every source kind by name, and the public loaders (DESIGN §4.10).
+"""The dataset registry: every source kind by name, and the public loaders (docs/DECISIONS.md §4.10).
 
 Each name maps to one `DataSource` (tfds names, `tiny_imagenet`, `stl10_binary`, `folder`, `npz`,
 `digits`, and whatever `register` adds); the loaders check their arguments and ask the source.

@@ -1,4 +1,4 @@
-"""The STL-10 binary source kind: `stl10_binary/*.bin`, the archive users download by hand (DESIGN §4.10).
+"""The STL-10 binary source kind: `stl10_binary/*.bin`, the archive users download by hand (docs/DECISIONS.md §4.10).
 
 Pre-training reads `unlabeled_X.bin` then `train_X.bin` (105k images); the labelled splits are `train`
 and `test`. The 96-px images are stored column-major; they are converted once into the decoded-image

@@ -1,4 +1,4 @@
-"""The tfds source kind: cifar10, cifar100, stl10, fashion_mnist, mnist, svhn_cropped (DESIGN §4.10).
+"""The tfds source kind: cifar10, cifar100, stl10, fashion_mnist, mnist, svhn_cropped (docs/DECISIONS.md §4.10).
 
 Images stream from `tensorflow_datasets` (the arrays are read into memory). When a dataset cannot be
 found or fetched, a `DataUnavailableError` says, on one line, which dataset, where it looked and which

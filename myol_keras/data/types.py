@@ -43,7 +43,7 @@ class DatasetInfo:
     num_pretrain_images: int | None
 
 
-# METHODS §1.6 (CIFAR-10/100, STL-10, Tiny-ImageNet) and the usual ImageNet statistics; the MNIST,
+# docs/METHODS.md §1.6 (CIFAR-10/100, STL-10, Tiny-ImageNet) and the usual ImageNet statistics; the MNIST,
 # Fashion-MNIST and SVHN rows are the commonly used values for those datasets.
 NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),

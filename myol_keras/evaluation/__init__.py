@@ -1,4 +1,4 @@
-"""Evaluation protocols of METHODS §3 on exported SavedModels.
+"""Evaluation protocols of docs/METHODS.md §3 on exported SavedModels.
 
 Each module is `python -m`-runnable and exposes a function returning a result
 dict that is also appended to the run's `results.json`:

@@ -1,4 +1,4 @@
-"""FGSM and PGD attacks on a linear-probe classifier (METHODS §3.4, the MYOL repo's `adversarial_attack.py`).
+"""FGSM and PGD attacks on a linear-probe classifier (docs/METHODS.md §3.4, the MYOL repo's `adversarial_attack.py`).
 
     python -m myol_keras.evaluation.attack --classifier=saved_models/byol-cifar10-linear
 

@@ -1,4 +1,4 @@
-"""What the evaluation protocols share (METHODS §3): the linear head and its schedule, top-k, the features cache.
+"""What the evaluation protocols share (docs/METHODS.md §3): the linear head and its schedule, top-k, the features cache.
 
 * `build_linear_head`: `Linear(D, C)` with torch's initialisation (probe,
   fine-tuning, transfer);

@@ -1,8 +1,8 @@
 """Load exported SavedModels, extract features with a progress line, record results.
 
-The evaluations read the SavedModel endpoints (DESIGN §4.6): `serving_default`
+The evaluations read the SavedModel endpoints (docs/DECISIONS.md §4.6): `serving_default`
 takes uint8 images and `serve_pixels` float32 pixels in [0, 1]; both resize
-and normalise inside and run BatchNorm in inference mode (METHODS §3.1 step 1:
+and normalise inside and run BatchNorm in inference mode (docs/METHODS.md §3.1 step 1:
 "eval mode"). The export's `assets.extra/myol_keras.json` says what it is
 (`kind`: "encoder" or "classifier") and where its run directory is, where
 every evaluation appends a record to `results.json`.

@@ -2,7 +2,7 @@
 
     python -m myol_keras.evaluation.knn --saved_model=saved_models/byol-cifar10 --dataset=cifar10
 
-The monitor of the Un-Mix demo and of Representation Mixing (METHODS §3.7):
+The monitor of the Un-Mix demo and of Representation Mixing (docs/METHODS.md §3.7):
 features are L2-normalised, each test image takes its k most similar train
 images (cosine similarity s), each votes for its class with weight
 exp(s / T), and the class with the largest summed weight is the prediction.

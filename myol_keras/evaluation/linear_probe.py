@@ -1,4 +1,4 @@
-"""Linear evaluation of a frozen encoder (METHODS §3.1, the MYOL repo's `eval.py`).
+"""Linear evaluation of a frozen encoder (docs/METHODS.md §3.1, the MYOL repo's `eval.py`).
 
     python -m myol_keras.evaluation.linear_probe --saved_model=saved_models/myol_c10 \
         --dataset=cifar10
@@ -14,7 +14,7 @@ epochs; the reported top-1/top-5 are those of the last epoch.
 
 Keras' SGD folds the learning rate into the velocity while torch applies it
 after, so under a changing learning rate the trajectories differ slightly
-(METHODS §5.6); with a constant rate they are identical.
+(docs/METHODS.md §5.6); with a constant rate they are identical.
 
 The classifier (encoder + head) is exported beside the encoder, at
 `saved_models/<name>-linear/<version>/` — never as a new version of the

@@ -8,7 +8,7 @@ the run's seed — the weights the pre-training started from — in the export's
 precision. Its features go through the export's own transform
 (`preprocessing.evaluation_transform`, BatchNorm in inference mode), then
 through exactly the protocols of the trained encoder: the linear probe of
-METHODS §3.1 (`linear_probe.train_linear_classifier`, same epochs, batch,
+docs/METHODS.md §3.1 (`linear_probe.train_linear_classifier`, same epochs, batch,
 learning rate and head seed) and the weighted kNN vote (k = 200, T = 0.1).
 The record goes to the trained run's `results.json` (`"evaluation":
 "random_init"`), where `comparison_rows` puts it next to the trained

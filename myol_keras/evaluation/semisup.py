@@ -1,4 +1,4 @@
-"""Semi-supervised fine-tuning on 1% / 10% class-balanced labels (METHODS §3.2, the MYOL repo's `semisup.py`).
+"""Semi-supervised fine-tuning on 1% / 10% class-balanced labels (docs/METHODS.md §3.2, the MYOL repo's `semisup.py`).
 
     python -m myol_keras.evaluation.semisup --saved_model=saved_models/byol-cifar10 --dataset=cifar10 \
         --label_fraction=0.01
@@ -27,7 +27,7 @@ from myol_keras.evaluation import common
 
 PROG = "myol_keras.evaluation.semisup"
 
-# METHODS §3.2: (encoder lr, head lr) per label fraction.
+# docs/METHODS.md §3.2: (encoder lr, head lr) per label fraction.
 LEARNING_RATES = {0.01: (0.03, 0.08), 0.1: (0.01, 0.1)}
 
 FLAGS = flags.FlagValues()

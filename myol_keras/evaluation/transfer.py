@@ -1,4 +1,4 @@
-"""Transfer learning to other datasets (METHODS §3.3, the MYOL repo's `tl.py`).
+"""Transfer learning to other datasets (docs/METHODS.md §3.3, the MYOL repo's `tl.py`).
 
     python -m myol_keras.evaluation.transfer --saved_model=saved_models/byol-tiny_imagenet \
         --targets=cifar10,stl10 --mode=linear

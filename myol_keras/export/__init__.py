@@ -4,7 +4,7 @@
 |---|---|
 | `registry` | `ExportFormat` records by name, `FORMATS`, `register_format`, dependency checks (no TensorFlow) |
 | `onnx`, `litert` | one built-in format each: `model.onnx` (onnxruntime), `model.tflite` (LiteRT) |
-| `saved_model` | the SavedModel contract (DESIGN §4.6): endpoints, atomic write, `load_backbone`, `load_format` |
+| `saved_model` | the SavedModel contract (docs/DECISIONS.md §4.6): endpoints, atomic write, `load_backbone`, `load_format` |
 | `files` | one format's file: convert, run on a probe batch, compare with the SavedModel |
 | `encoder` | `export_encoder`, and `add_formats` to an existing export |
 

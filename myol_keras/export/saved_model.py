@@ -1,6 +1,6 @@
 """The SavedModel of an export: its serving signatures, its atomic write, and reading an export back.
 
-The contract (DESIGN §4.6), in `saved_models/<name>/<version>/`:
+The contract (docs/DECISIONS.md §4.6), in `saved_models/<name>/<version>/`:
 
 * `serving_default`: uint8 images `[batch, H, W, 3]`, H and W dynamic;
   scaled to [0, 1], centre-cropped to a square, resized (antialiased) to the

@@ -1,14 +1,14 @@
 """The shared base of the BYOL family: online/target networks and one `train_step`.
 
 A method subclass adds only its loss terms (`compute_loss_terms`), the way
-each section of `METHODS.md` adds a term to BYOL. The base owns:
+each section of `docs/METHODS.md` adds a term to BYOL. The base owns:
 
 * the online encoder (backbone + projector) and the predictor;
 * the target encoder, an EMA copy of backbone + projector with no predictor.
   It stays *trainable* (so its BatchNorm normalises with batch statistics and
   updates its own moving statistics, as in the reference) but is never in the
   optimizer: the optimizer is built explicitly on `optimized_variables` in
-  `compile` (DESIGN §4.3). The EMA itself is `EMATargetUpdate`'s job;
+  `compile` (docs/DECISIONS.md §4.3). The EMA itself is `EMATargetUpdate`'s job;
 * coupled L2 weight decay (`grad += wd * w` on every optimized parameter,
   as torch's SGD `weight_decay`), loss scaling for `mixed_float16`, and
   stateless per-step seeds for the mixing randomness;
@@ -17,7 +17,7 @@ each section of `METHODS.md` adds a term to BYOL. The base owns:
 **Stacked views** (`stack_views=True`, opt-in): the views of a step go
 through each network in one forward pass, stacked along the batch axis, with
 BatchNorm statistics per view (`batchnorm.view_groups`): the same outputs,
-gradients and moving statistics as one pass per view (METHODS §1.4, tested to
+gradients and moving statistics as one pass per view (docs/METHODS.md §1.4, tested to
 float tolerance), in half the convolution calls or fewer. The default,
 `stack_views=False`, runs one pass per view, as the reference code does: on
 the 2-core avx512_bf16 CPU of issue 17 the stacked pass did not measurably
@@ -157,7 +157,7 @@ class BootstrapMethod(distribute.MultiWorkerFitWorkaround, keras.Model):
     def make_view_fn(cls, image_size, mean, std, seed=0):
         """The augmentation the method trains on: `(batch, seed) -> num_views views`.
 
-        The default is `num_views` MYOL-recipe views (METHODS §1.6), view `i`
+        The default is `num_views` MYOL-recipe views (docs/METHODS.md §1.6), view `i`
         seeded with `seed + 1000 i`; a method with other needs overrides it.
 
         Args:
@@ -352,7 +352,7 @@ class BootstrapMethod(distribute.MultiWorkerFitWorkaround, keras.Model):
         return losses.step_seed(self.seed, self.optimizer.iterations, replica_id)
 
     def byol_terms(self, views, targets):
-        """BYOL's per-view online passes and loss (METHODS §2.1), shared by the family.
+        """BYOL's per-view online passes and loss (docs/METHODS.md §2.1), shared by the family.
 
         Returns:
             `(z1, p1, p2, byol_loss)`: the online projection of view 1 (for the

@@ -1,4 +1,4 @@
-"""BYOL: Bootstrap Your Own Latent (Grill et al., NeurIPS 2020; METHODS §2.1)."""
+"""BYOL: Bootstrap Your Own Latent (Grill et al., NeurIPS 2020; docs/METHODS.md §2.1)."""
 
 import keras
 

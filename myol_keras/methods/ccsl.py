@@ -1,4 +1,4 @@
-"""CCSL / CSSL (Jain & Garg, arXiv 2204.04545) — RECONSTRUCTIONS (METHODS §2.7).
+"""CCSL / CSSL (Jain & Garg, arXiv 2204.04545) — RECONSTRUCTIONS (docs/METHODS.md §2.7).
 
 The official classes `BYOLContrastive` / `BYOLSigmoid` are imported but absent
 from the authors' repository and the paper body could not be retrieved, so
@@ -62,7 +62,7 @@ class CCSL(_PseudoPairBYOL):
     """CCSL-like (Cross-Cosine Similarity Loss) — a RECONSTRUCTION, not the official loss.
 
     `L = L_BYOL + w+ mean_P l(p1_i, z'2_j) + w- mean_N max(0, cos(p1_i, z'2_j))`,
-    symmetrised over the views; empty sets contribute 0 (METHODS §2.7).
+    symmetrised over the views; empty sets contribute 0 (docs/METHODS.md §2.7).
 
     Args:
         backbone: `keras.Model` from normalised images to features.

@@ -1,4 +1,4 @@
-"""The contrastive baselines of the MYOL reference: SimCLR and MoCo (METHODS §2.8-2.9).
+"""The contrastive baselines of the MYOL reference: SimCLR and MoCo (docs/METHODS.md §2.8-2.9).
 
 Its flags (name, default, help, bounds, the constructor argument each feeds):
 `contrastive_settings.py`, importable without TensorFlow.
@@ -14,7 +14,7 @@ from myol_keras.methods.family_heads import ContrastiveHead
 
 @keras.saving.register_keras_serializable(package="myol_keras")
 class SimCLR(BootstrapMethod):
-    """SimCLR as in MYOL `algo.py: SIMCLR` (METHODS §2.8).
+    """SimCLR as in MYOL `algo.py: SIMCLR` (docs/METHODS.md §2.8).
 
     `z = n(g(f([x1; x2])))` in **one** forward of 2B images (BatchNorm over
     2B); the head is `Linear-ReLU-Linear` with no BatchNorm; NT-Xent with
@@ -58,7 +58,7 @@ class SimCLR(BootstrapMethod):
 
 @keras.saving.register_keras_serializable(package="myol_keras")
 class MoCo(BootstrapMethod):
-    """MoCo ("v2-style") as in MYOL `algo.py: MOCO` (METHODS §2.9).
+    """MoCo ("v2-style") as in MYOL `algo.py: MOCO` (docs/METHODS.md §2.9).
 
     `q = n(enc_q(x1))`, `k = n(sg(enc_k(x2)))` with `enc = f + Linear-ReLU-Linear`
     (no BatchNorm in the head) and `enc_k` the EMA target (tau from

@@ -1,4 +1,4 @@
-"""Projection heads of the contrastive baselines (METHODS §2.6, §2.8, §2.9).
+"""Projection heads of the contrastive baselines (docs/METHODS.md §2.6, §2.8, §2.9).
 
 The BYOL-family `MLPHead` (Dense-BN-ReLU-Dense) lives in `myol_keras.heads`;
 the SimCLR/MoCo heads of the MYOL reference have no BatchNorm

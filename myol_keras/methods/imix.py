@@ -1,4 +1,4 @@
-"""i-Mix (Lee et al., ICLR 2021) in its BYOL form (METHODS §2.4a).
+"""i-Mix (Lee et al., ICLR 2021) in its BYOL form (docs/METHODS.md §2.4a).
 
 Its flags (name, default, help, bounds, the constructor argument each feeds):
 `imix_settings.py`, importable without TensorFlow.

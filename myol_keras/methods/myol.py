@@ -1,4 +1,4 @@
-"""MYOL: Mixup Your Own Latent (Yang, Chen & Kang, ECAI 2024; METHODS §2.2).
+"""MYOL: Mixup Your Own Latent (Yang, Chen & Kang, ECAI 2024; docs/METHODS.md §2.2).
 
 Its flags (name, default, help, bounds, the constructor argument each feeds):
 `myol_settings.py`, importable without TensorFlow.

@@ -1,4 +1,4 @@
-"""Representation mixing (Sharma et al., BDA 2024; METHODS §2.6).
+"""Representation mixing (Sharma et al., BDA 2024; docs/METHODS.md §2.6).
 
 Follows the authors' code (`models/OurModel.py`, `Loss/loss.py`,
 `data/OurModel_Data.py`); the paper text was not available.
@@ -108,7 +108,7 @@ def counterpart_view_fn(image_size, mean, std, seed=None):
 
 @keras.saving.register_keras_serializable(package="myol_keras")
 class RepMix(BootstrapMethod):
-    """Representation mixing: NT-Xent over sums of two embeddings (METHODS §2.6).
+    """Representation mixing: NT-Xent over sums of two embeddings (docs/METHODS.md §2.6).
 
     A batch holds, for each source image `x_b` and a counterpart `r_b` drawn
     from the whole training set, four views `(N(x), N(r), A(r), A(x))`

@@ -1,4 +1,4 @@
-"""TriBYOL (Li et al., ICASSP 2022) as in the MYOL reference `algo.py: TRIBYOL` (METHODS §2.5)."""
+"""TriBYOL (Li et al., ICASSP 2022) as in the MYOL reference `algo.py: TRIBYOL` (docs/METHODS.md §2.5)."""
 
 import keras
 import tensorflow as tf

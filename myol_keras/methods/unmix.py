@@ -1,4 +1,4 @@
-"""Un-Mix (Shen et al., AAAI 2022) in the BYOL form of the MYOL reference (METHODS §2.3a).
+"""Un-Mix (Shen et al., AAAI 2022) in the BYOL form of the MYOL reference (docs/METHODS.md §2.3a).
 
 Its flags (name, default, help, bounds, the constructor argument each feeds):
 `unmix_settings.py`, importable without TensorFlow.
