@@ -161,8 +161,8 @@ class SuNCEt(SimCLR):
                  images_per_class=2, labels_fraction=0.1, **kwargs):
         if not suncet_temperature > 0:
             raise ValueError(f"Expected `suncet_temperature` > 0. Received: suncet_temperature={suncet_temperature}")
-        for name, value, low in (("supervised_epochs", supervised_epochs, 0), ("classes_per_batch", classes_per_batch, 0),
-                                 ("images_per_class", images_per_class, 1)):
+        for name, value, low in (("supervised_epochs", supervised_epochs, 0),
+                                 ("classes_per_batch", classes_per_batch, 0), ("images_per_class", images_per_class, 1)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"Expected `{name}` to be an int >= {low}. Received: {name}={value!r}")
         if not 0 < labels_fraction <= 1:
@@ -181,15 +181,16 @@ class SuNCEt(SimCLR):
         from myol_keras.methods import inputs
 
         try:
-            images, labels, info = data.load_labelled_array(config.dataset, "train", config.data_dir,
-                                                            download=config.download, cache_dir=config.cache_dir or None)
+            images, labels, info = data.load_labelled_array(
+                config.dataset, "train", config.data_dir, download=config.download, cache_dir=config.cache_dir or None)
         except data.DataUnavailableError:
             raise
         except ValueError as e:
             raise ValueError(f"--method=suncet needs labelled training images; --dataset={config.dataset} gives none: "
                              f"{e}") from None
         if info.num_classes is None or len(labels) == 0:
-            raise ValueError(f"--method=suncet needs labelled training images; --dataset={config.dataset} has no labels")
+            raise ValueError(f"--method=suncet needs labelled training images; --dataset={config.dataset} has no "
+                             "labels")
         labels = np.asarray(labels).astype(np.int64)
         subset = labels[labelled_batches.labelled_subset(labels, config.labels_fraction, config.seed)]
         classes, counts = np.unique(subset, return_counts=True)
