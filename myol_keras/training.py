@@ -26,6 +26,7 @@ import os
 from myol_keras import cluster as cluster_lib
 from myol_keras import process_settings
 from myol_keras import rundir as rundir_lib
+from myol_keras.methods import inputs as method_inputs
 
 PROG = "myol_keras"
 
@@ -71,6 +72,7 @@ class RunPlan:
     run: rundir_lib.RunDirectory
     export_root: str
     epochs: int
+    method_inputs: object = None  # the method's own needs (`methods.inputs`: CLSA's strong size, SuNCEt's labels)
 
     @property
     def total_steps(self):
@@ -80,7 +82,7 @@ class RunPlan:
         """The JSON-able facts `config.json` records beside the settings."""
         return {"image_size": self.image_size, "stem": self.stem, "mean": list(self.mean), "std": list(self.std),
                 "num_images": self.num_images, "steps_per_epoch": self.steps_per_epoch,
-                "learning_rate": self.learning_rate, "export_root": self.export_root}
+                "learning_rate": self.learning_rate, "export_root": self.export_root, **method_inputs.facts(self)}
 
 
 def plan_run(config):
@@ -121,7 +123,7 @@ def plan_run(config):
         run=rundir_lib.RunDirectory(os.path.join(config.run_dir, run_name)),
         export_root=os.path.join(config.export_dir, run_name), epochs=config.epochs,
     )
-    return plan
+    return method_inputs.resolve(config, plan)  # the method's own checks against the data (SuNCEt: labels)
 
 
 def build_model(config, plan):
@@ -145,8 +147,8 @@ def build_dataset(config, plan, method_cls, start_epoch=0):
 
     from myol_keras import data
 
-    view_fn = method_cls.make_view_fn(plan.image_size, plan.mean, plan.std, seed=config.seed)
-    ds = data.epoch_pipeline(
+    view_fn = method_inputs.view_fn(config, plan, method_cls)
+    ds = method_inputs.attach(data.epoch_pipeline(
         plan.images,
         view_fn if config.augment_on == "host" else None,
         config.batch_size,
@@ -156,7 +158,7 @@ def build_dataset(config, plan, method_cls, start_epoch=0):
         drop_remainder=config.drop_remainder,
         shuffle_buffer=config.shuffle_buffer,
         counterparts=method_cls.needs_counterparts,
-    )
+    ), plan, start_epoch)  # SuNCEt: + each step's labelled batch
     if config.threads:
         options = tf.data.Options()
         options.threading.private_threadpool_size = config.threads
@@ -306,7 +308,7 @@ def _compile_model(config, plan, strategy):
         schedule = schedules.WarmupSchedule(plan.learning_rate, plan.steps_per_epoch, config.warmup_epochs,
                                             config.warmup_mode, config.lr_schedule, plan.total_steps)
         if config.augment_on == "device":
-            model.set_device_augmentation(type(model).make_view_fn(plan.image_size, plan.mean, plan.std, seed=config.seed))
+            model.set_device_augmentation(method_inputs.view_fn(config, plan, type(model)))
         model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=config.momentum),
                       jit_compile=config.jit_compile, steps_per_execution=config.steps_per_execution)
     return model, policy, reason

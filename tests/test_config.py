@@ -295,10 +295,17 @@ def test_reading_settings_imports_no_tensorflow():
 #: settings added since RECORDED_DEFAULTS (issue 29: cluster_timeout; issue 28: the monitors), all of which may
 #: change on resume, so a run directory recorded before them resumes unchanged.
 ADDED_SINCE = {"cluster_timeout": 300, "monitor": "auto", "monitor_every": 1, "monitor_knn_k": 20}
+#: the settings of methods added since (issue 27): no old run directory ran these methods, so none holds them.
+NEW_METHODS_SETTINGS = {
+    "clsa_temperature": 0.2, "clsa_ddm_temperature": 0.2, "clsa_alpha": 1.0, "clsa_form": "code",
+    "clsa_symmetric": False, "clsa_queue_size": 4096, "clsa_strong_size": 0,
+    "labels_fraction": 0.1, "supervised_epochs": 0, "suncet_classes_per_batch": 0, "suncet_images_per_class": 2,
+    "suncet_temperature": 0.1, "suncet_ntxent_temperature": 0.1,
+}
 
 
 def test_the_settings_and_defaults_are_those_old_run_directories_recorded(tmp_path):
-    assert PretrainConfig().to_dict() == {**RECORDED_DEFAULTS, **ADDED_SINCE}
+    assert PretrainConfig().to_dict() == {**RECORDED_DEFAULTS, **ADDED_SINCE, **NEW_METHODS_SETTINGS}
     assert set(ADDED_SINCE) <= config_lib.RESUMABLE_CHANGES
     # a run directory's config.json from before: the settings plus its "resolved" section
     old = {**RECORDED_DEFAULTS, "method": "ccsl", "theta_pos": 0.9, "queue_size": 1024, "epochs": 3,

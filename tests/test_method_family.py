@@ -14,7 +14,17 @@ from myol_keras.callbacks import EMATargetUpdate
 from myol_keras.methods import CCSL, CSSL, METHODS, IMix, MoCo, RepMix, SimCLR, TriBYOL, UnMix
 
 SEED = losses.step_seed(0, 0)
-EXTRA = {MoCo: {"queue_size": 32}}
+EXTRA = {MoCo: {"queue_size": 32}, METHODS["clsa"]: {"queue_size": 32}}
+
+
+def _training_batch(method_cls):
+    """Views for the method; SuNCEt's batches also carry a labelled batch (3 classes x 2 images)."""
+    views = random_views(num_views=method_cls.num_views)
+    if method_cls is not METHODS["suncet"]:
+        return views
+    labelled = random_views(batch=6, num_views=1, seed=1)[0]
+    return {"views": views, "labelled": labelled, "labelled_targets": np.tile(np.eye(3, dtype="float32"), (2, 1)),
+            "epoch": np.zeros([6], "int32")}
 
 
 def tiny_conv_backbone(width=4):
@@ -236,7 +246,7 @@ def test_every_method_trains_and_round_trips(name):
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
     online = _values(model.optimized_variables)
     state = _values(_target_state(model))
-    ds = tf.data.Dataset.from_tensors(random_views(num_views=method_cls.num_views)).repeat(2)
+    ds = tf.data.Dataset.from_tensors(_training_batch(method_cls)).repeat(2)
     history = model.fit(ds, epochs=1, verbose=0, callbacks=[EMATargetUpdate(tau=0.9)])
     assert int(model.optimizer.iterations.numpy()) == 2
     assert np.isfinite(history.history["loss"][-1])

@@ -29,6 +29,8 @@ REGISTRY = {
     "cssl": ("ccsl", "CSSL"),
     "simclr": ("contrastive", "SimCLR"),
     "moco": ("contrastive", "MoCo"),
+    "clsa": ("clsa", "CLSA"),
+    "suncet": ("suncet", "SuNCEt"),
 }
 METHOD_NAMES = tuple(REGISTRY)
 

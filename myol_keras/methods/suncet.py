@@ -1,0 +1,242 @@
+"""SuNCEt: SimCLR plus a supervised NCE term on a small class-balanced labelled batch (METHODS §2.11).
+
+Its flags (name, default, help, bounds, the constructor argument each feeds):
+`suncet_settings.py`, importable without TensorFlow.
+
+The labelled batch of every step (`LabelledBatches`): C classes x s images,
+drawn from a labelled share (`labels_fraction`, 10 %) of every class of the
+**training split** — chosen per class with the run's seed — so no labelled
+image comes from an evaluation split. Each is augmented once with the
+pre-training view recipe (the official config's one supervised view). Which
+images a step sees and how they are augmented are pure functions of
+`(seed, step)`, so a resumed run sees what it would have seen.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from myol_keras import augment
+from myol_keras import labelled_batches
+from myol_keras import losses
+from myol_keras.methods.contrastive import SimCLR
+
+#: classes per labelled batch when `classes_per_batch=0`: every class, at most the official ImageNet config's 20.
+MAX_AUTO_CLASSES = 20
+_LABELLED_SEED = 0x5C7  # folded with the step into the labelled batch's augmentation seed
+
+
+def resolve_classes_per_batch(classes_per_batch, num_classes):
+    """C: `classes_per_batch`, or for 0 every class up to `MAX_AUTO_CLASSES`."""
+    return int(classes_per_batch) if classes_per_batch else min(int(num_classes), MAX_AUTO_CLASSES)
+
+
+class LabelledBatches:
+    """SuNCEt's labelled batch of every step, as a `tf.data` stream to zip with the pre-training one.
+
+    Step `t`'s batch holds `C * s` images of the labelled subset
+    (`labelled_batches.ClassBalancedSampler`: row `j * C + i` is image j of
+    the step's class i), one augmented view of each, their targets `[C*s, C]`
+    (one-hot over the step's classes, the official `make_labels_matrix`) and
+    the epoch `t // steps_per_epoch` on every row (the model switches the term
+    off after its `supervised_epochs`).
+
+    Args:
+        images: `uint8 [N, H, W, 3]` training-split images (an array or `np.memmap`).
+        labels: `int [N]` their class ids.
+        classes_per_batch: C (0: every class, at most 20).
+        images_per_class: s.
+        fraction: labelled share of every class.
+        seed: the run's seed (subset, batches and augmentation).
+        steps_per_epoch: optimizer steps per epoch.
+        image_size, mean, std: the view recipe's size and normalisation.
+
+    Example:
+    ```python
+    batches = LabelledBatches(x_train, y_train, 10, 2, 0.1, seed=0, steps_per_epoch=195, image_size=32,
+                              mean=mean, std=std)
+    ds = batches.attach(pretraining_stream, start_epoch=0)
+    ```
+    """
+
+    def __init__(self, images, labels, classes_per_batch, images_per_class, fraction, seed, steps_per_epoch,
+                 image_size, mean, std):
+        labels = np.asarray(labels).astype(np.int64)
+        if len(images) != len(labels):
+            raise ValueError(f"Expected as many labels as images. Received: {len(labels)} labels, {len(images)} images")
+        self.images = images
+        self.labels = labels
+        self.classes_per_batch = resolve_classes_per_batch(classes_per_batch, np.unique(labels).size)
+        self.images_per_class = int(images_per_class)
+        self.sampler = labelled_batches.ClassBalancedSampler(labels, self.classes_per_batch, self.images_per_class,
+                                                             fraction, seed)
+        self.seed = int(seed)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.image_size = int(image_size)
+        recipe = augment.myol_view_recipe(image_size, mean, std, seed=seed + 3000)
+        self._view_fn = augment.make_view_fn([recipe])
+
+    @property
+    def batch_size(self):
+        return self.classes_per_batch * self.images_per_class
+
+    def raw_batch(self, step):
+        """Step `step`'s `(uint8 images [C*s, H, W, 3], int64 labels [C*s], float32 targets [C*s, C])`."""
+        index = self.sampler.batch(int(step))
+        labels = self.labels[index]
+        order = np.argsort(index, kind="stable")  # a memory-mapped array reads best in file order
+        images = np.empty((index.size, *self.images.shape[1:]), np.uint8)
+        images[order] = np.asarray(self.images[index[order]])
+        classes = labels[: self.classes_per_batch]  # row i holds the step's class i
+        targets = (labels[:, None] == classes[None, :]).astype(np.float32)
+        return images, labels, targets
+
+    def dataset(self, start_step=0):
+        """The stream of steps `start_step, start_step + 1, ...`: dicts `labelled`, `labelled_targets`, `epoch`."""
+        shape = (self.batch_size, *self.images.shape[1:])
+
+        def load(step):
+            images, targets = tf.numpy_function(lambda s: self.raw_batch(s)[::2], [step], [tf.uint8, tf.float32],
+                                                   stateful=False)
+            images = tf.ensure_shape(images, shape)
+            targets = tf.ensure_shape(targets, (self.batch_size, self.classes_per_batch))
+            seed = tf.random.experimental.stateless_fold_in(tf.constant([self.seed, _LABELLED_SEED], tf.int64), step)
+            (view,) = self._view_fn(images, seed=seed)
+            epoch = tf.cast(step // self.steps_per_epoch, tf.int32)
+            return {"labelled": view, "labelled_targets": targets,
+                    "epoch": tf.fill([self.batch_size], epoch)}
+
+        steps = tf.data.Dataset.range(int(start_step), np.iinfo(np.int64).max)
+        return steps.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    def attach(self, ds, start_epoch=0):
+        """Zip the pre-training stream `ds` (views, or device-mode raw batches) with the labelled stream."""
+
+        def merge(batch, extra):
+            return {**(batch if isinstance(batch, dict) else {"views": batch}), **extra}
+
+        labelled = self.dataset(int(start_epoch) * self.steps_per_epoch)
+        return tf.data.Dataset.zip((ds, labelled)).map(merge).prefetch(tf.data.AUTOTUNE)
+
+
+@keras.saving.register_keras_serializable(package="myol_keras")
+class SuNCEt(SimCLR):
+    """SuNCEt (Assran et al.) as in `facebookresearch/suncet` `src/suncet_train.py` (METHODS §2.11).
+
+    SimCLR (this library's, §2.8: NT-Xent over `[x1; x2]`, head without
+    BatchNorm) with one more term: `z = n(g(f([x1; x2; x_l])))` in one forward
+    (BatchNorm over `2B + C*s` images, as the official code concatenates the
+    labelled images to the unlabelled ones), `L = NT-Xent(z_u) +
+    [epoch < supervised_epochs] * SuNCEt(z_l)` (`losses.suncet_loss`, the
+    gradient through every labelled embedding, none detached, as the code).
+    After `supervised_epochs` the labelled images still go through the
+    forward and the term is still logged, only not added — as the code does.
+    The official NT-Xent detaches its gathered copy of `z`; this one (the
+    library's SimCLR) does not. One replica only: split across replicas, a
+    labelled batch would leave a class one image per replica.
+
+    Batches are dicts: `views` (x1, x2) (or device-mode raw images),
+    `labelled` `[C*s, H, W, 3]`, `labelled_targets` `[C*s, C]` and `epoch`
+    `[C*s]` (`LabelledBatches.attach` builds them).
+
+    Args:
+        backbone: `keras.Model` from normalised images to features.
+        temperature: of the NT-Xent term (0.1, the official code's one temperature).
+        suncet_temperature: of the SuNCEt term (0.1).
+        supervised_epochs: the term is added while `epoch < supervised_epochs`; 0: always.
+        classes_per_batch, images_per_class, labels_fraction: the labelled
+            batch's C (0: every class, at most 20), s and the labelled share of
+            the training split (read by the data pipeline, recorded here).
+        **kwargs: the `BootstrapMethod` arguments.
+
+    Example:
+    ```python
+    path = myol_keras.pretrain(myol_keras.PretrainConfig(method="suncet", dataset="digits", labels_fraction=0.1))
+    ```
+    """
+
+    loss_term_names = ("ntxent_loss", "suncet_loss")
+
+    def __init__(self, backbone, temperature=0.1, suncet_temperature=0.1, supervised_epochs=0, classes_per_batch=0,
+                 images_per_class=2, labels_fraction=0.1, **kwargs):
+        if not suncet_temperature > 0:
+            raise ValueError(f"Expected `suncet_temperature` > 0. Received: suncet_temperature={suncet_temperature}")
+        for name, value, low in (("supervised_epochs", supervised_epochs, 0),
+                                 ("classes_per_batch", classes_per_batch, 0), ("images_per_class", images_per_class, 1)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"Expected `{name}` to be an int >= {low}. Received: {name}={value!r}")
+        if not 0 < labels_fraction <= 1:
+            raise ValueError(f"Expected `labels_fraction` in (0, 1]. Received: labels_fraction={labels_fraction}")
+        super().__init__(backbone, temperature=temperature, **kwargs)
+        self.suncet_temperature = float(suncet_temperature)
+        self.supervised_epochs = supervised_epochs
+        self.classes_per_batch = classes_per_batch
+        self.images_per_class = images_per_class
+        self.labels_fraction = float(labels_fraction)
+
+    @classmethod
+    def resolve_inputs(cls, config, plan):
+        """The labelled training split and its batches (`methods.inputs`); `ValueError` without labels."""
+        from myol_keras import data
+        from myol_keras.methods import inputs
+
+        try:
+            images, labels, info = data.load_labelled_array(
+                config.dataset, "train", config.data_dir, download=config.download, cache_dir=config.cache_dir or None)
+        except data.DataUnavailableError:
+            raise
+        except ValueError as e:
+            raise ValueError(f"--method=suncet needs labelled training images; --dataset={config.dataset} gives none: "
+                             f"{e}") from None
+        if info.num_classes is None or len(labels) == 0:
+            raise ValueError(f"--method=suncet needs labelled training images; --dataset={config.dataset} has no "
+                             "labels")
+        labels = np.asarray(labels).astype(np.int64)
+        subset = labels[labelled_batches.labelled_subset(labels, config.labels_fraction, config.seed)]
+        classes, counts = np.unique(subset, return_counts=True)
+        wanted = resolve_classes_per_batch(config.suncet_classes_per_batch, classes.size)
+        if wanted > classes.size:
+            raise ValueError(f"--suncet_classes_per_batch={wanted} is more than the {classes.size} classes of "
+                             f"--dataset={config.dataset}; use at most {classes.size} (0: every class, at most 20)")
+        if config.suncet_images_per_class > counts.min():
+            raise ValueError(f"--suncet_images_per_class={config.suncet_images_per_class} is more than the "
+                             f"{counts.min()} labelled images of the smallest class at --labels_fraction="
+                             f"{config.labels_fraction}; lower it or raise --labels_fraction")
+        batches = LabelledBatches(images, labels, wanted, config.suncet_images_per_class, config.labels_fraction,
+                                  config.seed, plan.steps_per_epoch, plan.image_size, plan.mean, plan.std)
+        return inputs.MethodInputs(attach=batches.attach, facts={
+            "suncet_labelled_images": int(subset.size), "suncet_classes_per_batch": wanted})
+
+    def _unpack_views(self, data):
+        if not (isinstance(data, dict) and "labelled" in data):
+            raise ValueError(
+                "SuNCEt trains on dicts with `views` (x1, x2), `labelled`, `labelled_targets` and `epoch`; "
+                "build them with `myol_keras.methods.suncet.LabelledBatches(...).attach(dataset)`."
+            )
+        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            raise ValueError("SuNCEt runs on one replica: split across replicas, its labelled batch would leave each "
+                             "class one image per replica; use --strategy=one_device")
+        views = super()._unpack_views(data)
+        return [*views, data["labelled"], data["labelled_targets"], data["epoch"]]
+
+    def supervised_weight(self, epoch):
+        """1.0 while `epoch < supervised_epochs` (always with 0), else 0.0 (float32)."""
+        if not self.supervised_epochs:
+            return tf.constant(1.0)
+        return tf.cast(tf.reshape(epoch, [-1])[0] < self.supervised_epochs, tf.float32)
+
+    def compute_loss_terms(self, views, targets, seed):
+        x1, x2, labelled, labelled_targets, epoch = views
+        batch = tf.shape(x1)[0]
+        z, _ = self.online_forward(tf.concat([x1, x2, tf.cast(labelled, x1.dtype)], axis=0))
+        ntxent = losses.simclr_loss(z[: 2 * batch], self.temperature)
+        supervised = losses.suncet_loss(z[2 * batch:], labelled_targets, self.suncet_temperature)
+        loss = ntxent + self.supervised_weight(epoch) * supervised
+        return {"loss": loss, "ntxent_loss": ntxent, "suncet_loss": supervised, "z": z[:batch]}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"suncet_temperature": self.suncet_temperature, "supervised_epochs": self.supervised_epochs,
+                       "classes_per_batch": self.classes_per_batch, "images_per_class": self.images_per_class,
+                       "labels_fraction": self.labels_fraction})
+        return config
