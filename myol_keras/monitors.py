@@ -443,3 +443,42 @@ def build_monitors(names, *, image_size, mean, std, every=1, bank_images=None, b
             raise ValueError("the rank monitor needs images: pass health_images (or query/bank images)")
         callbacks.append(HealthMonitor(images, sample_size=health_size, seed=seed, **shared))
     return callbacks
+
+
+def for_run(config, plan):
+    """The monitor callbacks a run's settings ask for (`config.monitor`), or [] (`none`).
+
+    Args:
+        config: the run's `PretrainConfig` (`monitor`, `monitor_every`, `monitor_knn_k`, the data settings).
+        plan: its `training.RunPlan` (image size, normalisation, the pre-training images).
+
+    `auto` is knn,rank when the data set has labels (a train and a test split), else rank. An explicit
+    `knn` on data without labels raises ValueError (the run turns it into one line before writing).
+
+    Example:
+    ```python
+    callbacks = for_run(config, training.plan_run(config))
+    ```
+    """
+    from myol_keras.evaluation import features
+
+    requested = config.monitor.strip()
+    if requested == "none":
+        return []
+    names = ["knn", "rank"] if requested == "auto" else list(parse_monitors(requested))
+    bank = queries = None
+    if "knn" in names:
+        try:
+            bank = features.load_labelled_arrays(config.dataset, "train", config.data_dir, config.download)
+            queries = features.load_labelled_arrays(config.dataset, "test", config.data_dir, config.download)
+        except (ValueError, FileNotFoundError) as e:
+            if requested != "auto":
+                raise ValueError(f"--monitor={requested}: the kNN monitor needs labelled train and test images: "
+                                 f"{e}") from None
+            names.remove("knn")
+    return build_monitors(
+        names, image_size=plan.image_size, mean=plan.mean, std=plan.std, every=config.monitor_every,
+        bank_images=bank[0] if bank else None, bank_labels=bank[1] if bank else None,
+        query_images=queries[0] if queries else None, query_labels=queries[1] if queries else None,
+        health_images=None if bank else plan.images, k=config.monitor_knn_k, seed=config.seed,
+        verbose=config.verbose > 0)

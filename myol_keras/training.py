@@ -314,35 +314,13 @@ def _compile_model(config, plan, strategy):
     return model, policy, reason
 
 
-def _build_monitors(config, plan):
-    """The online monitor callbacks of `config.monitor` (`myol_keras.monitors`), or [] (`none`).
-
-    `auto` is knn,rank when the data set has labels (a train and a test split), else rank. An explicit
-    `knn` on data without labels raises SetupError before anything is written.
-    """
+def _monitors_for(config, plan):
     from myol_keras import monitors
-    from myol_keras.evaluation import features
 
-    requested = config.monitor.strip()
-    if requested == "none":
-        return []
-    names = ["knn", "rank"] if requested == "auto" else list(monitors.parse_monitors(requested))
-    bank = queries = None
-    if "knn" in names:
-        try:
-            bank = features.load_labelled_arrays(config.dataset, "train", config.data_dir, config.download)
-            queries = features.load_labelled_arrays(config.dataset, "test", config.data_dir, config.download)
-        except (ValueError, FileNotFoundError) as e:
-            if requested != "auto":
-                raise SetupError(f"--monitor={requested}: the kNN monitor needs labelled train and test images: "
-                                 f"{e}") from None
-            names.remove("knn")
-    return monitors.build_monitors(
-        names, image_size=plan.image_size, mean=plan.mean, std=plan.std, every=config.monitor_every,
-        bank_images=bank[0] if bank else None, bank_labels=bank[1] if bank else None,
-        query_images=queries[0] if queries else None, query_labels=queries[1] if queries else None,
-        health_images=None if bank else plan.images, k=config.monitor_knn_k, seed=config.seed,
-        verbose=config.verbose > 0)
+    try:
+        return monitors.for_run(config, plan)
+    except ValueError as e:  # an explicit --monitor the data cannot serve: one line, nothing written yet
+        raise SetupError(str(e)) from None
 
 
 def _callbacks(config, plan, backup, chief, input_wait, monitor_callbacks=()):
@@ -384,7 +362,7 @@ def _fit_and_export(config, plan, model, strategy, policy, reason):
     run = plan.run
     chief = distribute.is_chief(strategy)  # only the chief writes: the other workers leave no file behind
     multi_worker = distribute.is_multi_worker(strategy)
-    monitor_callbacks = _build_monitors(config, plan) if chief else []  # before anything is written
+    monitor_callbacks = _monitors_for(config, plan) if chief else []  # before anything is written
     if chief:
         run.create()
         run.write_config({**config.to_dict(), "resolved": {
