@@ -124,6 +124,7 @@ def test_finetuning_from_backbone_keras_changes_batchnorm_moving_statistics(tmp_
 
 def test_knn_monitor_logs_accuracy(tmp_path):
     import keras
+    from myol_keras import monitors
 
     from myol_keras.backbones import ResNet
 
@@ -141,7 +142,7 @@ def test_knn_monitor_logs_accuracy(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(16, 16, 16, 3), dtype=np.uint8)
     y = np.arange(16) % 2
-    monitor = knn.KNNMonitor(x, y, x[:8], y[:8], image_size=16, mean=(0.5,) * 3, std=(0.25,) * 3, k=5, every=1)
+    monitor = monitors.KNNMonitor(x, y, x[:8], y[:8], image_size=16, mean=(0.5,) * 3, std=(0.25,) * 3, k=5, every=1)
     history = model.fit(x.astype("float32") / 255, np.zeros((16, 1)), epochs=1, batch_size=8, verbose=0,
                         callbacks=[monitor])
     assert 0.0 <= history.history["knn_top1"][0] <= 1.0

@@ -201,7 +201,6 @@ def test_knn_monitor_equals_the_knn_evaluation_on_the_same_bank_and_queries(tmp_
     loaded = features.load_export(root + "/1")
     served = features.extract_features(loaded.serve_uint8, x_test, verbose=False)
     np.testing.assert_allclose(monitor.features(x_test), served, rtol=1e-4, atol=1e-5)
-    assert knn.KNNMonitor is monitors.KNNMonitor  # the old import path
 
 
 def _constant_backbone(dim=16):
