@@ -89,11 +89,13 @@ def q1_paired_section(rows, data_path, plot_path=None, draw=True):
     iv = stats.paired_interval(diffs)
     byol = [p["byol"]["top1"] for p in matched.values()]
     myol = [p["myol"]["top1"] for p in matched.values()]
+    spread = (f"MYOL − BYOL {_fmt_interval(iv)} (95 % paired t interval), sd of the differences {iv['sd']:.2f}; "
+              f"a true difference of {stats.detectable_difference(iv['sd'], iv['n']):.2f} points would be found "
+              f"with 80 % power at this n and sd." if iv["n"] > 1 else
+              f"MYOL − BYOL {iv['mean']:+.2f}; an interval needs at least 2 pairs (8 are planned).")
     lines += ["", f"**Primary claim, MYOL > BYOL (linear top-1, B = 128): {stats.verdict(iv['low'], iv['high'])}** — "
-                  f"n = {iv['n']} pairs, BYOL {sum(byol) / len(byol):.2f}, MYOL {sum(myol) / len(myol):.2f}, "
-                  f"MYOL − BYOL {_fmt_interval(iv)} (95 % paired t interval), sd of the differences {iv['sd']:.2f}; "
-                  f"a true difference of {stats.detectable_difference(iv['sd'], iv['n']):.2f} points would be found "
-                  f"with 80 % power at this n and sd."]
+                  f"n = {iv['n']} pair{'s' if iv['n'] != 1 else ''}, BYOL {sum(byol) / len(byol):.2f}, "
+                  f"MYOL {sum(myol) / len(myol):.2f}, " + spread]
     curves = {s: p for s, p in matched.items() if "robust_curve" in p["byol"] and "robust_curve" in p["myol"]}
     if curves:
         first = next(iter(curves.values()))["byol"]["robust_curve"]
