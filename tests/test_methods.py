@@ -32,7 +32,7 @@ def _target_bn_stats(model):
 
 def test_registry():
     assert get_method("byol") is BYOL and get_method("myol") is MYOL
-    with pytest.raises(ValueError, match="Choose one of: byol, ccsl, cssl, imix, moco, myol, repmix, simclr, tribyol, unmix"):
+    with pytest.raises(ValueError, match="Choose one of: byol, ccsl, clsa, cssl, imix, moco, myol, repmix, simclr, suncet, tribyol, unmix"):
         get_method("simsiam")
 
 
