@@ -87,7 +87,7 @@ def make_strategy(name, collective_timeout=COLLECTIVE_TIMEOUT_SECONDS, cluster_t
         cluster.rendezvous(task, cluster_timeout)
         options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=collective_timeout)
         try:
-            with cluster.runtime_start():
+            with cluster.runtime_start(deadline=cluster_timeout):
                 return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
         except RuntimeError as e:
             if "program startup" in str(e):

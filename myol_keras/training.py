@@ -23,6 +23,7 @@ The pieces are public for scripts that want one of them:
 import dataclasses
 import os
 
+from myol_keras import agreement
 from myol_keras import cluster as cluster_lib
 from myol_keras import process_settings
 from myol_keras import rundir as rundir_lib
@@ -249,7 +250,7 @@ def pretrain(config=None, *, plan=None, strategy=None, **settings):
             except SetupError as e:
                 refusal = e
     if multi_worker:
-        decision = cluster_lib.chief_value(strategy, 2 if refusal else 1 if done else 0)
+        decision = agreement.chief_value(strategy, 2 if refusal else 1 if done else 0)
         if not chief and decision == 1:
             print(f"{PROG}: the chief's run is finished; nothing to do on this worker")
             return None
@@ -269,9 +270,9 @@ def pretrain(config=None, *, plan=None, strategy=None, **settings):
 
 
 def _agree_with_the_cluster(strategy, config, plan):
-    """Stop every worker (SetupError, one line) unless all share settings, data and code (`cluster.agree`)."""
+    """Stop every worker (SetupError, one line) unless all share settings, data and code (`agreement.agree`)."""
     try:
-        cluster_lib.agree(strategy, cluster_lib.task_config(), cluster_lib.fingerprint(config, plan))
+        agreement.agree(strategy, cluster_lib.task_config(), agreement.fingerprint(config, plan))
     except cluster_lib.SettingsDiffer as e:
         raise SetupError(str(e)) from None
 
@@ -377,8 +378,8 @@ def _fit_and_export(config, plan, model, strategy, policy, reason):
         except OSError as e:
             raise TrainingStopped(f"cannot resume {run.path}: {e}. Pass --overwrite to start again.") from None
     if multi_worker:  # the chief's checkpoint is the run's one state: every worker takes it (docs/DECISIONS.md §4.9)
-        cluster_lib.broadcast_from_chief(strategy, [*model.variables, *model.optimizer.variables])
-        start_epoch = cluster_lib.chief_value(strategy, start_epoch)
+        agreement.broadcast_from_chief(strategy, [*model.variables, *model.optimizer.variables])
+        start_epoch = agreement.chief_value(strategy, start_epoch)
         backup.restored_epoch = model._initial_epoch = start_epoch
         cluster_lib.set_stop_note((lambda: _kept(run)) if chief else None)
         cluster_lib.set_phase("training")

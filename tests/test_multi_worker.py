@@ -64,7 +64,8 @@ def _run_workers(tmp_path, args, faults=("", ""), timeout=600):
         if time.time() - start > timeout:
             for proc in procs:
                 proc.kill()
-            raise AssertionError(f"workers still running after {timeout} s")
+            tails = [f"worker {i} (exit {p.poll()}): {p.communicate()[1][-1500:]}" for i, p in enumerate(procs)]
+            raise AssertionError(f"workers still running after {timeout} s; " + " | ".join(tails))
         time.sleep(0.2)
     return [(p.returncode, ended[i], *p.communicate()) for i, p in enumerate(procs)]
 
