@@ -24,8 +24,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a file beside bench_common.py
+import bench_common  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-RELEVANT_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
 def git_state(root=ROOT):
@@ -66,20 +68,9 @@ def file_sha256(path, chunk=1 << 20):
 
 
 def cpu(path="/proc/cpuinfo"):
-    """`{"model", "flags", "logical_cpus"}` with the flags of RELEVANT_FLAGS that are present."""
-    model, flags = platform.processor() or "unknown", set()
-    try:
-        with open(path) as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "model name" and model in ("unknown", "", platform.processor()):
-                    model = value.strip()
-                elif key == "flags" and not flags:
-                    flags = set(value.split())
-    except OSError:
-        pass
-    return {"model": model, "flags": [f for f in RELEVANT_FLAGS if f in flags], "logical_cpus": os.cpu_count()}
+    """`{"model", "flags", "logical_cpus"}`: `bench_common.cpu_info`'s reading as a record."""
+    model, flags, logical_cpus = bench_common.cpu_info(path)
+    return {"model": model, "flags": flags, "logical_cpus": logical_cpus}
 
 
 def load_average():

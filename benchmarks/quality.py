@@ -301,15 +301,8 @@ def robust_curve_run(backbone, classifier, data_path, seed, *, eps=CURVE["eps"],
     from myol_keras.evaluation import attack
 
     start = time.time()
-    arrays = np.load(data_path)
-    n = max_test_images or len(arrays["x_test"])
-    pixels = arrays["x_test"][:n].astype("float32") / 255.0
-    labels = arrays["y_test"][:n].astype("int64").ravel()
-    mean, std = cifar10_stats()
-    m, s = tf.constant(mean), tf.constant(std)
-
-    def model_fn(p):
-        return classifier(backbone((p - m) / s, training=False))
+    pixels, labels, mean, std, model_fn = attacked_model(backbone, classifier, data_path, max_test_images)
+    n = len(labels)
 
     def correct(x, y):
         return np.argmax(model_fn(x).numpy(), 1) == y
@@ -570,21 +563,12 @@ def missing_encoder_hint(method, seed, work_dir, smoke=False):
             f"--methods={method} --seeds={seed} --batch_sizes=128{extra}`")
 
 
-def robust_runs(backbone, data_path, seed, *, spaces=ROBUST_SPACES, attacks=None, probe_epochs=PROBE["epochs"],
-                max_test_images=0, compiled=True, verbose=False):
-    """Q1-robust for one encoder: the Q1 probe, then FGSM/PGD (docs/METHODS.md §3.4) on the test images in each space.
-
-    The attacked model is pixels in [0, 1] -> CIFAR-10 normalisation -> backbone (inference mode) -> probe;
-    PGD's random start is keyed on `seed` (+ the batch index). Returns one dict per attack space, accuracies in %.
-    """
+def attacked_model(backbone, classifier, data_path, max_test_images=0):
+    """`(pixels in [0, 1], labels, mean, std, model_fn)`: Q1's test images and the model an attack sees,
+    pixels -> CIFAR-10 normalisation -> encoder (inference mode) -> probe."""
     import numpy as np
     import tensorflow as tf
 
-    from myol_keras.evaluation import attack
-
-    start = time.time()
-    top1, _, classifier = probe_backbone(backbone, data_path, seed, probe_epochs, return_classifier=True)
-    probe_seconds = time.time() - start
     arrays = np.load(data_path)
     n = max_test_images or len(arrays["x_test"])
     pixels = arrays["x_test"][:n].astype("float32") / 255.0
@@ -595,6 +579,24 @@ def robust_runs(backbone, data_path, seed, *, spaces=ROBUST_SPACES, attacks=None
     def model_fn(p):
         return classifier(backbone((p - m) / s, training=False))
 
+    return pixels, labels, mean, std, model_fn
+
+
+def robust_runs(backbone, data_path, seed, *, spaces=ROBUST_SPACES, attacks=None, probe_epochs=PROBE["epochs"],
+                max_test_images=0, compiled=True, verbose=False):
+    """Q1-robust for one encoder: the Q1 probe, then FGSM/PGD (docs/METHODS.md §3.4) on the test images in each space.
+
+    The attacked model is pixels in [0, 1] -> CIFAR-10 normalisation -> backbone (inference mode) -> probe;
+    PGD's random start is keyed on `seed` (+ the batch index). Returns one dict per attack space, accuracies in %.
+    """
+
+    from myol_keras.evaluation import attack
+
+    start = time.time()
+    top1, _, classifier = probe_backbone(backbone, data_path, seed, probe_epochs, return_classifier=True)
+    probe_seconds = time.time() - start
+    pixels, labels, mean, std, model_fn = attacked_model(backbone, classifier, data_path, max_test_images)
+    n = len(labels)
     attacks = attack.default_attacks() if attacks is None else attacks
     rows = []
     for space in spaces:
@@ -968,7 +970,7 @@ def main(argv=None):
                    f"--batch_sizes={batch_size}", f"--probe_epochs={args.probe_epochs}", f"--precision={args.precision}",
                    f"--steps_per_epoch={args.steps_per_epoch}", f"--max_test_images={args.max_test_images}"]
             cmd += ["--encoders_only"] if args.encoders_only else []
-            cmd += ([f"--robust_curve", f"--curve_eps={args.curve_eps}", f"--curve_steps={args.curve_steps}",
+            cmd += (["--robust_curve", f"--curve_eps={args.curve_eps}", f"--curve_steps={args.curve_steps}",
                      f"--curve_restarts={args.curve_restarts}"] if args.robust_curve else [])
             print(f"start {method} seed {seed} B={batch_size} ({threads} thread(s)); log: {log.name}", flush=True)
             env = {**os.environ, "MYOL_Q1_COMMAND": json.dumps(["benchmarks/quality.py", *raw_argv])}

@@ -12,7 +12,6 @@ unchanged (0.05, not scaled) and the warm-up still in epochs, then runs the
 is rerun (the CLI's own resume logic) and an interrupted one resumes.
 """
 
-import csv
 import os
 import shlex
 import subprocess
