@@ -21,7 +21,7 @@ Example:
     ds = data.pretrain_pipeline(images, lambda batch: (batch, batch), batch_size=64)
 """
 
-import importlib
+from myol_keras import lazy_exports
 
 _EXPORTS = {
     # registry
@@ -60,16 +60,4 @@ _SUBMODULES = ("cache", "digits", "folder", "lock", "npz", "pipeline", "progress
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name):
-    if name in _SUBMODULES:
-        return importlib.import_module(f"{__name__}.{name}")
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(__all__) | set(_SUBMODULES))
+__getattr__, __dir__ = lazy_exports.attach(__name__, _EXPORTS, _SUBMODULES, globals())
