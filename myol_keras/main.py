@@ -106,6 +106,7 @@ def run():
         import tensorflow  # noqa: F401
     from myol_keras import distribute
     from myol_keras import export
+    from myol_keras import process_settings
     from myol_keras import training
     from myol_keras.evaluation import check_settings as check_evaluation_settings
 
@@ -115,7 +116,7 @@ def run():
     try:
         check_evaluation_settings(FLAGS.eval, FLAGS.eval_dataset)  # every setting before training, these too
         config = config_from_flags().validate()
-        training.set_threads(config.threads)  # before TensorFlow runs its first op
+        process_settings.set_threads(config.threads)  # before TensorFlow runs its first op
         strategy = distribute.make_strategy(config.strategy, cluster_timeout=config.cluster_timeout)  # before the data
         plan = training.plan_run(config)
     except (ValueError, FileNotFoundError) as e:

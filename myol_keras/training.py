@@ -185,12 +185,6 @@ def check_resumable(config, run):
                          "again or --run_name=NEW for a new run")
 
 
-# Re-exported: `training.set_threads` and `training.op_determinism` are how callers knew them.
-set_threads = process_settings.set_threads
-op_determinism = process_settings.op_determinism
-process_settings_restored = process_settings.process_settings_restored
-
-
 def pretrain(config=None, *, plan=None, strategy=None, **settings):
     """Pre-train, export the online encoder and mark the run done; returns the export directory.
 
@@ -230,7 +224,7 @@ def pretrain(config=None, *, plan=None, strategy=None, **settings):
         config = config.replace(**settings)
     if strategy is None:
         config.validate()
-        set_threads(config.threads)
+        process_settings.set_threads(config.threads)
         strategy = distribute.make_strategy(config.strategy, cluster_timeout=config.cluster_timeout)  # first
     plan = plan or plan_run(config)
     run = plan.run
@@ -264,7 +258,7 @@ def pretrain(config=None, *, plan=None, strategy=None, **settings):
         if distribute.is_chief():
             _add_export_formats(config, done["export"])
         return done["export"]
-    with process_settings_restored(), op_determinism(config.deterministic):
+    with process_settings.process_settings_restored(), process_settings.op_determinism(config.deterministic):
         model, policy, reason = _compile_model(config, plan, strategy)
         return _fit_and_export(config, plan, model, strategy, policy, reason)
 
