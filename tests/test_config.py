@@ -298,7 +298,7 @@ ADDED_SINCE = {"cluster_timeout": 300, "monitor": "auto", "monitor_every": 1, "m
 #: the settings of methods added since (issue 27): no old run directory ran these methods, so none holds them.
 NEW_METHODS_SETTINGS = {
     "clsa_temperature": 0.2, "clsa_ddm_temperature": 0.2, "clsa_alpha": 1.0, "clsa_form": "code",
-    "clsa_symmetric": False, "clsa_queue_size": 4096, "clsa_strong_size": 0,
+    "clsa_symmetric": False, "clsa_queue_size": 4096, "clsa_strong_size": 0, "clsa_crops": "single",
     "labels_fraction": 0.1, "supervised_epochs": 0, "suncet_classes_per_batch": 0, "suncet_images_per_class": 2,
     "suncet_temperature": 0.1, "suncet_ntxent_temperature": 0.1,
 }

@@ -48,10 +48,10 @@ def _validate_image_size(image_size):
         )
 
 
-def myol_view_recipe(image_size, mean, std, seed=None):
+def myol_view_recipe(image_size, mean, std, seed=None, scale=(0.2, 1.0)):
     """The MYOL pre-training view (docs/METHODS.md §1.6) as a list of layers.
 
-    In order: `ToFloat`, `RandomResizedCrop(image_size, (0.2, 1), (3/4, 4/3))`,
+    In order: `ToFloat`, `RandomResizedCrop(image_size, scale, (3/4, 4/3))`,
     `keras.layers.RandomFlip("horizontal")`,
     `RandomApply(ColorJitter(0.4, 0.4, 0.4, 0.1), 0.8)`,
     `keras.layers.RandomGrayscale(factor=0.2)` and `Normalize(mean, std)`.
@@ -67,6 +67,8 @@ def myol_view_recipe(image_size, mean, std, seed=None):
             it (at construction, in Python). Two recipes meant to be
             independent need different seeds (or `None`); one recipe used for
             both views (`[recipe, recipe]`) is independent per call anyway.
+        scale: crop area range; (0.2, 1) for every method's views (CLSA's
+            smaller multi-crop views use smaller ranges, docs/METHODS.md §2.10).
 
     Returns:
         A list of `keras.layers.Layer`, for `apply_recipe` / `make_view_fn`.
@@ -83,7 +85,7 @@ def myol_view_recipe(image_size, mean, std, seed=None):
     return [
         ToFloat(),
         RandomResizedCrop(
-            image_size, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3), seed=layer_seed(seed, 0)
+            image_size, scale=scale, ratio=(3 / 4, 4 / 3), seed=layer_seed(seed, 0)
         ),
         keras.layers.RandomFlip(
             "horizontal", seed=layer_seed(seed, 1), dtype="float32"
@@ -132,10 +134,7 @@ def clsa_strong_recipe(image_size, mean, std, scale=(0.2, 1.0), num_ops=5, magni
     >>> apply_recipe(recipe, tf.zeros([2, 32, 32, 3], tf.uint8)).shape
     TensorShape([2, 32, 32, 3])
     """
-    weak = myol_view_recipe(image_size, mean, std, seed=seed)
-    weak[1] = RandomResizedCrop(
-        image_size, scale=scale, ratio=(3 / 4, 4 / 3), seed=layer_seed(seed, 0)
-    )
+    weak = myol_view_recipe(image_size, mean, std, seed=seed, scale=scale)
     strong = RandAugment(num_ops=num_ops, magnitude=magnitude, rate=0.5, seed=layer_seed(seed, 5))
     return [*weak[:-1], strong, weak[-1]]
 
