@@ -198,7 +198,7 @@ class CLSA(MoCo):
         return out
 
     def _summed_terms(self, weak_queries, strong_queries, k):
-        """`(sum_i L_c(q_wi), sum_ij L_DDM(q_wi, q_sj))` against the keys `k`: every weak query with every strong one."""
+        """`(sum_i L_c(q_wi), sum_ij L_DDM(q_wi, q_sj))` against the keys `k`: each weak query with each strong one."""
         def ddm_logits(q):
             return losses.clsa_logits(q, k, self.queue, self.ddm_temperature, self.form)[0]
 

@@ -24,8 +24,8 @@ SETTINGS = (
                   "query, scored against the keys of the weak-query view.", methods=("clsa",), argument="symmetric"),
     MethodSetting("clsa_queue_size", 4096, "CLSA: queue length K (65536 on ImageNet in the CLSA code; 4096 as MoCo "
                   "here for data sets of ~50k images).", methods=("clsa",), argument="queue_size", minimum=1),
-    MethodSetting("clsa_strong_size", 0, "CLSA single-crop: side of the strong view in px; 0: the code's 96/224 of the training "
-                  "size, at least the backbone's minimum (32 px -> 14, 64 -> 27, 96 -> 41).",
+    MethodSetting("clsa_strong_size", 0, "CLSA single-crop: side of the strong view in px; 0: the code's 96/224 of "
+                  "the training size, at least the backbone's minimum (32 px -> 14, 64 -> 27, 96 -> 41).",
                   methods=("clsa",), argument="strong_size", minimum=0),
     MethodSetting("clsa_crops", "single", "CLSA: single-crop (the code's run_single.sh: weak query, key, one strong "
                   "query) or multi-crop (run_multi.sh: the key and a weak and a strong query at each of the code's "
