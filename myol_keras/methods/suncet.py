@@ -155,7 +155,12 @@ def gathered_suncet_loss(z, targets, temperature):
     replica = tf.distribute.get_replica_context()
     if replica is None or replica.num_replicas_in_sync == 1:
         return losses.suncet_loss(z, targets, temperature)
-    z, targets = tf.cast(z, tf.float32), tf.cast(targets, tf.float32)
+    # `all_gather` sends each value to `tensor.device` (TF 2.21 distribute_lib `_batch_reduce_destination`),
+    # which is empty for a tensor a multi-worker iterator feeds in ("ValueError: destinations can not be
+    # empty"; no upstream issue found; MirroredStrategy gathers such tensors fine): tf.identity places a
+    # copy on this replica's device. Checked by a 2-worker CLI run only (no test yet); drop the identities
+    # once a --strategy=multi_worker SuNCEt run trains without them.
+    z, targets = tf.identity(tf.cast(z, tf.float32)), tf.identity(tf.cast(targets, tf.float32))
     sizes = replica.all_gather(tf.shape(z)[:1], axis=0)
     support, support_targets = replica.all_gather([z, targets], axis=0)
     replica_id = tf.cast(replica.replica_id_in_sync_group, tf.int32)
