@@ -7,7 +7,8 @@ and cycles through a class permutation (`ClassStratifiedSampler`); here the
 subset is drawn per class from a seed, and every step's batch is a pure
 function of `(seed, step)`, so a resumed run draws the batches it would have
 drawn. The layout is the code's: position `j * C + i` holds image `j` of the
-step's class `i`, so the classes repeat every C rows.
+step's class `i`, so the classes repeat every C rows. On R replicas a step's
+batch is R such blocks, one per replica (`ClassBalancedSampler.batch`).
 """
 
 import numpy as np
@@ -86,9 +87,27 @@ class ClassBalancedSampler:
         self.classes_per_batch = int(classes_per_batch)
         self.images_per_class = int(images_per_class)
 
-    def batch(self, step):
-        """Int64 `[C * s]` dataset indices of step `step`; row `j * C + i` is image j of class i."""
+    def batch(self, step, replicas=1):
+        """Int64 `[R * C * s]` dataset indices of step `step` for `replicas` = R.
+
+        Replica r's block is rows `r*C*s ... (r+1)*C*s - 1`; in it, row
+        `j * C + i` is image j of class i. Every block has the same C classes
+        in the same order (the code's `unique_classes_per_rank: false`) and
+        its own s images of each: the R blocks take R*s distinct images of a
+        class, or, for a class with fewer labelled images, all of them in
+        turn (the code shards each class between the ranks, and a class too
+        small to shard goes to every rank whole). R = 1 draws what it always did.
+        """
+        replicas = int(replicas)
+        if replicas < 1:
+            raise ValueError(f"Expected `replicas` >= 1. Received: replicas={replicas}")
         rng = _rng(self.seed, _BATCH_KEY, int(step))
         picked = rng.choice(self.classes.size, self.classes_per_batch, replace=False)
-        columns = [rng.choice(self._members[c], self.images_per_class, replace=False) for c in picked]
-        return np.stack(columns, axis=1).reshape(-1).astype(np.int64)
+        s = self.images_per_class
+        blocks = []
+        for c in picked:
+            members = self._members[c]
+            drawn = rng.choice(members, min(replicas * s, members.size), replace=False)
+            blocks.append(drawn[np.arange(replicas * s) % drawn.size].reshape(replicas, s))
+        # [C, R, s] -> [R, s, C]: replica-major, then image j, then class i
+        return np.stack(blocks).transpose(1, 2, 0).reshape(-1).astype(np.int64)

@@ -449,30 +449,42 @@ def ddm_loss(q_weak, q_strong, k, queue, temperature=0.2, form="code"):
     return distribution_divergence(weak, strong)
 
 
-def suncet_loss(z, labels, temperature=0.1):
+def suncet_loss(z, labels, temperature=0.1, support=None, support_labels=None, offset=0):
     """SuNCEt's supervised contrastive loss as `facebookresearch/suncet` computes it (docs/METHODS.md §2.11).
 
-    `prob_i = (sum_{j != i} e^{z_i.z_j/t} y_j) / sum_{j != i} e^{z_i.z_j/t}`,
-    loss `-mean_i sum_c y_ic log prob_ic`, over normalised `z`; the gradient
-    flows through every row (anchor and "gathered" alike, nothing detached).
+    `prob_i = (sum_{j != i} e^{z_i.s_j/t} y_j) / sum_{j != i} e^{z_i.s_j/t}`,
+    loss `-mean_i sum_c y_ic log prob_ic`, over normalised `z` and supports
+    `s`; the gradient flows through every row (anchor and support alike,
+    nothing detached). The supports are `z` itself, or, on several replicas,
+    every replica's rows gathered (the code's `AllGather` of `z`): anchor i is
+    then support row `offset + i`, the one it excludes.
 
     Args:
-        z: `[N, d]` embeddings of the labelled batch (all views stacked).
+        z: `[N, d]` embeddings of the (local) labelled batch (all views stacked).
         labels: `[N]` int class ids, or `[N, C]` float targets (one-hot or
             smoothed, as the code's `make_labels_matrix`, tiled per view).
             Every class needs two rows or more, else its loss is infinite.
         temperature: tau (0.1).
+        support, support_labels: `[M, d]` and `[M, C]` (or `[M]`): the
+            gathered rows and their targets; None: `z` and `labels`.
+        offset: the row of `support` that holds `z[0]`.
     """
+    def targets(y, depth=None):
+        y = keras.ops.convert_to_tensor(y)
+        if len(y.shape) == 1:
+            y = keras.ops.cast(y, "int32")
+            y = keras.ops.one_hot(y, keras.ops.max(y) + 1 if depth is None else depth)
+        return keras.ops.cast(y, "float32")
+
     z = l2_normalize(z)
-    labels = keras.ops.convert_to_tensor(labels)
-    if len(labels.shape) == 1:
-        labels = keras.ops.cast(labels, "int32")
-        labels = keras.ops.one_hot(labels, keras.ops.max(labels) + 1)
-    labels = keras.ops.cast(labels, "float32")
+    support_labels = targets(labels if support is None else support_labels)
+    labels = targets(labels, keras.ops.shape(support_labels)[1])
+    support = z if support is None else l2_normalize(support)
     n = keras.ops.shape(z)[0]
-    exp = keras.ops.exp(keras.ops.matmul(z, keras.ops.transpose(z)) / temperature)
-    exp = exp * (1.0 - keras.ops.eye(n, dtype="float32"))
-    probs = keras.ops.matmul(exp / keras.ops.sum(exp, axis=1, keepdims=True), labels)
+    rows = keras.ops.arange(n, dtype="int32") + keras.ops.cast(offset, "int32")
+    exp = keras.ops.exp(keras.ops.matmul(z, keras.ops.transpose(support)) / temperature)
+    exp = exp * (1.0 - keras.ops.one_hot(rows, keras.ops.shape(support)[0], dtype="float32"))
+    probs = keras.ops.matmul(exp / keras.ops.sum(exp, axis=1, keepdims=True), support_labels)
     # The code's log(probs ** -labels): a zero target contributes 0 even where probs is 0.
     terms = keras.ops.where(labels > 0, labels * keras.ops.log(probs), 0.0)
     return -keras.ops.mean(keras.ops.sum(terms, axis=1))

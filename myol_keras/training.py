@@ -136,13 +136,15 @@ def build_model(config, plan):
     return methods.get_method(config.method)(backbone, **config.method_kwargs())
 
 
-def build_dataset(config, plan, method_cls, start_epoch=0):
+def build_dataset(config, plan, method_cls, start_epoch=0, replicas=1):
     """The pre-training stream from epoch `start_epoch` on (`data.epoch_pipeline`).
 
     Data order and augmentation are a pure function of (seed, epoch, batch),
     so a resumed run sees the batches an uninterrupted one would have seen.
     With `config.augment_on == "device"` the stream holds raw batches and their
     seeds; the model computes the views (`set_device_augmentation`).
+    `replicas` (the strategy's `num_replicas_in_sync`): SuNCEt's labelled
+    batch holds one class-balanced block per replica.
     """
     import tensorflow as tf
 
@@ -159,7 +161,7 @@ def build_dataset(config, plan, method_cls, start_epoch=0):
         drop_remainder=config.drop_remainder,
         shuffle_buffer=config.shuffle_buffer,
         counterparts=method_cls.needs_counterparts,
-    ), plan, start_epoch)  # SuNCEt: + each step's labelled batch
+    ), plan, start_epoch, replicas)  # SuNCEt: + each step's labelled batch, a block per replica
     if config.threads:
         options = tf.data.Options()
         options.threading.private_threadpool_size = config.threads
@@ -382,7 +384,8 @@ def _fit_and_export(config, plan, model, strategy, policy, reason):
     print(f"{PROG}: precision {policy} ({reason}); {plan.num_images} images, {plan.steps_per_epoch} steps/epoch"
           + (f"; {strategy.num_replicas_in_sync} replicas" if strategy.num_replicas_in_sync > 1 else ""))
     input_wait = callbacks_lib.InputWait()
-    dataset = input_wait.instrument(build_dataset(config, plan, type(model), start_epoch=start_epoch))
+    dataset = input_wait.instrument(build_dataset(config, plan, type(model), start_epoch=start_epoch,
+                                                            replicas=strategy.num_replicas_in_sync))
     if start_epoch < config.epochs:
         try:
             model.fit(dataset, epochs=config.epochs, initial_epoch=start_epoch, steps_per_epoch=plan.steps_per_epoch,

@@ -1,5 +1,6 @@
 """tf.distribute (docs/DECISIONS.md §4.9): a mirrored BYOL step with synchronised BatchNorm
-equals a one-device step on the same global batch; MYOL replicas draw different λ.
+equals a one-device step on the same global batch; MYOL replicas draw different λ; SuNCEt on
+two replicas is the official multi-rank loss (docs/METHODS.md §2.11).
 
 The comparison runs in a subprocess (tests/scripts/distribute_step.py) because
 the CPU must be split into two logical devices before TensorFlow initialises.
@@ -49,6 +50,33 @@ def test_mirrored_in_step_ema_equals_the_callback(step_result):
     r = step_result
     assert r["in_step_iterations"] == 2 and r["in_step_target_moved"]
     assert r["in_step_ema_max_diff"] < 1e-5
+
+
+def test_suncet_on_two_replicas_is_the_official_multi_rank_loss(step_result):
+    # Each replica's anchors against the rows all-gathered from both, its own row excluded:
+    # facebookresearch/suncet `init_suncet_loss` on each rank (NumPy in the script).
+    r = step_result
+    np.testing.assert_allclose(r["suncet_replica_losses"], r["suncet_official_losses"], rtol=1e-6)
+    assert abs(r["suncet_replica_losses"][0] - r["suncet_replica_losses"][1]) > 0.1  # two different ranks
+    # Their mean (what the step follows) is one replica's loss on the concatenated batch ...
+    assert np.mean(r["suncet_replica_losses"]) == pytest.approx(r["suncet_one_replica_loss"], rel=1e-6)
+    # ... and so is the gradient: all_gather's gradient sums the replicas' (the code's AllGather.backward).
+    assert r["suncet_grad_max"] > 1e-2 and r["suncet_grad_max_diff"] < 1e-6
+
+
+def test_suncet_labelled_stream_gives_each_replica_one_class_balanced_block(step_result):
+    r = step_result
+    assert r["suncet_block_shapes"] == [[6, 16, 16, 3]] * 2 and r["suncet_view_shapes"] == [[4, 16, 16, 3]] * 2
+    for targets in r["suncet_block_targets"]:  # C = 3 classes x s = 2 images, row j*C + i of class i
+        np.testing.assert_array_equal(targets, np.tile(np.eye(3), (2, 1)))
+    assert r["suncet_block_epochs"] == [[1] * 6] * 2
+
+
+def test_suncet_step_on_two_replicas_equals_one_device_on_the_concatenated_batch(step_result):
+    r = step_result
+    assert r["suncet_iterations"] == 1 and np.isfinite(r["suncet_step_loss_mirrored"])
+    assert r["suncet_step_mirrored"] == pytest.approx(r["suncet_step_one_device"], rel=1e-5)
+    assert r["suncet_step_mirrored"] == pytest.approx(r["suncet_official_on_model"], rel=1e-5)
 
 
 def test_strategy_validation():

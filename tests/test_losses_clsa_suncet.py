@@ -140,3 +140,18 @@ def test_suncet_gradient_flows_through_the_other_rows():
         detached = -tf.reduce_mean(tf.reduce_sum(tf.one_hot(labels, 3) * tf.math.log(probs), 1))
     np.testing.assert_allclose(float(full), float(detached), rtol=1e-6)
     assert not np.allclose(tape.gradient(full, z), tape_detached.gradient(detached, z), atol=1e-4)
+
+
+def test_suncet_per_replica_anchors_against_the_gathered_rows_average_to_the_whole_batch_loss():
+    # Two "ranks" of 6 rows each: anchors of rank r vs all 12 rows, row r*6 + i excluded (the code's diag_mask).
+    rng = np.random.default_rng(7)
+    z = rng.standard_normal((12, 8)).astype(np.float32)
+    targets = np.tile(np.eye(3, dtype=np.float32), (4, 1))
+    ranks = [float(losses.suncet_loss(z[r * 6:(r + 1) * 6], targets[r * 6:(r + 1) * 6], 0.1, z, targets, r * 6))
+             for r in range(2)]
+    assert abs(ranks[0] - ranks[1]) > 1e-3
+    assert np.mean(ranks) == pytest.approx(float(losses.suncet_loss(z, targets, 0.1)), rel=1e-6)
+    wrong_row = float(losses.suncet_loss(z[6:], targets[6:], 0.1, z, targets, 0))  # excludes another image
+    assert wrong_row != pytest.approx(ranks[1], rel=1e-3)
+    ids = np.argmax(targets, 1)  # int class ids give the same
+    assert float(losses.suncet_loss(z[6:], ids[6:], 0.1, z, ids, 6)) == pytest.approx(ranks[1], rel=1e-6)

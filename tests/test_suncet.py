@@ -80,6 +80,18 @@ def test_the_pretraining_stream_carries_the_labelled_batch(split_npz, tmp_path):
     np.testing.assert_array_equal(batch["epoch"].numpy(), [1] * 6)
     device = training.build_dataset(config.replace(augment_on="device"), plan, SuNCEt)
     assert {"images", "seed", "labelled", "labelled_targets", "epoch"} <= set(next(iter(device)))
+    # two replicas: the global labelled batch is one C x s block per replica (tf.distribute splits it in two)
+    two = next(iter(training.build_dataset(config, plan, SuNCEt, start_epoch=1, replicas=2)))
+    assert [v.shape for v in two["views"]] == [(8, 16, 16, 3)] * 2
+    assert two["labelled"].shape == (12, 16, 16, 3) and two["epoch"].shape == (12,)
+    batches = plan.method_inputs.attach.__self__
+    images, labels, targets = batches.raw_batch(2, replicas=2)  # step 2: epoch 1's first
+    np.testing.assert_array_equal(two["labelled_targets"].numpy(), targets)
+    for block in np.split(targets, 2):
+        np.testing.assert_array_equal(block, np.tile(np.eye(3, dtype=np.float32), (2, 1)))
+    assert [len({bytes(x) for x in half}) for half in np.split(images, 2)] == [6, 6]
+    # 3 labelled images a class, fewer than 2 replicas x s = 4: each block takes 2 of them, together all 3
+    assert len({bytes(x) for x in images}) == 9
 
 
 def _batch(epoch, classes=3, per_class=2):

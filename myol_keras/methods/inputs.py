@@ -24,8 +24,9 @@ class MethodInputs:
 
     Args:
         view_options: extra keyword arguments of the method's `make_view_fn`.
-        attach: `(dataset, start_epoch) -> dataset`, adding what each batch
-            needs besides its views (SuNCEt's labelled batch); None: nothing.
+        attach: `(dataset, start_epoch, replicas) -> dataset`, adding what
+            each batch needs besides its views (SuNCEt's labelled batch, one
+            block per replica of the strategy); None: nothing.
         facts: JSON-able values resolved here (recorded in `config.json`).
 
     Example:
@@ -62,10 +63,13 @@ def view_fn(config, plan, method_cls):
     return method_cls.make_view_fn(plan.image_size, plan.mean, plan.std, seed=config.seed, **options)
 
 
-def attach(ds, plan, start_epoch):
-    """`ds` with what the method's batches need besides their views (unchanged for most methods)."""
+def attach(ds, plan, start_epoch, replicas=1):
+    """`ds` with what the method's batches need besides their views (unchanged for most methods).
+
+    `replicas`: the strategy's `num_replicas_in_sync` (SuNCEt draws one labelled block per replica).
+    """
     inputs = _inputs(plan)
-    return inputs.attach(ds, start_epoch) if inputs and inputs.attach else ds
+    return inputs.attach(ds, start_epoch, replicas) if inputs and inputs.attach else ds
 
 
 def facts(plan):

@@ -10,6 +10,12 @@ image comes from an evaluation split. Each is augmented once with the
 pre-training view recipe (the official config's one supervised view). Which
 images a step sees and how they are augmented are pure functions of
 `(seed, step)`, so a resumed run sees what it would have seen.
+
+On R replicas (`--strategy=mirrored` / `multi_worker`) each replica gets its
+own C x s block over the step's same C classes (the stream carries R blocks,
+which `tf.distribute` splits one per replica), and the term compares each
+replica's anchors with the labelled rows all-gathered from every replica,
+gradient included (`gathered_suncet_loss`), as the official code on R ranks.
 """
 
 import keras
@@ -39,7 +45,8 @@ class LabelledBatches:
     the step's class i), one augmented view of each, their targets `[C*s, C]`
     (one-hot over the step's classes, the official `make_labels_matrix`) and
     the epoch `t // steps_per_epoch` on every row (the model switches the term
-    off after its `supervised_epochs`).
+    off after its `supervised_epochs`). For R replicas (`attach(...,
+    replicas=R)`) it holds R such blocks over the same classes, one per replica.
 
     Args:
         images: `uint8 [N, H, W, 3]` training-split images (an array or `np.memmap`).
@@ -55,7 +62,7 @@ class LabelledBatches:
     ```python
     batches = LabelledBatches(x_train, y_train, 10, 2, 0.1, seed=0, steps_per_epoch=195, image_size=32,
                               mean=mean, std=std)
-    ds = batches.attach(pretraining_stream, start_epoch=0)
+    ds = batches.attach(pretraining_stream, start_epoch=0, replicas=strategy.num_replicas_in_sync)
     ```
     """
 
@@ -78,11 +85,16 @@ class LabelledBatches:
 
     @property
     def batch_size(self):
+        """C * s: the labelled rows of one replica's step."""
         return self.classes_per_batch * self.images_per_class
 
-    def raw_batch(self, step):
-        """Step `step`'s `(uint8 images [C*s, H, W, 3], int64 labels [C*s], float32 targets [C*s, C])`."""
-        index = self.sampler.batch(int(step))
+    def raw_batch(self, step, replicas=1):
+        """Step `step`'s `(uint8 images [R*C*s, H, W, 3], int64 labels [R*C*s], float32 targets [R*C*s, C])`.
+
+        R = `replicas` blocks of C*s rows, one per replica, each class-balanced
+        over the same C classes (`ClassBalancedSampler.batch`).
+        """
+        index = self.sampler.batch(int(step), replicas)
         labels = self.labels[index]
         order = np.argsort(index, kind="stable")  # a memory-mapped array reads best in file order
         images = np.empty((index.size, *self.images.shape[1:]), np.uint8)
@@ -91,32 +103,71 @@ class LabelledBatches:
         targets = (labels[:, None] == classes[None, :]).astype(np.float32)
         return images, labels, targets
 
-    def dataset(self, start_step=0):
-        """The stream of steps `start_step, start_step + 1, ...`: dicts `labelled`, `labelled_targets`, `epoch`."""
-        shape = (self.batch_size, *self.images.shape[1:])
+    def dataset(self, start_step=0, replicas=1):
+        """The stream of steps `start_step, start_step + 1, ...`: dicts `labelled`, `labelled_targets`, `epoch`.
+
+        Each holds `replicas * C * s` rows: the global labelled batch, which
+        `tf.distribute` splits into one class-balanced block per replica.
+        """
+        rows = int(replicas) * self.batch_size
+        shape = (rows, *self.images.shape[1:])
 
         def load(step):
-            images, targets = tf.numpy_function(lambda s: self.raw_batch(s)[::2], [step], [tf.uint8, tf.float32],
-                                                   stateful=False)
+            images, targets = tf.numpy_function(lambda s: self.raw_batch(s, replicas)[::2], [step],
+                                                [tf.uint8, tf.float32], stateful=False)
             images = tf.ensure_shape(images, shape)
-            targets = tf.ensure_shape(targets, (self.batch_size, self.classes_per_batch))
+            targets = tf.ensure_shape(targets, (rows, self.classes_per_batch))
             seed = tf.random.experimental.stateless_fold_in(tf.constant([self.seed, _LABELLED_SEED], tf.int64), step)
             (view,) = self._view_fn(images, seed=seed)
             epoch = tf.cast(step // self.steps_per_epoch, tf.int32)
             return {"labelled": view, "labelled_targets": targets,
-                    "epoch": tf.fill([self.batch_size], epoch)}
+                    "epoch": tf.fill([rows], epoch)}
 
         steps = tf.data.Dataset.range(int(start_step), np.iinfo(np.int64).max)
         return steps.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
-    def attach(self, ds, start_epoch=0):
-        """Zip the pre-training stream `ds` (views, or device-mode raw batches) with the labelled stream."""
+    def attach(self, ds, start_epoch=0, replicas=1):
+        """Zip the pre-training stream `ds` (views, or device-mode raw batches) with the labelled stream.
+
+        `replicas`: the strategy's `num_replicas_in_sync`; every step then
+        carries one C x s block per replica (`dataset`).
+        """
 
         def merge(batch, extra):
             return {**(batch if isinstance(batch, dict) else {"views": batch}), **extra}
 
-        labelled = self.dataset(int(start_epoch) * self.steps_per_epoch)
+        labelled = self.dataset(int(start_epoch) * self.steps_per_epoch, replicas)
         return tf.data.Dataset.zip((ds, labelled)).map(merge).prefetch(tf.data.AUTOTUNE)
+
+
+def gathered_suncet_loss(z, targets, temperature):
+    """`losses.suncet_loss` of this replica's labelled rows against every replica's (the code's `AllGather`).
+
+    On one replica the plain loss. On R, `z` and `targets` are all-gathered
+    (`ReplicaContext.all_gather`, whose gradient sums the replicas' gradients
+    and returns each its rows, as the code's `AllGather.backward`), each
+    replica's anchors exclude only their own row, and the local mean is
+    weighted by `R * n_local / n_global` (1 for the equal blocks of
+    `LabelledBatches`), so the mean over replicas that the step's gradient
+    follows is the mean over every labelled row: one replica's loss on the
+    concatenated batch.
+    """
+    replica = tf.distribute.get_replica_context()
+    if replica is None or replica.num_replicas_in_sync == 1:
+        return losses.suncet_loss(z, targets, temperature)
+    # `all_gather` sends each value to `tensor.device` (TF 2.21 distribute_lib `_batch_reduce_destination`),
+    # which is empty for a tensor a multi-worker iterator feeds in ("ValueError: destinations can not be
+    # empty"; no upstream issue found; MirroredStrategy gathers such tensors fine): tf.identity places a
+    # copy on this replica's device. Checked by a 2-worker CLI run only (no test yet); drop the identities
+    # once a --strategy=multi_worker SuNCEt run trains without them.
+    z, targets = tf.identity(tf.cast(z, tf.float32)), tf.identity(tf.cast(targets, tf.float32))
+    sizes = replica.all_gather(tf.shape(z)[:1], axis=0)
+    support, support_targets = replica.all_gather([z, targets], axis=0)
+    replica_id = tf.cast(replica.replica_id_in_sync_group, tf.int32)
+    local = losses.suncet_loss(z, targets, temperature, support, support_targets, tf.reduce_sum(sizes[:replica_id]))
+    weight = tf.cast(replica.num_replicas_in_sync * sizes[replica_id], tf.float32) / tf.cast(
+        tf.reduce_sum(sizes), tf.float32)
+    return weight * local
 
 
 @keras.saving.register_keras_serializable(package="myol_keras")
@@ -132,12 +183,22 @@ class SuNCEt(SimCLR):
     After `supervised_epochs` the labelled images still go through the
     forward and the term is still logged, only not added — as the code does.
     The official NT-Xent detaches its gathered copy of `z`; this one (the
-    library's SimCLR) does not. One replica only: split across replicas, a
-    labelled batch would leave a class one image per replica.
+    library's SimCLR) does not.
+
+    On R replicas every replica draws its own class-balanced C x s block
+    (the same C classes on all, as the official `unique_classes_per_rank:
+    false`) and its SuNCEt term compares its anchors with all R*C*s labelled
+    rows, all-gathered with their gradient, excluding only the anchor itself
+    (`gathered_suncet_loss`, the official `init_suncet_loss`); the step
+    follows the mean over replicas — one replica's loss on the concatenated
+    R*C*s batch. The NT-Xent term stays within each replica (the library's
+    SimCLR; the official code gathers its negatives from every rank), and
+    BatchNorm is per replica unless `--sync_batchnorm` (the official code
+    converts to SyncBatchNorm on several GPUs).
 
     Batches are dicts: `views` (x1, x2) (or device-mode raw images),
     `labelled` `[C*s, H, W, 3]`, `labelled_targets` `[C*s, C]` and `epoch`
-    `[C*s]` (`LabelledBatches.attach` builds them).
+    `[C*s]` per replica (`LabelledBatches.attach(ds, replicas=R)` builds them).
 
     Args:
         backbone: `keras.Model` from normalised images to features.
@@ -213,9 +274,6 @@ class SuNCEt(SimCLR):
                 "SuNCEt trains on dicts with `views` (x1, x2), `labelled`, `labelled_targets` and `epoch`; "
                 "build them with `myol_keras.methods.suncet.LabelledBatches(...).attach(dataset)`."
             )
-        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
-            raise ValueError("SuNCEt runs on one replica: split across replicas, its labelled batch would leave each "
-                             "class one image per replica; use --strategy=one_device")
         views = super()._unpack_views(data)
         return [*views, data["labelled"], data["labelled_targets"], data["epoch"]]
 
@@ -230,7 +288,7 @@ class SuNCEt(SimCLR):
         batch = tf.shape(x1)[0]
         z, _ = self.online_forward(tf.concat([x1, x2, tf.cast(labelled, x1.dtype)], axis=0))
         ntxent = losses.simclr_loss(z[: 2 * batch], self.temperature)
-        supervised = losses.suncet_loss(z[2 * batch:], labelled_targets, self.suncet_temperature)
+        supervised = gathered_suncet_loss(z[2 * batch:], labelled_targets, self.suncet_temperature)
         loss = ntxent + self.supervised_weight(epoch) * supervised
         return {"loss": loss, "ntxent_loss": ntxent, "suncet_loss": supervised, "z": z[:batch]}
 
