@@ -152,23 +152,26 @@ def test_the_port_probe_accepts_a_port_left_in_time_wait():
 # --- a bounded, interruptible wait for the other workers ---------------------------------------
 
 
-def test_a_missing_worker_ends_the_wait_in_one_line_and_sigint_stops_it(tmp_path):
-    ports = [_free_port() for _ in range(4)]
+def test_a_missing_worker_ends_the_wait_in_one_line_and_sigint_or_sigterm_stops_it(tmp_path):
+    ports = [_free_port() for _ in range(6)]
     alone = _start(tmp_path / "alone", _tf_config({"worker": [f"localhost:{ports[0]}", f"localhost:{ports[1]}"]}, 0),
                    ["--width=4", "--epochs=1", "--cluster_timeout=4"])
-    waiting = _start(tmp_path / "waiting", _tf_config({"worker": [f"localhost:{ports[2]}", f"localhost:{ports[3]}"]}, 1),
-                     ["--width=4", "--epochs=1"])
-    start = time.time()
-    while "waiting up to" not in (line := waiting.stdout.readline()):
-        assert line and time.time() - start < 120, "the worker never started waiting"
-    sent = time.time()
-    waiting.send_signal(signal.SIGINT)
-    status, _, err = _finish(waiting, timeout=30)
-    assert time.time() - sent < 10
-    assert status == 128 + signal.SIGINT
-    stops = _lines(err, "myol_keras: stopped by SIGINT")
-    assert len(stops) == 1 and "worker 1 (localhost" in stops[0] and "while waiting for the other workers" in stops[0]
-    assert "Traceback" not in err
+    waiting = {number: _start(tmp_path / number.name,
+                              _tf_config({"worker": [f"localhost:{ports[2 + 2 * i]}", f"localhost:{ports[3 + 2 * i]}"]}, 1),
+                              ["--width=4", "--epochs=1"])
+               for i, number in enumerate((signal.SIGINT, signal.SIGTERM))}
+    for number, proc in waiting.items():
+        start = time.time()
+        while "waiting up to" not in (line := proc.stdout.readline()):
+            assert line and time.time() - start < 120, "the worker never started waiting"
+        sent = time.time()
+        proc.send_signal(number)
+        status, _, err = _finish(proc, timeout=30)
+        assert time.time() - sent < 10
+        assert status == 128 + number
+        stops = _lines(err, f"myol_keras: stopped by {number.name}")
+        assert len(stops) == 1 and "worker 1 (localhost" in stops[0], err
+        assert "while waiting for the other workers" in stops[0] and "Traceback" not in err
 
     status, _, err = _finish(alone, timeout=120)
     errors = _lines(err, "myol_keras.main: error:")

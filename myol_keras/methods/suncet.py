@@ -158,8 +158,9 @@ def gathered_suncet_loss(z, targets, temperature):
     # `all_gather` sends each value to `tensor.device` (TF 2.21 distribute_lib `_batch_reduce_destination`),
     # which is empty for a tensor a multi-worker iterator feeds in ("ValueError: destinations can not be
     # empty"; no upstream issue found; MirroredStrategy gathers such tensors fine): tf.identity places a
-    # copy on this replica's device. Checked by a 2-worker CLI run only (no test yet); drop the identities
-    # once a --strategy=multi_worker SuNCEt run trains without them.
+    # copy on this replica's device. Tested by tests/test_multi_worker.py::test_the_chief_killed_both_restarted_
+    # on_the_same_ports_resume_from_its_checkpoint (SuNCEt on two workers); drop the identities once that test
+    # passes without them.
     z, targets = tf.identity(tf.cast(z, tf.float32)), tf.identity(tf.cast(targets, tf.float32))
     sizes = replica.all_gather(tf.shape(z)[:1], axis=0)
     support, support_targets = replica.all_gather([z, targets], axis=0)
