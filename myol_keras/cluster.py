@@ -198,12 +198,15 @@ def check_port(task):
 # --- rendezvous -------------------------------------------------------------------------------
 
 
-def rendezvous(task, timeout, poll=0.2):
+def rendezvous(task, timeout, poll=0.2, linger=5.0):
     """Wait until every worker of `task.cluster` has greeted this one and been greeted by it.
 
     Each worker listens on its own port (bound as gRPC will bind it) and connects to every other one;
-    a greeting carries the cluster's hash and the sender's rank. A worker is done when it has reached
-    every other and every other has reached it; then it frees its port for TensorFlow.
+    a greeting and its answer carry the cluster's hash, the sender's rank and whether the sender is
+    ready (it has reached every other worker and heard from each). A thread answers greetings at once,
+    so two workers greeting each other never wait on each other. A worker leaves when it is ready, has
+    seen every other ready and has told each that it is ready; then it frees its port for TensorFlow.
+    A ready worker that cannot complete that exchange (the other already left) leaves after `linger` s.
 
     Raises:
         ClusterError: some worker did not answer within `timeout` seconds (named, one line).
@@ -217,34 +220,97 @@ def rendezvous(task, timeout, poll=0.2):
     except OSError as e:
         raise ValueError(f"port {task.port} of {task.address} is in use on this machine ({e.strerror})") from None
     start = time.monotonic()
-    reached, heard = set(), set()
+    meeting = _Meeting(peers)
     set_phase("waiting for the other workers")
     print(f"{PROG}: {task.name()} waiting up to {timeout:g} s for {len(peers)} other worker(s): "
           f"{', '.join(task.name(r) for r in peers)}", flush=True)
     with listener:
         listener.listen(len(task.tasks) * 2)
-        while not (reached.issuperset(peers) and heard.issuperset(peers)):
-            _accept_greetings(listener, task, heard, poll)
-            for rank in peers:
-                if rank not in reached and _greet(task, rank):
-                    reached.add(rank)
-            if time.monotonic() - start > timeout:
-                missing = [r for r in peers if r not in reached and r not in heard] or \
-                          [r for r in peers if not (r in reached and r in heard)]
-                raise ClusterError(
-                    f"the cluster did not assemble within --cluster_timeout={timeout:g} s: no answer from "
-                    f"{', '.join(task.name(r) for r in missing)}; start every worker with the same TF_CONFIG "
-                    "cluster list (or raise --cluster_timeout)")
-        _accept_greetings(listener, task, heard, 0)  # answer late greetings before freeing the port
+        listener.settimeout(poll)
+        done = threading.Event()
+        answering = threading.Thread(target=_answer_greetings, args=(listener, task, meeting, done), daemon=True)
+        answering.start()
+        try:
+            ready_since = None
+            while True:
+                for rank in meeting.to_greet():
+                    ready = meeting.ready()
+                    answer = _greet(task, rank, ready)
+                    if answer is not None:
+                        meeting.reached_peer(rank, told_ready=ready, peer_ready=answer)
+                if meeting.error:
+                    raise meeting.error
+                if meeting.ready():
+                    ready_since = ready_since or time.monotonic()
+                    if meeting.complete() or time.monotonic() - ready_since > linger:
+                        break
+                elif time.monotonic() - start > timeout:
+                    missing = meeting.missing()
+                    raise ClusterError(
+                        f"the cluster did not assemble within --cluster_timeout={timeout:g} s: no answer from "
+                        f"{', '.join(task.name(r) for r in missing)}; start every worker with the same TF_CONFIG "
+                        "cluster list (or raise --cluster_timeout)")
+                time.sleep(poll)
+        finally:
+            done.set()
+            answering.join()
     return time.monotonic() - start
 
 
-def _message(task):
-    return f"{_HELLO} {task.digest()} {task.rank}\n".encode()
+class _Meeting:
+    """What one worker knows of the others during `rendezvous` (shared with its answering thread)."""
+
+    def __init__(self, peers):
+        self.peers = list(peers)
+        self.reached, self.heard, self.seen_ready, self.told_ready = set(), set(), set(), set()
+        self.error = None
+        self._lock = threading.Lock()
+
+    def ready(self):
+        with self._lock:
+            return self.reached.issuperset(self.peers) and self.heard.issuperset(self.peers)
+
+    def complete(self):
+        with self._lock:
+            return self.seen_ready.issuperset(self.peers) and self.told_ready.issuperset(self.peers)
+
+    def to_greet(self):
+        ready = self.ready()
+        with self._lock:
+            return [r for r in self.peers if r not in self.reached
+                    or (ready and (r not in self.seen_ready or r not in self.told_ready))]
+
+    def missing(self):
+        with self._lock:
+            return ([r for r in self.peers if r not in self.reached and r not in self.heard]
+                    or [r for r in self.peers if not (r in self.reached and r in self.heard)])
+
+    def reached_peer(self, rank, told_ready, peer_ready):
+        with self._lock:
+            self.reached.add(rank)
+            if told_ready:
+                self.told_ready.add(rank)
+            if peer_ready:
+                self.seen_ready.add(rank)
+
+    def heard_peer(self, rank, peer_ready):
+        with self._lock:
+            self.heard.add(rank)
+            if peer_ready:
+                self.seen_ready.add(rank)
+
+    def told(self, rank):
+        with self._lock:
+            self.told_ready.add(rank)
+
+
+def _message(task, ready):
+    return f"{_HELLO} {task.digest()} {task.rank} {int(bool(ready))}\n".encode()
 
 
 def _read_greeting(sock, task):
-    """The sender's rank from a greeting on `sock`; raises ValueError for another cluster list."""
+    """`(rank, ready)` of the sender of a greeting on `sock` (None if it is not one); raises ValueError
+    for another cluster list."""
     data = b""
     while not data.endswith(b"\n") and len(data) < 128:
         chunk = sock.recv(128)
@@ -252,43 +318,52 @@ def _read_greeting(sock, task):
             break
         data += chunk
     parts = data.decode("ascii", "replace").split()
-    if len(parts) != 3 or parts[0] != _HELLO or not parts[2].isdigit():
+    if len(parts) != 4 or parts[0] != _HELLO or not parts[2].isdigit() or parts[3] not in ("0", "1"):
         return None
     if parts[1] != task.digest():
         raise ValueError(f"a worker greeting {task.name()} holds a different TF_CONFIG cluster list; give every "
                          "worker the same cluster list (only task.index differs)")
-    return int(parts[2])
+    return int(parts[2]), parts[3] == "1"
 
 
-def _accept_greetings(listener, task, heard, wait):
-    """Answer the greetings queued on `listener` (waiting up to `wait` s for the first)."""
-    listener.settimeout(wait)
-    while True:
+def _answer_greetings(listener, task, meeting, done):
+    """Answer every greeting on `listener` (a thread, until `done`); a foreign cluster list is kept in
+    `meeting.error` for the main loop to raise."""
+    while not done.is_set():
         try:
             conn, _ = listener.accept()
-        except (TimeoutError, BlockingIOError):
-            return
+        except (TimeoutError, BlockingIOError, OSError):
+            continue
         with conn:
             conn.settimeout(2.0)
             try:
-                rank = _read_greeting(conn, task)
-                if rank is not None:
-                    conn.sendall(_message(task))
-                    heard.add(rank)
+                greeting = _read_greeting(conn, task)
+                if greeting is not None:
+                    rank, peer_ready = greeting
+                    meeting.heard_peer(rank, peer_ready)
+                    ready = meeting.ready()
+                    conn.sendall(_message(task, ready))
+                    if ready:
+                        meeting.told(rank)
+            except ValueError as e:
+                meeting.error = e
             except OSError:
                 pass
-        listener.settimeout(0)  # drain what is queued without waiting
 
 
-def _greet(task, rank):
+def _greet(task, rank, ready):
+    """Greet worker `rank`: whether it answers that it is ready, or None without a valid answer."""
     host, port = split_address(task.tasks[rank][2])
     try:
         with socket.create_connection((host, port), timeout=1.0) as conn:
             conn.settimeout(2.0)
-            conn.sendall(_message(task))
-            return _read_greeting(conn, task) == rank
+            conn.sendall(_message(task, ready))
+            answer = _read_greeting(conn, task)
     except OSError:
-        return False
+        return None
+    if answer is None or answer[0] != rank:
+        return None
+    return answer[1]
 
 
 # --- stopping ---------------------------------------------------------------------------------
