@@ -8,14 +8,15 @@ What `--strategy=multi_worker` adds around TensorFlow's MultiWorkerMirroredStrat
 * `check_port` / `bind_like_grpc`: the probe binds as gRPC does (`SO_REUSEADDR`, every interface).
 * `rendezvous`: the workers greet each other on their own ports, in Python, before TensorFlow starts
   (whose start holds the GIL while it waits), so the wait is bounded by `--cluster_timeout` (one line
-  naming who is missing) and interruptible.
+  naming who is missing) and interruptible; a thread answers greetings, and a worker leaves once every
+  other has said it is ready and been told this one is.
+* `runtime_start`: TensorFlow's own start, bounded by a watchdog process.
 * `install_stop_handlers`: SIGINT/SIGTERM wake a watchdog thread (`signal.set_wakeup_fd`) that prints
   one line, flushes and `os._exit(128 + signal)`s, also while the main thread blocks in a C++
   collective; checkpoints are renamed into place whole, so the last complete one is always intact.
-* `agree`: a hash of `fingerprint` (settings except per-worker ones, data identity, steps, code)
-  all-gathered before the first step; on a mismatch every worker names the first differing setting.
-* `broadcast_from_chief`, `chief_value`: the chief's checkpoint is the run's one state; every worker
-  receives its variables and epoch, so a worker with a fresh disk rejoins and none moves the run back.
+
+The agreement before the first step and the chief's state (`agree`, `fingerprint`,
+`broadcast_from_chief`, `chief_value`) are in `agreement.py`.
 """
 
 import contextlib
@@ -332,7 +333,7 @@ def _answer_greetings(listener, task, meeting, done):
     while not done.is_set():
         try:
             conn, _ = listener.accept()
-        except (TimeoutError, BlockingIOError, OSError):
+        except OSError:  # the poll timeout included
             continue
         with conn:
             conn.settimeout(2.0)

@@ -385,7 +385,7 @@ def _fit_and_export(config, plan, model, strategy, policy, reason):
           + (f"; {strategy.num_replicas_in_sync} replicas" if strategy.num_replicas_in_sync > 1 else ""))
     input_wait = callbacks_lib.InputWait()
     dataset = input_wait.instrument(build_dataset(config, plan, type(model), start_epoch=start_epoch,
-                                                            replicas=strategy.num_replicas_in_sync))
+                                                  replicas=strategy.num_replicas_in_sync))
     if start_epoch < config.epochs:
         try:
             model.fit(dataset, epochs=config.epochs, initial_epoch=start_epoch, steps_per_epoch=plan.steps_per_epoch,
