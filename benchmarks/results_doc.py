@@ -12,6 +12,10 @@ Sections:
   `benchmarks/q1_paired.json` (linear top-1, the paired interval and the verdict by `stats.RULE`, McNemar
   per seed on the per-image predictions), and the pixel-space robustness curve of the same encoders
   (robust accuracy and robust/clean per eps) with `docs/q1_paired_robust.png`.
+* `q1_clsa_suncet` — issue 27: protocol Q1 for CLSA (single crop), SuNCEt (10 % labels) and SimCLR from
+  `benchmarks/q1_clsa_suncet.json`, beside BYOL's rows of the same seeds from `q1_paired.json`, with the
+  pre-training minutes of each; SuNCEt against SimCLR paired by seed (top-1 and minutes, the same rule), and
+  top-1 against pre-training minutes in `docs/q1_clsa_suncet.png`.
 """
 
 import argparse
@@ -133,6 +137,92 @@ def q1_paired_section(rows, data_path, plot_path=None, draw=True):
     return "\n".join(lines)
 
 
+CLSA_SUNCET_METHODS = ("clsa", "suncet", "simclr", "byol")
+
+
+def _last_rows(rows, methods, seeds=None):
+    """`{method: {seed: row}}` (the last row of a (method, seed) wins), B = 128 float32 Q1 rows only."""
+    table = {}
+    for r in rows:
+        if r["method"] in methods and r.get("batch_size", 128) == 128 and r.get("precision", "float32") == "float32":
+            if seeds is None or r["seed"] in seeds:
+                table.setdefault(r["method"], {})[r["seed"]] = r
+    return table
+
+
+def q1_clsa_suncet_section(rows, byol_rows, semisup_rows=(), plot_path=None, draw=True):
+    """Markdown of issue 27's Q1 rows (see the module docstring); `semisup_rows` may lack provenance."""
+    table = _last_rows(rows, CLSA_SUNCET_METHODS)
+    seeds = sorted({seed for by_seed in table.values() for seed in by_seed})
+    table.update(_last_rows(byol_rows, ("byol",), set(seeds)))
+    used = [r for by_seed in table.values() for r in by_seed.values()]
+    if not used:
+        return "No rows yet."
+    lines = [provenance_line(used), "",
+             "| method | seeds | linear top-1 % per seed | mean ± sd | pre-train min (mean) | img/s (mean) |",
+             "|---|---|---|---|---|---|"]
+    for method in CLSA_SUNCET_METHODS:
+        by_seed = table.get(method)
+        if not by_seed:
+            continue
+        top1 = [r["top1"] for r in by_seed.values()]
+        iv = stats.paired_interval(top1)
+        minutes = [r["pretrain_seconds"] / 60 for r in by_seed.values()]
+        speeds = [r["images_per_second"] for r in by_seed.values() if r.get("images_per_second")]
+        sd = f" ± {iv['sd']:.2f}" if iv["n"] > 1 else ""
+        lines.append(f"| {method} | {','.join(str(s) for s in by_seed)} | {', '.join(f'{t:.2f}' for t in top1)} | "
+                     f"{iv['mean']:.2f}{sd} | {sum(minutes) / len(minutes):.1f} | "
+                     f"{sum(speeds) / len(speeds) if speeds else float('nan'):.1f} |")
+    both = sorted(set(table.get("suncet", {})) & set(table.get("simclr", {})))
+    if both:
+        lines += ["", "SuNCEt against SimCLR, paired by seed:", "",
+                  "| seed | SimCLR top-1 % | SimCLR min | SuNCEt top-1 % | SuNCEt min | SuNCEt − SimCLR | minutes ratio |",
+                  "|---|---|---|---|---|---|---|"]
+        diffs, ratios = [], []
+        for seed in both:
+            a, b = table["simclr"][seed], table["suncet"][seed]
+            diffs.append(b["top1"] - a["top1"])
+            ratios.append(b["pretrain_seconds"] / a["pretrain_seconds"])
+            lines.append(f"| {seed} | {a['top1']:.2f} | {a['pretrain_seconds'] / 60:.1f} | {b['top1']:.2f} | "
+                         f"{b['pretrain_seconds'] / 60:.1f} | {diffs[-1]:+.2f} | {ratios[-1]:.2f} |")
+        iv = stats.paired_interval(diffs)
+        shown = _fmt_interval(iv) if iv["n"] > 1 else f"{iv['mean']:+.2f} (an interval needs 2 pairs)"
+        lines += ["", f"**SuNCEt − SimCLR, linear top-1: {shown} → {stats.verdict(iv['low'], iv['high'])}** "
+                      f"(n = {iv['n']}), at {sum(ratios) / len(ratios):.2f}× SimCLR's pre-training minutes."]
+    semisup = [r for r in semisup_rows if abs(r.get("label_fraction", 0) - 0.1) < 1e-9]
+    if semisup:
+        means = {m: [r["top1"] for r in semisup if r["method"] == m] for m in ("byol", "myol")}
+        said = ", ".join(f"{m.upper()} {sum(v) / len(v):.2f} (n = {len(v)})" for m, v in means.items() if v)
+        lines += ["", f"SuNCEt saw 10 % of the labels while pre-training; the encoders that saw them only in "
+                      f"fine-tuning (Q1-semisup, 10 %, `benchmarks/q1_semisup.json`: rows written before provenance, "
+                      f"{semisup[0].get('cpu', '?')}) reach {said}."]
+    if plot_path and (table.get("suncet") or table.get("simclr")):
+        if draw:
+            plot_minutes(table, plot_path)
+        lines += ["", f"![top-1 against pre-training minutes]({os.path.basename(plot_path)})"]
+    return "\n".join(lines)
+
+
+def plot_minutes(table, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for method, by_seed in table.items():
+        ax.scatter([r["pretrain_seconds"] / 60 for r in by_seed.values()], [r["top1"] for r in by_seed.values()],
+                   label=f"{method} (n = {len(by_seed)})")
+    ax.set_xlabel("pre-training minutes (1 thread)")
+    ax.set_ylabel("linear top-1 %")
+    ax.set_title("Q1: top-1 against pre-training minutes")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot_curve(curves, path):
     import matplotlib
 
@@ -171,13 +261,23 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--doc", default=str(ROOT / "docs" / "RESULTS.md"))
     parser.add_argument("--paired", default=str(HERE / "q1_paired.json"))
+    parser.add_argument("--clsa_suncet", default=str(HERE / "q1_clsa_suncet.json"))
+    parser.add_argument("--semisup", default=str(HERE / "q1_semisup.json"))
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--check", action="store_true", help="exit 1 if the document differs from what the rows give")
     args = parser.parse_args(argv)
     with open(args.doc) as f:
         text = f.read()
     plot = str(Path(args.doc).parent / "q1_paired_robust.png")
-    new = replace_section(text, "q1_paired", q1_paired_section(load_rows(args.paired), args.data, plot, draw=not args.check))
+    paired = load_rows(args.paired)
+    new = replace_section(text, "q1_paired", q1_paired_section(paired, args.data, plot, draw=not args.check))
+    semisup = []
+    if os.path.exists(args.semisup):
+        with open(args.semisup) as f:
+            semisup = json.load(f)
+    new = replace_section(new, "q1_clsa_suncet", q1_clsa_suncet_section(
+        load_rows(args.clsa_suncet), paired, semisup, str(Path(args.doc).parent / "q1_clsa_suncet.png"),
+        draw=not args.check))
     if args.check:
         if new != text:
             print(f"{args.doc} is out of date: run python benchmarks/results_doc.py", file=sys.stderr)

@@ -63,9 +63,11 @@ def test_the_generated_section_comes_from_rows_with_provenance(tmp_path):
                      "robust_curve": {**curve, "robust": [30.0]}})
     rows.append({"method": "byol", "seed": 9, "top1": 1.0, "predictions": "0000"})  # no provenance: not used
     (tmp_path / "rows.json").write_text(json.dumps(rows))
-    text = "# R\n<!-- generated:q1_paired -->\nold\n<!-- end:q1_paired -->\n"
+    text = ("# R\n<!-- generated:q1_paired -->\nold\n<!-- end:q1_paired -->\n"
+            "<!-- generated:q1_clsa_suncet -->\n<!-- end:q1_clsa_suncet -->\n")
     (tmp_path / "R.md").write_text(text)
-    argv = [f"--doc={tmp_path / 'R.md'}", f"--paired={tmp_path / 'rows.json'}", f"--data={tmp_path / 'data.npz'}"]
+    argv = [f"--doc={tmp_path / 'R.md'}", f"--paired={tmp_path / 'rows.json'}", f"--data={tmp_path / 'data.npz'}",
+            f"--clsa_suncet={tmp_path / 'none.json'}", f"--semisup={tmp_path / 'none.json'}"]
     assert doc.main(argv + ["--check"]) == 1
     assert doc.main(argv) == 0
     out = (tmp_path / "R.md").read_text()
@@ -83,3 +85,29 @@ def test_docs_results_is_what_the_recorded_rows_give():
     """docs/RESULTS.md's generated sections are regenerated from benchmarks/q1_paired.json, never hand-edited."""
     doc = _load("results_doc")
     assert doc.main(["--check"]) == 0, "run: python benchmarks/results_doc.py"
+
+
+def test_the_clsa_suncet_section_pairs_suncet_with_simclr_and_gives_the_minutes(tmp_path):
+    doc = _load("results_doc")
+    prov = {"commit": "1234567abc", "dirty": False, "versions": {"tensorflow": "2.21.0"},
+            "cpu": {"model": "CPU", "flags": ["avx2"]}, "data": {"sha256": "e" * 64}}
+    rows = []
+    for seed, (simclr, suncet, clsa) in enumerate([(50.0, 52.0, 45.0), (51.0, 52.0, 46.0), (49.0, 51.5, 44.0)]):
+        rows.append({"method": "simclr", "seed": seed, "top1": simclr, "pretrain_seconds": 1200.0,
+                     "images_per_second": 200.0, "provenance": prov})
+        rows.append({"method": "suncet", "seed": seed, "top1": suncet, "pretrain_seconds": 1500.0,
+                     "images_per_second": 160.0, "provenance": prov})
+        rows.append({"method": "clsa", "seed": seed, "top1": clsa, "pretrain_seconds": 1800.0, "provenance": prov})
+    byol = [{"method": "byol", "seed": s, "top1": 40.0 + s, "pretrain_seconds": 4800.0, "images_per_second": 100.0,
+             "provenance": prov} for s in (0, 1, 2, 3)]  # seed 3 has no CLSA/SuNCEt row: left out
+    semisup = [{"method": "byol", "seed": 0, "label_fraction": 0.1, "top1": 41.0, "cpu": "old CPU"},
+               {"method": "byol", "seed": 0, "label_fraction": 0.01, "top1": 20.0, "cpu": "old CPU"}]
+    out = doc.q1_clsa_suncet_section(rows, byol, semisup, plot_path=str(tmp_path / "m.png"))
+    assert "Rows: 12 from commit 1234567" in out
+    assert "| suncet | 0,1,2 | 52.00, 52.00, 51.50 | 51.83 ± 0.29 | 25.0 | 160.0 |" in out
+    assert "| byol | 0,1,2 | 40.00, 41.00, 42.00 | 41.00 ± 1.00 | 80.0 | 100.0 |" in out
+    assert "| 2 | 49.00 | 20.0 | 51.50 | 25.0 | +2.50 | 1.25 |" in out
+    # differences 2.0, 1.0, 2.5: mean 1.833, sd 0.7638, half-width 4.3027 * 0.7638 / sqrt(3) = 1.897
+    assert "SuNCEt − SimCLR, linear top-1: +1.83 [-0.06, +3.73] → not resolved** (n = 3), at 1.25×" in out
+    assert "reach BYOL 41.00 (n = 1)" in out and "old CPU" in out
+    assert (tmp_path / "m.png").exists()
