@@ -7,61 +7,18 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
+from cluster_helpers import finish, free_port, lines_starting, start_worker, tf_config, two_worker_cluster
 from conftest import run_main_in_process
 from myol_keras import cluster
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--dataset=npz", "--image_size=16", "--width=4", "--projector_hidden_dim=32", "--projection_dim=16",
         "--predictor_hidden_dim=32", "--batch_size=16", "--steps_per_epoch=2", "--warmup_epochs=1",
         "--precision=float32", "--verbose=2", "--seed=5", "--epochs=1", "--method=byol"]
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
-
-
-def _tf_config(cluster_spec, index, job="worker"):
-    return json.dumps({"cluster": cluster_spec, "task": {"type": job, "index": index}})
-
-
-def _env(tf_config=None):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.pop("MYOL_KERAS_FAULT", None)
-    env.pop("TF_CONFIG", None)
-    if tf_config:
-        env["TF_CONFIG"] = tf_config
-    return env
-
-
-def _start(cwd, tf_config, args):
-    cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen([sys.executable, "-m", "myol_keras.main", "--strategy=multi_worker", *args], cwd=cwd,
-                            env=_env(tf_config), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _finish(proc, timeout):
-    """(status, stdout, stderr) of `proc`, killed (and the test failed) after `timeout` s."""
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        raise AssertionError(f"still running after {timeout} s: {out[-2000:]} {err[-2000:]}") from None
-    return proc.returncode, out, err
-
-
-def _lines(err, prefix):
-    return [line for line in err.splitlines() if line.startswith(prefix)]
 
 
 # --- TF_CONFIG checked whole, before any TensorFlow op ------------------------------------------
@@ -71,34 +28,34 @@ WORKERS = {"worker": ["localhost:2222", "localhost:2223"]}
 
 @pytest.mark.parametrize("raw, fragment", [
     ("{cluster", "TF_CONFIG is not valid JSON"),
-    (_tf_config(WORKERS, 2), "task index 2 is out of range: the cluster's 'worker' job has 2 address(es)"),
-    (_tf_config(WORKERS, -1), "task index -1 is out of range"),
-    (_tf_config({**WORKERS, "ps": ["localhost:2224"]}, 0), "cluster has a 'ps' job: only chief and worker"),
-    (_tf_config({"ps": ["localhost:2224"]}, 0, job="ps"), "cluster has a 'ps' job"),
-    (_tf_config({"worker": ["localhost:2222", "localhost:2222"]}, 0), "gives localhost:2222 to both worker 0 and worker 1"),
-    (_tf_config({"worker": ["localhost"]}, 0), "address 'localhost' is not host:port"),
-    (_tf_config({"worker": ["localhost:70000"]}, 0), "is not host:port (a port from 1 to 65535)"),
-    (_tf_config(WORKERS, 0, job="chief"), "task type 'chief' is not a job of the cluster"),
-    (_tf_config(WORKERS, "1"), "task index '1' is not an integer"),
+    (tf_config(WORKERS, 2), "task index 2 is out of range: the cluster's 'worker' job has 2 address(es)"),
+    (tf_config(WORKERS, -1), "task index -1 is out of range"),
+    (tf_config({**WORKERS, "ps": ["localhost:2224"]}, 0), "cluster has a 'ps' job: only chief and worker"),
+    (tf_config({"ps": ["localhost:2224"]}, 0, job="ps"), "cluster has a 'ps' job"),
+    (tf_config({"worker": ["localhost:2222", "localhost:2222"]}, 0), "gives localhost:2222 to both worker 0 and worker 1"),
+    (tf_config({"worker": ["localhost"]}, 0), "address 'localhost' is not host:port"),
+    (tf_config({"worker": ["localhost:70000"]}, 0), "is not host:port (a port from 1 to 65535)"),
+    (tf_config(WORKERS, 0, job="chief"), "task type 'chief' is not a job of the cluster"),
+    (tf_config(WORKERS, "1"), "task index '1' is not an integer"),
     (json.dumps({"cluster": WORKERS}), "needs a 'task' object with 'type' and 'index'"),
     (json.dumps({"cluster": {}, "task": {"type": "worker", "index": 0}}), "needs a non-empty 'cluster'"),
-    (_tf_config({"chief": ["a:1", "b:1"], "worker": ["c:1"]}, 0), "2 chief addresses"),
+    (tf_config({"chief": ["a:1", "b:1"], "worker": ["c:1"]}, 0), "2 chief addresses"),
 ])
 def test_a_malformed_tf_config_is_one_line(raw, fragment):
     with pytest.raises(ValueError) as error:
-        cluster.parse_tf_config(raw)
+        cluster.parsetf_config(raw)
     assert fragment in str(error.value) and "\n" not in str(error.value), str(error.value)
 
 
 def test_a_valid_tf_config_names_ranks_chief_first():
-    task = cluster.parse_tf_config(_tf_config({"worker": ["w0:1", "[::1]:2"], "chief": ["c:3"]}, 1))
+    task = cluster.parsetf_config(tf_config({"worker": ["w0:1", "[::1]:2"], "chief": ["c:3"]}, 1))
     assert task.tasks == [("chief", 0, "c:3"), ("worker", 0, "w0:1"), ("worker", 1, "[::1]:2")]
     assert (task.rank, task.is_chief, task.port, task.name()) == (2, False, 2, "worker 1 ([::1]:2)")
-    assert cluster.parse_tf_config(_tf_config({"chief": ["c:3"], "worker": ["w:1"]}, 0, job="chief")).is_chief
+    assert cluster.parsetf_config(tf_config({"chief": ["c:3"], "worker": ["w:1"]}, 0, job="chief")).is_chief
 
 
-@pytest.mark.parametrize("raw", [_tf_config(WORKERS, 5), _tf_config({"ps": ["a:1"], "worker": ["b:1"]}, 0),
-                                 _tf_config({"worker": ["a:1", "a:1"]}, 1)])
+@pytest.mark.parametrize("raw", [tf_config(WORKERS, 5), tf_config({"ps": ["a:1"], "worker": ["b:1"]}, 0),
+                                 tf_config({"worker": ["a:1", "a:1"]}, 1)])
 def test_main_stops_on_a_malformed_tf_config_in_one_line_before_writing(raw, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TF_CONFIG", raw)
@@ -113,7 +70,7 @@ def test_main_stops_on_a_malformed_tf_config_in_one_line_before_writing(raw, tmp
 
 def test_a_leftover_tf_config_is_ignored_and_the_run_written(cifar_subset_path, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("TF_CONFIG", _tf_config(WORKERS, 1))  # worker 1 of a cluster, not the chief
+    monkeypatch.setenv("TF_CONFIG", tf_config(WORKERS, 1))  # worker 1 of a cluster, not the chief
     status, out, err = run_main_in_process([f"--data_dir={cifar_subset_path}", *TINY, "--run_name=alone"], capsys)
     assert status == 0, err[-3000:]
     notices = [line for line in err.splitlines() if "TF_CONFIG" in line]
@@ -128,7 +85,7 @@ def test_a_leftover_tf_config_is_ignored_and_the_run_written(cifar_subset_path, 
 
 
 def test_the_port_probe_accepts_a_port_left_in_time_wait():
-    port = _free_port()
+    port = free_port()
     with socket.socket() as listener:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", port))
@@ -140,7 +97,7 @@ def test_the_port_probe_accepts_a_port_left_in_time_wait():
         client.close()
     with socket.socket() as plain, pytest.raises(OSError):  # a bind without SO_REUSEADDR is refused...
         plain.bind(("", port))
-    task = cluster.parse_tf_config(_tf_config({"worker": [f"localhost:{port}"]}, 0))
+    task = cluster.parsetf_config(tf_config({"worker": [f"localhost:{port}"]}, 0))
     cluster.check_port(task)  # ...but gRPC (SO_REUSEADDR) could bind it, and so does the probe
     with socket.socket() as taken:
         taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -154,12 +111,12 @@ def test_the_port_probe_accepts_a_port_left_in_time_wait():
 
 
 def test_a_missing_worker_ends_the_wait_in_one_line_and_sigint_or_sigterm_stops_it(tmp_path):
-    ports = [_free_port() for _ in range(6)]
-    alone = _start(tmp_path / "alone", _tf_config({"worker": [f"localhost:{ports[0]}", f"localhost:{ports[1]}"]}, 0),
-                   ["--width=4", "--epochs=1", "--cluster_timeout=4"])
-    waiting = {number: _start(tmp_path / number.name,
-                              _tf_config({"worker": [f"localhost:{ports[2 + 2 * i]}", f"localhost:{ports[3 + 2 * i]}"]}, 1),
-                              ["--width=4", "--epochs=1"])
+    ports = [free_port() for _ in range(6)]
+    alone = start_worker(tmp_path / "alone", {"worker": [f"localhost:{ports[0]}", f"localhost:{ports[1]}"]}, 0,
+                         ["--width=4", "--epochs=1", "--cluster_timeout=4"])
+    waiting = {number: start_worker(tmp_path / number.name,
+                                    {"worker": [f"localhost:{ports[2 + 2 * i]}", f"localhost:{ports[3 + 2 * i]}"]}, 1,
+                                    ["--width=4", "--epochs=1"])
                for i, number in enumerate((signal.SIGINT, signal.SIGTERM))}
     for number, proc in waiting.items():
         start = time.time()
@@ -167,15 +124,15 @@ def test_a_missing_worker_ends_the_wait_in_one_line_and_sigint_or_sigterm_stops_
             assert line and time.time() - start < 120, "the worker never started waiting"
         sent = time.time()
         proc.send_signal(number)
-        status, _, err = _finish(proc, timeout=30)
+        status, _, err = finish(proc, timeout=30)
         assert time.time() - sent < 10
         assert status == 128 + number
-        stops = _lines(err, f"myol_keras: stopped by {number.name}")
+        stops = lines_starting(err, f"myol_keras: stopped by {number.name}")
         assert len(stops) == 1 and "worker 1 (localhost" in stops[0], err
         assert "while waiting for the other workers" in stops[0] and "Traceback" not in err
 
-    status, _, err = _finish(alone, timeout=120)
-    errors = _lines(err, "myol_keras.main: error:")
+    status, _, err = finish(alone, timeout=120)
+    errors = lines_starting(err, "myol_keras.main: error:")
     assert status == 1 and len(errors) == 1, err[-3000:]
     assert (f"did not assemble within --cluster_timeout=4 s: no answer from worker 1 (localhost:{ports[1]})"
             in errors[0]), errors
@@ -195,8 +152,8 @@ def test_two_workers_leave_the_rendezvous_together_when_answers_are_slow(monkeyp
 
     monkeypatch.setattr(cluster, "_read_greeting", slow)
     for _ in range(2):
-        spec = {"worker": [f"localhost:{_free_port()}", f"localhost:{_free_port()}"]}
-        tasks = [cluster.parse_tf_config(_tf_config(spec, i)) for i in range(2)]
+        spec = two_worker_cluster()
+        tasks = [cluster.parsetf_config(tf_config(spec, i)) for i in range(2)]
         results = {}
 
         def meet(i):
@@ -220,14 +177,14 @@ def test_workers_that_disagree_stop_before_the_first_step_naming_the_setting(cif
     args = [f"--data_dir={cifar_subset_path}", *TINY, "--run_name=d"]
     pairs = {}
     for setting, other in (("--seed", "--seed=1"), ("--batch_size", "--batch_size=8")):
-        spec = {"worker": [f"localhost:{_free_port()}", f"localhost:{_free_port()}"]}
-        pairs[setting] = [_start(tmp_path / setting / "w0", _tf_config(spec, 0), args),
-                          _start(tmp_path / setting / "w1", _tf_config(spec, 1), [*args, other])]
+        spec = two_worker_cluster()
+        pairs[setting] = [start_worker(tmp_path / setting / "w0", spec, 0, args),
+                          start_worker(tmp_path / setting / "w1", spec, 1, [*args, other])]
     seen = {}
     for setting, procs in pairs.items():
         for proc in procs:
-            status, out, err = _finish(proc, timeout=300)
-            errors = _lines(err, "myol_keras.main: error:")
+            status, out, err = finish(proc, timeout=300)
+            errors = lines_starting(err, "myol_keras.main: error:")
             assert status == 2 and len(errors) == 1, err[-3000:]
             assert f"the workers disagree on {setting} (worker 0 (localhost:" in errors[0], errors
             assert "worker 1 (localhost:" in errors[0] and "differs from the chief" in errors[0]

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cluster_helpers import env, start_worker, two_worker_cluster
 from conftest import run_main_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,33 +30,10 @@ TINY = ["--dataset=npz", "--image_size=16", "--width=4", "--projector_hidden_dim
         "--precision=float32", "--verbose=2", "--seed=5"]
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
-
-
-def _env(extra=None):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.pop("TF_CONFIG", None)
-    env.pop("MYOL_KERAS_FAULT", None)
-    env.update(extra or {})
-    return env
-
-
 def _run_workers(tmp_path, args, faults=("", ""), timeout=600):
     """Start two workers (own directories, fresh ports); returns [(exit status, seconds, stdout, stderr)]."""
-    cluster = {"worker": [f"localhost:{_free_port()}", f"localhost:{_free_port()}"]}
-    procs = []
-    for index in range(2):
-        cwd = tmp_path / f"worker{index}"
-        cwd.mkdir(exist_ok=True)
-        extra = {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-        if faults[index]:
-            extra["MYOL_KERAS_FAULT"] = faults[index]
-        procs.append(subprocess.Popen([sys.executable, "-m", "myol_keras.main", "--strategy=multi_worker", *args],
-                                      cwd=cwd, env=_env(extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True))
+    cluster = two_worker_cluster()
+    procs = [start_worker(tmp_path / f"worker{index}", cluster, index, args, faults[index]) for index in range(2)]
     start, ended = time.time(), {}
     while len(ended) < 2:
         for index, proc in enumerate(procs):
@@ -123,7 +101,7 @@ def test_a_worker_killed_and_back_on_a_fresh_disk_ends_as_one_uninterrupted_mirr
     reference = tmp_path / "reference"
     reference.mkdir()
     done = subprocess.run([sys.executable, str(ROOT / "tests" / "scripts" / "main_on_logical_cpus.py"), "2",
-                           *args, "--strategy=mirrored"], cwd=reference, env=_env(), capture_output=True, text=True,
+                           *args, "--strategy=mirrored"], cwd=reference, env=env(), capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     rows, reference_rows = _history(chief / "runs" / "mw"), _history(reference / "runs" / "mw")
@@ -162,15 +140,6 @@ def test_a_taken_port_in_tf_config_is_one_line(tmp_path, capsys, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
-def _start_worker(cwd, cluster, index, args, fault=""):
-    cwd.mkdir(parents=True, exist_ok=True)
-    extra = {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-    if fault:
-        extra["MYOL_KERAS_FAULT"] = fault
-    return subprocess.Popen([sys.executable, "-m", "myol_keras.main", "--strategy=multi_worker", *args], cwd=cwd,
-                            env=_env(extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 @pytest.mark.slow
 def test_the_chief_killed_both_restarted_on_the_same_ports_resume_from_its_checkpoint(cifar_subset_path, tmp_path):
     """The chief frozen (SIGSTOP) in epoch 2, so worker 1 waits in a collective: SIGINT stops worker 1
@@ -181,11 +150,11 @@ def test_the_chief_killed_both_restarted_on_the_same_ports_resume_from_its_check
     SuNCEt, so that its labelled stream and its all-gather across workers (the `tf.identity` copies in
     `methods/suncet.py`) run under MultiWorkerMirroredStrategy too, at no extra process."""
     args = ["--method=suncet", f"--data_dir={cifar_subset_path}", *TINY, "--epochs=3", "--run_name=k"]
-    cluster = {"worker": [f"localhost:{_free_port()}", f"localhost:{_free_port()}"]}
+    cluster = two_worker_cluster()
     chief_dir, other_dir = tmp_path / "worker0", tmp_path / "worker1"
     backup = chief_dir / "runs" / "k" / "backup"
-    chief = _start_worker(chief_dir, cluster, 0, args)
-    other = _start_worker(other_dir, cluster, 1, args)
+    chief = start_worker(chief_dir, cluster, 0, args)
+    other = start_worker(other_dir, cluster, 1, args)
     start = time.time()
     while not (backup / "epoch-000001").exists():
         assert chief.poll() is None and time.time() - start < 600, chief.communicate()[1][-3000:]
@@ -206,7 +175,7 @@ def test_the_chief_killed_both_restarted_on_the_same_ports_resume_from_its_check
     assert [int(r["epoch"]) for r in rows_before] == list(range(kept))
     shutil.rmtree(other_dir)  # worker 1 comes back on a fresh disk
 
-    procs = [_start_worker(chief_dir, cluster, 0, args), _start_worker(other_dir, cluster, 1, args)]
+    procs = [start_worker(chief_dir, cluster, 0, args), start_worker(other_dir, cluster, 1, args)]
     for proc in procs:
         out, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err[-3000:]
