@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from myol_keras import cli
 from myol_keras.evaluation import attack
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)

@@ -43,15 +43,15 @@ WORKERS = {"worker": ["localhost:2222", "localhost:2223"]}
 ])
 def test_a_malformed_tf_config_is_one_line(raw, fragment):
     with pytest.raises(ValueError) as error:
-        cluster.parsetf_config(raw)
+        cluster.parse_tf_config(raw)
     assert fragment in str(error.value) and "\n" not in str(error.value), str(error.value)
 
 
 def test_a_valid_tf_config_names_ranks_chief_first():
-    task = cluster.parsetf_config(tf_config({"worker": ["w0:1", "[::1]:2"], "chief": ["c:3"]}, 1))
+    task = cluster.parse_tf_config(tf_config({"worker": ["w0:1", "[::1]:2"], "chief": ["c:3"]}, 1))
     assert task.tasks == [("chief", 0, "c:3"), ("worker", 0, "w0:1"), ("worker", 1, "[::1]:2")]
     assert (task.rank, task.is_chief, task.port, task.name()) == (2, False, 2, "worker 1 ([::1]:2)")
-    assert cluster.parsetf_config(tf_config({"chief": ["c:3"], "worker": ["w:1"]}, 0, job="chief")).is_chief
+    assert cluster.parse_tf_config(tf_config({"chief": ["c:3"], "worker": ["w:1"]}, 0, job="chief")).is_chief
 
 
 @pytest.mark.parametrize("raw", [tf_config(WORKERS, 5), tf_config({"ps": ["a:1"], "worker": ["b:1"]}, 0),
@@ -97,7 +97,7 @@ def test_the_port_probe_accepts_a_port_left_in_time_wait():
         client.close()
     with socket.socket() as plain, pytest.raises(OSError):  # a bind without SO_REUSEADDR is refused...
         plain.bind(("", port))
-    task = cluster.parsetf_config(tf_config({"worker": [f"localhost:{port}"]}, 0))
+    task = cluster.parse_tf_config(tf_config({"worker": [f"localhost:{port}"]}, 0))
     cluster.check_port(task)  # ...but gRPC (SO_REUSEADDR) could bind it, and so does the probe
     with socket.socket() as taken:
         taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -153,7 +153,7 @@ def test_two_workers_leave_the_rendezvous_together_when_answers_are_slow(monkeyp
     monkeypatch.setattr(cluster, "_read_greeting", slow)
     for _ in range(2):
         spec = two_worker_cluster()
-        tasks = [cluster.parsetf_config(tf_config(spec, i)) for i in range(2)]
+        tasks = [cluster.parse_tf_config(tf_config(spec, i)) for i in range(2)]
         results = {}
 
         def meet(i):

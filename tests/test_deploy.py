@@ -10,7 +10,6 @@ fails on the model, a full disk) ends in one line and leaves no version director
 
 import errno
 import importlib.util
-import json
 import os
 
 import numpy as np

@@ -188,7 +188,6 @@ def test_sweep_plan_scales_epochs_with_batch_size():
 def test_library_functions_raise_value_error_not_usage_error(call, match):
     # Checked before anything is loaded ("nowhere" does not exist), with a plain ValueError a
     # Python caller can catch; only the tools' main() turns it into one line and exit 2.
-    from myol_keras import cli
 
     with pytest.raises(ValueError, match=match) as error:
         call()

@@ -9,14 +9,12 @@ same seed, and its export must give the same embeddings.
 """
 
 import csv
-import json
 import os
 import random
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,7 +130,7 @@ def test_kill_at_every_fault_point_then_resume_matches_uninterrupted(tiny_npz, t
     assert sorted(p.name for p in export_root.iterdir()) == ["1"], "the export after the kill is reused, not duplicated"
     assert (run_dir / "DONE").exists()
     again = _cli(args)
-    assert again.returncode == 0 and "is finished" in again.stdout
+    assert again.returncode == 0 and "is finished" in again.stdout and str(export_root / "1") in again.stdout
 
     hist = _history(run_dir)
     assert [int(r["epoch"]) for r in hist] == [0, 1], "history without gaps or duplicates"
