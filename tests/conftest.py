@@ -101,3 +101,14 @@ def _reset_dtype_policy():
     import keras
 
     keras.mixed_precision.set_global_policy("float32")
+
+
+def pytest_collection_modifyitems(items):
+    """The files with end-to-end (`slow`) tests run first, each file's tests in their own order.
+
+    Under `--dist loadfile` (pyproject.toml) a file is one unit of work; the longest files (the multi-worker,
+    kill-and-resume and benchmark-smoke files, minutes each) started last would leave one worker running
+    alone at the end, started first they overlap the many short files.
+    """
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items[:] = sorted(items, key=lambda item: item.path not in slow_files)  # stable: file order kept
