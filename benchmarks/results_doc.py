@@ -19,6 +19,7 @@ Sections:
 """
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -176,7 +177,8 @@ def q1_clsa_suncet_section(rows, byol_rows, semisup_rows=(), plot_path=None, dra
     both = sorted(set(table.get("suncet", {})) & set(table.get("simclr", {})))
     if both:
         lines += ["", "SuNCEt against SimCLR, paired by seed:", "",
-                  "| seed | SimCLR top-1 % | SimCLR min | SuNCEt top-1 % | SuNCEt min | SuNCEt − SimCLR | minutes ratio |",
+                  "| seed | SimCLR top-1 % | SimCLR min | SuNCEt top-1 % | SuNCEt min | SuNCEt − SimCLR "
+                  "| minutes ratio |",
                   "|---|---|---|---|---|---|---|"]
         diffs, ratios = [], []
         for seed in both:
@@ -203,50 +205,49 @@ def q1_clsa_suncet_section(rows, byol_rows, semisup_rows=(), plot_path=None, dra
     return "\n".join(lines)
 
 
-def plot_minutes(table, path):
+@contextlib.contextmanager
+def _figure(path, title, xlabel, ylabel):
+    """The axes of one 5.5 x 3.8 in figure, saved to `path` (120 dpi, grid and legend) when the block ends."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for method, by_seed in table.items():
-        ax.scatter([r["pretrain_seconds"] / 60 for r in by_seed.values()], [r["top1"] for r in by_seed.values()],
-                   label=f"{method} (n = {len(by_seed)})")
-    ax.set_xlabel("pre-training minutes (1 thread)")
-    ax.set_ylabel("linear top-1 %")
-    ax.set_title("Q1: top-1 against pre-training minutes")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        yield ax
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+    finally:
+        plt.close(fig)
+
+
+def plot_minutes(table, path):
+    with _figure(path, "Q1: top-1 against pre-training minutes", "pre-training minutes (1 thread)",
+                 "linear top-1 %") as ax:
+        for method, by_seed in table.items():
+            ax.scatter([r["pretrain_seconds"] / 60 for r in by_seed.values()], [r["top1"] for r in by_seed.values()],
+                       label=f"{method} (n = {len(by_seed)})")
 
 
 def plot_curve(curves, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
     eps = next(iter(curves.values()))["byol"]["robust_curve"]["eps"]
-    for method, colour in (("byol", "tab:blue"), ("myol", "tab:orange")):
-        per_eps = [[p[method]["robust_curve"]["clean"] for p in curves.values()]]
-        per_eps += [[p[method]["robust_curve"]["robust"][k] for p in curves.values()] for k in range(len(eps))]
-        xs = [0.0] + list(eps)
-        means = [sum(v) / len(v) for v in per_eps]
-        ses = [stats.paired_interval(v)["se"] if len(v) > 1 else 0.0 for v in per_eps]
-        ax.errorbar(xs, means, yerr=ses, marker="o", capsize=3, label=f"{method.upper()} (n = {len(curves)})", color=colour)
-    ax.set_xscale("symlog", linthresh=0.25)
-    ax.set_xlabel("ε (/255), pixel space; 0 = clean")
-    ax.set_ylabel("top-1 % (mean ± SE over seeds)")
-    ax.set_title("Q1 robustness curve, PGD-10, 2 restarts")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with _figure(path, "Q1 robustness curve, PGD-10, 2 restarts", "ε (/255), pixel space; 0 = clean",
+                 "top-1 % (mean ± SE over seeds)") as ax:
+        for method, colour in (("byol", "tab:blue"), ("myol", "tab:orange")):
+            per_eps = [[p[method]["robust_curve"]["clean"] for p in curves.values()]]
+            per_eps += [[p[method]["robust_curve"]["robust"][k] for p in curves.values()] for k in range(len(eps))]
+            xs = [0.0] + list(eps)
+            means = [sum(v) / len(v) for v in per_eps]
+            ses = [stats.paired_interval(v)["se"] if len(v) > 1 else 0.0 for v in per_eps]
+            ax.errorbar(xs, means, yerr=ses, marker="o", capsize=3, label=f"{method.upper()} (n = {len(curves)})",
+                        color=colour)
+        ax.set_xscale("symlog", linthresh=0.25)
 
 
 def replace_section(text, name, body):
@@ -268,15 +269,16 @@ def main(argv=None):
     args = parser.parse_args(argv)
     with open(args.doc) as f:
         text = f.read()
-    plot = str(Path(args.doc).parent / "q1_paired_robust.png")
+    docs_dir = Path(args.doc).parent
     paired = load_rows(args.paired)
-    new = replace_section(text, "q1_paired", q1_paired_section(paired, args.data, plot, draw=not args.check))
+    new = replace_section(text, "q1_paired", q1_paired_section(
+        paired, args.data, str(docs_dir / "q1_paired_robust.png"), draw=not args.check))
     semisup = []
     if os.path.exists(args.semisup):
         with open(args.semisup) as f:
             semisup = json.load(f)
     new = replace_section(new, "q1_clsa_suncet", q1_clsa_suncet_section(
-        load_rows(args.clsa_suncet), paired, semisup, str(Path(args.doc).parent / "q1_clsa_suncet.png"),
+        load_rows(args.clsa_suncet), paired, semisup, str(docs_dir / "q1_clsa_suncet.png"),
         draw=not args.check))
     if args.check:
         if new != text:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cluster_helpers import env, start_worker, two_worker_cluster
+from cluster_helpers import env, lines_starting, start_worker, two_worker_cluster
 from conftest import run_main_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +54,7 @@ def _history(run_dir):
 
 
 def _errors(stderr):
-    return [line for line in stderr.splitlines() if line.startswith("myol_keras.main: error:")]
+    return lines_starting(stderr, "myol_keras.main: error:")
 
 
 def _embed(version_dir, images):
