@@ -210,7 +210,7 @@ def worker(method, seed, data_path, work_dir, threads, epochs, probe_epochs, pre
 
         keras.utils.set_random_seed(seed)
         backbone = ResNet(depth=18, stem="cifar", width=16)
-        pretrain_seconds = 0.0
+        pretrain_seconds = seconds_of_steps = 0.0
     else:
         argv = ["myol_keras.main", f"--method={method}", f"--data_dir={data_path}", *Q1_FLAGS,
                 f"--epochs={epochs}", f"--batch_size={batch_size}", f"--warmup_epochs={q1_batch_schedule(batch_size)[1]}",
@@ -225,6 +225,7 @@ def worker(method, seed, data_path, work_dir, threads, epochs, probe_epochs, pre
             rows = list(csv.DictReader(f))
         speeds = [float(r["images_per_second"]) for r in rows[1:] if r.get("images_per_second")]
         images_per_second = sum(speeds) / len(speeds) if speeds else None
+        seconds_of_steps = train_seconds(rows, run_config["resolved"]["steps_per_epoch"], run_config["batch_size"])
         # The run directories live in the gitignored work dir; the loss curve travels in the JSON.
         history = {"loss": [round(float(r["loss"]), 6) for r in rows if r.get("loss")]}
         with open(run_dir / "DONE") as f:
@@ -246,6 +247,7 @@ def worker(method, seed, data_path, work_dir, threads, epochs, probe_epochs, pre
         "batch_size": batch_size if method != "random" else 0,
         "top1": top1, "top5": top5,
         "pretrain_seconds": round(pretrain_seconds, 1),
+        "train_seconds": round(seconds_of_steps, 1),
         "probe_seconds": probe_seconds,
         "images_per_second": images_per_second, "threads": threads,
         "cpu": cpu_model(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -263,6 +265,69 @@ def worker(method, seed, data_path, work_dir, threads, epochs, probe_epochs, pre
         result["provenance"]["cli_argv"] = argv[1:]
         result["provenance"]["config"] = run_config
     print("Q1RESULT " + json.dumps(result), flush=True)
+
+
+def train_seconds(history_rows, steps_per_epoch, batch_size):
+    """Seconds spent in training steps, summed over every epoch of a run's history.
+
+    The driver's wall clock (`pretrain_seconds`) covers only the process that
+    finished the run: a run resumed after epoch k loses its first k epochs. Each
+    history row holds its epoch's images/s (`callbacks.Throughput`), so
+    steps x batch / (images/s) is that epoch's seconds, whichever process trained
+    it. The epoch-end monitors and checkpoint writes are not counted.
+
+    Args:
+        history_rows: the rows of the run's `history.csv` (dicts), one per epoch.
+        steps_per_epoch: optimizer steps per epoch (the resolved value in `config.json`).
+        batch_size: global batch size.
+
+    Example:
+    >>> train_seconds([{"images_per_second": "100"}, {"images_per_second": "50"}], 10, 20)
+    6.0
+    """
+    missing = [i for i, r in enumerate(history_rows) if not r.get("images_per_second")]
+    if missing or not history_rows:
+        raise ValueError(f"history has no images_per_second for epoch(s) {missing or 'any'}")
+    return sum(steps_per_epoch * batch_size / float(r["images_per_second"]) for r in history_rows)
+
+
+def run_train_seconds(run_dir):
+    """`train_seconds` of a finished run directory (its `history.csv` and `config.json`)."""
+    run_dir = Path(run_dir)
+    with open(run_dir / "config.json") as f:
+        config = json.load(f)
+    with open(run_dir / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    return train_seconds(rows, config["resolved"]["steps_per_epoch"], config["batch_size"])
+
+
+def fill_train_seconds(path, work_dir):
+    """Add `train_seconds` to the rows of `path` written before the field existed.
+
+    Reads each row's run directory under `work_dir`; the row records that the
+    value was filled in later, and by which commit. Returns the number of rows filled.
+    """
+    import fcntl
+
+    commit, dirty = _provenance().git_state()
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = load_results(path)
+        filled = 0
+        for row in results:
+            if "train_seconds" in row or row["method"] == "random":
+                continue
+            run_dir = Path(work_dir) / "runs" / row["run_name"]
+            if not (run_dir / "history.csv").exists():
+                raise FileNotFoundError(f"{row['run_name']}: no history.csv under {run_dir.parent}")
+            row["train_seconds"] = round(run_train_seconds(run_dir), 1)
+            row["train_seconds_filled"] = {"commit": commit, "dirty": dirty, "from": str(run_dir / "history.csv")}
+            filled += 1
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(results, f, indent=2)
+        os.replace(tmp, path)
+    return filled
 
 
 def _provenance():
@@ -912,8 +977,17 @@ def main(argv=None):
     parser.add_argument("--curve_restarts", type=int, default=CURVE["restarts"])
     parser.add_argument("--threads", type=int, default=0,
                         help="threads per run (default: cores / jobs); e.g. two invocations with --jobs=1 --threads=1")
+    parser.add_argument("--fill_train_seconds", action="store_true",
+                        help="add train_seconds (training-step time over every epoch, resumed runs included) to the rows "
+                             "of --output that lack it, from their run directories under --work_dir, and exit")
     raw_argv = list(argv) if argv is not None else sys.argv[1:]
     args = parser.parse_args(argv)
+    if args.fill_train_seconds:
+        try:
+            print(f"filled train_seconds in {fill_train_seconds(args.output, args.work_dir)} row(s) of {args.output}")
+        except (OSError, ValueError, KeyError) as e:
+            parser.exit(2, f"quality.py: error: --fill_train_seconds: {e}\n")
+        return 0
     if args.smoke:
         args.epochs, args.probe_epochs, args.steps_per_epoch = 1, 1, 2
         args.max_test_images, args.pgd_steps, args.semisup_epochs, args.label_fractions = 20, "1", 1, "0.01"

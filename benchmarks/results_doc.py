@@ -168,11 +168,11 @@ def q1_clsa_suncet_section(rows, byol_rows, semisup_rows=(), plot_path=None, dra
             continue
         top1 = [r["top1"] for r in by_seed.values()]
         iv = stats.paired_interval(top1)
-        minutes = [r["pretrain_seconds"] / 60 for r in by_seed.values()]
+        minutes = [_minutes(r) for r in by_seed.values()]
         speeds = [r["images_per_second"] for r in by_seed.values() if r.get("images_per_second")]
         sd = f" ± {iv['sd']:.2f}" if iv["n"] > 1 else ""
         lines.append(f"| {method} | {','.join(str(s) for s in by_seed)} | {', '.join(f'{t:.2f}' for t in top1)} | "
-                     f"{iv['mean']:.2f}{sd} | {sum(minutes) / len(minutes):.1f} | "
+                     f"{iv['mean']:.2f}{sd} | {_mean_minutes(minutes)} | "
                      f"{sum(speeds) / len(speeds) if speeds else float('nan'):.1f} |")
     both = sorted(set(table.get("suncet", {})) & set(table.get("simclr", {})))
     if both:
@@ -184,13 +184,15 @@ def q1_clsa_suncet_section(rows, byol_rows, semisup_rows=(), plot_path=None, dra
         for seed in both:
             a, b = table["simclr"][seed], table["suncet"][seed]
             diffs.append(b["top1"] - a["top1"])
-            ratios.append(b["pretrain_seconds"] / a["pretrain_seconds"])
-            lines.append(f"| {seed} | {a['top1']:.2f} | {a['pretrain_seconds'] / 60:.1f} | {b['top1']:.2f} | "
-                         f"{b['pretrain_seconds'] / 60:.1f} | {diffs[-1]:+.2f} | {ratios[-1]:.2f} |")
+            ratio = _minutes(b) / _minutes(a) if _minutes(a) and _minutes(b) else None
+            ratios += [ratio] if ratio else []
+            lines.append(f"| {seed} | {a['top1']:.2f} | {_mean_minutes([_minutes(a)])} | {b['top1']:.2f} | "
+                         f"{_mean_minutes([_minutes(b)])} | {diffs[-1]:+.2f} | {f'{ratio:.2f}' if ratio else '—'} |")
         iv = stats.paired_interval(diffs)
         shown = _fmt_interval(iv) if iv["n"] > 1 else f"{iv['mean']:+.2f} (an interval needs 2 pairs)"
         lines += ["", f"**SuNCEt − SimCLR, linear top-1: {shown} → {stats.verdict(iv['low'], iv['high'])}** "
-                      f"(n = {iv['n']}), at {sum(ratios) / len(ratios):.2f}× SimCLR's pre-training minutes."]
+                      f"(n = {iv['n']}), at "
+                      f"{f'{sum(ratios) / len(ratios):.2f}×' if ratios else '—'} SimCLR's pre-training minutes."]
     semisup = [r for r in semisup_rows if abs(r.get("label_fraction", 0) - 0.1) < 1e-9]
     if semisup:
         means = {m: [r["top1"] for r in semisup if r["method"] == m] for m in ("byol", "myol")}
@@ -203,6 +205,19 @@ def q1_clsa_suncet_section(rows, byol_rows, semisup_rows=(), plot_path=None, dra
             plot_minutes(table, plot_path)
         lines += ["", f"![top-1 against pre-training minutes]({os.path.basename(plot_path)})"]
     return "\n".join(lines)
+
+
+def _minutes(row):
+    """Pre-training minutes of a row: its training steps over every epoch (`train_seconds`), resumed runs included.
+
+    None for rows without the field: their `pretrain_seconds` is the wall clock of
+    the last process only, which undercounts a resumed run.
+    """
+    return row["train_seconds"] / 60 if row.get("train_seconds") else None
+
+
+def _mean_minutes(minutes):
+    return "—" if not minutes or None in minutes else f"{sum(minutes) / len(minutes):.1f}"
 
 
 @contextlib.contextmanager
@@ -231,8 +246,8 @@ def plot_minutes(table, path):
     with _figure(path, "Q1: top-1 against pre-training minutes", "pre-training minutes (1 thread)",
                  "linear top-1 %") as ax:
         for method, by_seed in table.items():
-            ax.scatter([r["pretrain_seconds"] / 60 for r in by_seed.values()], [r["top1"] for r in by_seed.values()],
-                       label=f"{method} (n = {len(by_seed)})")
+            timed = [r for r in by_seed.values() if _minutes(r)]
+            ax.scatter([_minutes(r) for r in timed], [r["top1"] for r in timed], label=f"{method} (n = {len(timed)})")
 
 
 def plot_curve(curves, path):

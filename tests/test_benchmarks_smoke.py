@@ -108,6 +108,8 @@ def test_quality_smoke_runs_q1_end_to_end_and_skips_finished_runs(tmp_path, caps
     assert 0.0 <= result["top5"] <= 100.0 and result["top1"] <= result["top5"]
     assert result["run_name"] == "q1-byol-s0-e1-smoke"
     assert result["pretrain_seconds"] > 0 and result["threads"] == 1
+    # Training-step seconds come from the run's history (every epoch, even across a resume).
+    assert result["train_seconds"] == round(quality.run_train_seconds(tmp_path / "work" / "runs" / result["run_name"]), 1) > 0
     # The loss curve travels in the JSON (the run directory is gitignored scratch).
     assert len(result["history"]["loss"]) == 1 and math.isfinite(result["history"]["loss"][0])
     assert "| byol (1 ep) | 0 |" in capsys.readouterr().out

@@ -93,12 +93,13 @@ def test_the_clsa_suncet_section_pairs_suncet_with_simclr_and_gives_the_minutes(
             "cpu": {"model": "CPU", "flags": ["avx2"]}, "data": {"sha256": "e" * 64}}
     rows = []
     for seed, (simclr, suncet, clsa) in enumerate([(50.0, 52.0, 45.0), (51.0, 52.0, 46.0), (49.0, 51.5, 44.0)]):
-        rows.append({"method": "simclr", "seed": seed, "top1": simclr, "pretrain_seconds": 1200.0,
+        # pretrain_seconds is the last process's wall clock (a resumed run's is short): the minutes use train_seconds.
+        rows.append({"method": "simclr", "seed": seed, "top1": simclr, "pretrain_seconds": 300.0, "train_seconds": 1200.0,
                      "images_per_second": 200.0, "provenance": prov})
-        rows.append({"method": "suncet", "seed": seed, "top1": suncet, "pretrain_seconds": 1500.0,
+        rows.append({"method": "suncet", "seed": seed, "top1": suncet, "pretrain_seconds": 1500.0, "train_seconds": 1500.0,
                      "images_per_second": 160.0, "provenance": prov})
         rows.append({"method": "clsa", "seed": seed, "top1": clsa, "pretrain_seconds": 1800.0, "provenance": prov})
-    byol = [{"method": "byol", "seed": s, "top1": 40.0 + s, "pretrain_seconds": 4800.0, "images_per_second": 100.0,
+    byol = [{"method": "byol", "seed": s, "top1": 40.0 + s, "train_seconds": 4800.0, "images_per_second": 100.0,
              "provenance": prov} for s in (0, 1, 2, 3)]  # seed 3 has no CLSA/SuNCEt row: left out
     semisup = [{"method": "byol", "seed": 0, "label_fraction": 0.1, "top1": 41.0, "cpu": "old CPU"},
                {"method": "byol", "seed": 0, "label_fraction": 0.01, "top1": 20.0, "cpu": "old CPU"}]
@@ -111,3 +112,36 @@ def test_the_clsa_suncet_section_pairs_suncet_with_simclr_and_gives_the_minutes(
     assert "SuNCEt − SimCLR, linear top-1: +1.83 [-0.06, +3.73] → not resolved** (n = 3), at 1.25×" in out
     assert "reach BYOL 41.00 (n = 1)" in out and "old CPU" in out
     assert (tmp_path / "m.png").exists()
+    assert "| clsa | 0,1,2 | 45.00, 46.00, 44.00 | 45.00 ± 1.00 | — |" in out  # no train_seconds: no minutes shown
+
+
+def test_train_seconds_counts_every_epoch_of_a_resumed_run(tmp_path, capsys):
+    """The driver's wall clock sees only the process that finished a run; the history sees every epoch."""
+    quality = _load("quality")
+    # Epoch images/s 100, 200, 50 at 10 steps of 20 images: 2 + 1 + 4 = 7 s of training steps.
+    history = [{"images_per_second": "100"}, {"images_per_second": "200.0"}, {"images_per_second": "50"}]
+    assert quality.train_seconds(history, 10, 20) == pytest.approx(7.0)
+    with pytest.raises(ValueError, match="epoch"):
+        quality.train_seconds([{"images_per_second": ""}], 10, 20)
+    run_dir = tmp_path / "work" / "runs" / "q1-byol-s0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "history.csv").write_text("epoch,loss,images_per_second\n0,5.0,100\n1,4.0,200\n2,3.0,50\n")
+    (run_dir / "config.json").write_text(json.dumps({"batch_size": 20, "resolved": {"steps_per_epoch": 10}}))
+    output = tmp_path / "q1.json"
+    # A run resumed after epoch 2: its last process trained 1 epoch (4 s) and the row says 4.1.
+    output.write_text(json.dumps([{"method": "byol", "seed": 0, "run_name": "q1-byol-s0", "pretrain_seconds": 4.1},
+                                  {"method": "myol", "seed": 0, "run_name": "q1-myol-s0", "train_seconds": 9.0}]))
+    argv = ["--fill_train_seconds", f"--output={output}", f"--work_dir={tmp_path / 'work'}"]
+    assert quality.main(argv) == 0
+    assert "filled train_seconds in 1 row(s)" in capsys.readouterr().out
+    byol, myol = json.loads(output.read_text())
+    assert byol["train_seconds"] == 7.0 and byol["pretrain_seconds"] == 4.1
+    assert byol["train_seconds_filled"]["from"].endswith("q1-byol-s0/history.csv")
+    assert myol == {"method": "myol", "seed": 0, "run_name": "q1-myol-s0", "train_seconds": 9.0}  # had it: untouched
+    # A row whose run directory is gone: one line, exit 2.
+    output.write_text(json.dumps([{"method": "simclr", "seed": 1, "run_name": "q1-simclr-s1"}]))
+    with pytest.raises(SystemExit) as exit_info:
+        quality.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "q1-simclr-s1: no history.csv" in err and err.count("\n") == 1
