@@ -105,7 +105,8 @@ def main(argv=None):
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     provenance = _load("provenance")
-    load_at_start = provenance.load_average()
+    # Read before training: the commit and load the figures were measured at.
+    record_provenance = provenance.provenance(data_path=args.data, command=["benchmarks/step_cost.py", *(argv or sys.argv[1:])])
     speeds = {m: [] for m in methods}
     with tempfile.TemporaryDirectory(prefix="step_cost_") as work_dir:
         for rep in range(args.reps):
@@ -119,9 +120,7 @@ def main(argv=None):
         print(f"| {method} | {row['images_per_second']:.1f} | {row['q1_minutes']:.1f} | {row['cost_vs_base']:.2f}× |")
     if args.output:
         record = {"base": args.base, "reps": args.reps, "steps": args.steps, "threads": args.threads, "methods": table,
-                  "provenance": {**provenance.provenance(data_path=args.data, command=["benchmarks/step_cost.py",
-                                                                                      *(argv or sys.argv[1:])]),
-                                 "load_average_at_start": load_at_start, "load_average_at_end": provenance.load_average()}}
+                  "provenance": {**record_provenance, "load_average_at_end": provenance.load_average()}}
         with open(args.output, "w") as f:
             json.dump(record, f, indent=2)
         print(f"wrote {args.output}")
