@@ -423,6 +423,29 @@ def load_results(path):
     return []
 
 
+def finished_keys(path):
+    """(method, seed, batch size, epochs, precision) of every row in `path`."""
+    return {(r["method"], r["seed"], batch_size_of(r), r["epochs"], r.get("precision", "float32")) for r in load_results(path)}
+
+
+def claim_run(work_dir, run_name):
+    """An open file holding an exclusive lock on `<work_dir>/<run_name>.claim`, or None if another driver holds it.
+
+    Two drivers on one JSON may list the same run: each claims a run before it
+    starts it and keeps the claim until its row is written (closing the file, or
+    the driver's death, releases it), then re-reads the JSON under the claim.
+    """
+    import fcntl
+
+    handle = open(Path(work_dir) / f"{run_name}.claim", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
 def append_result(path, result):
     """Append under an exclusive lock, so two invocations can share one JSON."""
     import fcntl
@@ -1011,7 +1034,7 @@ def main(argv=None):
     if args.jobs < 1:
         parser.exit(2, "quality.py: error: --jobs must be >= 1\n")
 
-    done = {(r["method"], r["seed"], batch_size_of(r), r["epochs"], r.get("precision", "float32")) for r in load_results(args.output)}
+    done = finished_keys(args.output)
     todo = []
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -1038,6 +1061,15 @@ def main(argv=None):
         while todo and len(running) < args.jobs:
             method, seed, batch_size = todo.pop(0)
             epochs = args.epochs if args.epochs is not None else q1_batch_schedule(batch_size)[0]
+            claim = claim_run(args.work_dir, run_name_for(method, seed, epochs, args.precision, batch_size))
+            if claim is None:
+                print(f"skip {method} seed {seed} B={batch_size}: another driver is running it", flush=True)
+                continue
+            key = (method, seed, batch_size if method != "random" else 0, epochs if method != "random" else 0, args.precision)
+            if not args.encoders_only and key in finished_keys(args.output):
+                claim.close()
+                print(f"skip {method} seed {seed} B={batch_size}: finished by another driver", flush=True)
+                continue
             log = open(Path(args.work_dir) / f"{run_name_for(method, seed, epochs, args.precision, batch_size)[3:]}.log", "a")
             cmd = [sys.executable, __file__, "--worker", method, str(seed), f"--data={args.data}",
                    f"--work_dir={args.work_dir}", f"--threads={threads}", f"--epochs={epochs}",
@@ -1048,10 +1080,11 @@ def main(argv=None):
                      f"--curve_restarts={args.curve_restarts}"] if args.robust_curve else [])
             print(f"start {method} seed {seed} B={batch_size} ({threads} thread(s)); log: {log.name}", flush=True)
             env = {**os.environ, "MYOL_Q1_COMMAND": json.dumps(["benchmarks/quality.py", *raw_argv])}
-            running.append((method, seed, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env), log))
+            running.append((method, seed, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env), log,
+                            claim))
         time.sleep(5)
         for item in list(running):
-            method, seed, proc, log = item
+            method, seed, proc, log, claim = item
             if proc.poll() is None:
                 continue
             running.remove(item)
@@ -1067,6 +1100,7 @@ def main(argv=None):
                 print(f"done {method} seed {seed} B={result['batch_size']}: top-1 {result['top1']:.2f} %", flush=True)
             else:
                 print(f"FAILED {method} seed {seed} (exit {proc.returncode}); see {log.name}", flush=True)
+            claim.close()  # after the row is in the JSON: a waiting driver then sees the run as finished
     if "robust" in protocols or "semisup" in protocols:
         run_encoder_protocols(args, protocols, methods, seeds)
     results = load_results(args.output) if "linear" in protocols else []

@@ -145,3 +145,23 @@ def test_train_seconds_counts_every_epoch_of_a_resumed_run(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "q1-simclr-s1: no history.csv" in err and err.count("\n") == 1
+
+
+def test_two_q1_drivers_never_start_the_same_run(tmp_path, capsys, monkeypatch):
+    """A driver claims a run before starting it and re-reads the JSON under the claim (issue 27's noticed race)."""
+    quality = _load("quality")
+    work, output = tmp_path / "work", tmp_path / "q1.json"
+    work.mkdir()
+    argv = ["--smoke", "--methods=byol", "--seeds=0", "--jobs=1", f"--work_dir={work}", f"--output={output}"]
+    held = quality.claim_run(work, quality.run_name_for("byol", 0, 1))  # another driver is training it
+    assert held is not None and quality.claim_run(work, quality.run_name_for("byol", 0, 1)) is None
+    assert quality.main(argv) == 0
+    assert "skip byol seed 0 B=128: another driver is running it" in capsys.readouterr().out
+    assert not output.exists()
+    held.close()
+    # The other driver finished between this driver's start and its turn: the row is there now.
+    keys = [set(), {("byol", 0, 128, 1, "float32")}]
+    monkeypatch.setattr(quality, "finished_keys", lambda path: keys.pop(0))
+    assert quality.main(argv) == 0
+    assert "skip byol seed 0 B=128: finished by another driver" in capsys.readouterr().out
+    assert not keys and not output.exists()
