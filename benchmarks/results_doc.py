@@ -15,7 +15,8 @@ Sections:
 * `q1_clsa_suncet` — issue 27: protocol Q1 for CLSA (single crop), SuNCEt (10 % labels) and SimCLR from
   `benchmarks/q1_clsa_suncet.json`, beside BYOL's rows of the same seeds from `q1_paired.json`, with the
   pre-training minutes of each; SuNCEt against SimCLR paired by seed (top-1 and minutes, the same rule), and
-  top-1 against pre-training minutes in `docs/q1_clsa_suncet.png`.
+  top-1 against pre-training minutes in `docs/q1_clsa_suncet.png`; and the methods' cost measured side by
+  side under one load (`benchmarks/step_cost.json`, from `step_cost.py`).
 """
 
 import argparse
@@ -40,6 +41,14 @@ def load_rows(path):
         return []
     with open(path) as f:
         return [r for r in json.load(f) if r.get("provenance")]
+
+
+def load_record(path):
+    """A JSON object from `path`, or None if there is no such file."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
 
 
 def pairs(rows):
@@ -151,8 +160,11 @@ def _last_rows(rows, methods, seeds=None):
     return table
 
 
-def q1_clsa_suncet_section(rows, byol_rows, semisup_rows=(), plot_path=None, draw=True):
-    """Markdown of issue 27's Q1 rows (see the module docstring); `semisup_rows` may lack provenance."""
+def q1_clsa_suncet_section(rows, byol_rows, semisup_rows=(), plot_path=None, draw=True, step_cost=None):
+    """Markdown of issue 27's Q1 rows (see the module docstring); `semisup_rows` may lack provenance.
+
+    `step_cost` is `benchmarks/step_cost.py`'s record: the methods' cost measured side by side under one load.
+    """
     table = _last_rows(rows, CLSA_SUNCET_METHODS)
     seeds = sorted({seed for by_seed in table.values() for seed in by_seed})
     table.update(_last_rows(byol_rows, ("byol",), set(seeds)))
@@ -193,6 +205,8 @@ def q1_clsa_suncet_section(rows, byol_rows, semisup_rows=(), plot_path=None, dra
         lines += ["", f"**SuNCEt − SimCLR, linear top-1: {shown} → {stats.verdict(iv['low'], iv['high'])}** "
                       f"(n = {iv['n']}), at "
                       f"{f'{sum(ratios) / len(ratios):.2f}×' if ratios else '—'} SimCLR's pre-training minutes."]
+    if step_cost:
+        lines += ["", step_cost_lines(step_cost)]
     semisup = [r for r in semisup_rows if abs(r.get("label_fraction", 0) - 0.1) < 1e-9]
     if semisup:
         means = {m: [r["top1"] for r in semisup if r["method"] == m] for m in ("byol", "myol")}
@@ -204,6 +218,21 @@ def q1_clsa_suncet_section(rows, byol_rows, semisup_rows=(), plot_path=None, dra
         if draw:
             plot_minutes(table, plot_path)
         lines += ["", f"![top-1 against pre-training minutes]({os.path.basename(plot_path)})"]
+    return "\n".join(lines)
+
+
+def step_cost_lines(record):
+    """Markdown of a `step_cost.py` record: each method's images/s, Q1 minutes and cost against the base."""
+    prov, base = record["provenance"], record["base"]
+    lines = [f"Cost under one load (`benchmarks/step_cost.py`: every method in one process, {record['threads']} thread, "
+             f"rotated order, median of {record['reps']} repetitions of {record['steps']} steps after a tracing epoch; "
+             f"commit {(prov.get('commit') or '?')[:7]}{' (dirty)' if prov.get('dirty') else ''}, load "
+             f"{prov['load_average'][0]} → {prov['load_average_at_end'][0]}):", "",
+             f"| method | img/s | minutes for Q1's 50 epochs | cost vs {base} (median of per-repetition ratios) |",
+             "|---|---|---|---|"]
+    for method, row in record["methods"].items():
+        lines.append(f"| {method} | {row['images_per_second']:.1f} | {row['q1_minutes']:.1f} | "
+                     f"{row['cost_vs_base']:.2f}× |")
     return "\n".join(lines)
 
 
@@ -279,6 +308,7 @@ def main(argv=None):
     parser.add_argument("--paired", default=str(HERE / "q1_paired.json"))
     parser.add_argument("--clsa_suncet", default=str(HERE / "q1_clsa_suncet.json"))
     parser.add_argument("--semisup", default=str(HERE / "q1_semisup.json"))
+    parser.add_argument("--step_cost", default=str(HERE / "step_cost.json"))
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--check", action="store_true", help="exit 1 if the document differs from what the rows give")
     args = parser.parse_args(argv)
@@ -294,7 +324,7 @@ def main(argv=None):
             semisup = json.load(f)
     new = replace_section(new, "q1_clsa_suncet", q1_clsa_suncet_section(
         load_rows(args.clsa_suncet), paired, semisup, str(docs_dir / "q1_clsa_suncet.png"),
-        draw=not args.check))
+        draw=not args.check, step_cost=load_record(args.step_cost)))
     if args.check:
         if new != text:
             print(f"{args.doc} is out of date: run python benchmarks/results_doc.py", file=sys.stderr)

@@ -178,7 +178,7 @@ class Throughput(keras.callbacks.Callback):
 
 
 def _global_step(model):
-    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    return int(model.optimizer.iterations.numpy())  # convert_to_numpy warns under NumPy 2 (no copy=)
 
 
 class InputWait(keras.callbacks.Callback):

@@ -75,7 +75,7 @@ def weights_finite(model):
     if model.optimizer is not None:
         variables += list(model.optimizer.variables)
     for v in variables:
-        value = keras.ops.convert_to_numpy(v)
+        value = v.numpy()  # convert_to_numpy(variable) warns under NumPy 2 (its __array__ takes no copy=)
         if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
             return False
     return True
@@ -192,7 +192,7 @@ class ResumableBackup(keras.callbacks.Callback):
                 rundir.fsync_file(os.path.join(tmp, HISTORY_FILE))
             state = {
                 "epoch": epoch,
-                "iterations": int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)),
+                "iterations": int(self.model.optimizer.iterations.numpy()),
                 "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
             }
             with open(os.path.join(tmp, STATE_FILE), "w") as f:

@@ -191,7 +191,7 @@ class EncoderMonitor(keras.callbacks.Callback):
         stamp = None
         if epoch is not None:
             optimizer = getattr(self.model, "optimizer", None)
-            step = int(keras.ops.convert_to_numpy(optimizer.iterations)) if optimizer is not None else -1
+            step = int(optimizer.iterations.numpy()) if optimizer is not None else -1
             stamp = (int(epoch), step)
         return self.feature_cache.features(self.encoder(), images, image_size=self.image_size, mean=self.mean,
                                            std=self.std, batch_size=self.batch_size, stamp=stamp, fingerprint=key)

@@ -324,3 +324,15 @@ def test_kernel_ceiling_composes_a_step_from_its_passes(tmp_path, capsys):
     assert all(r["weight_gradient"]["ms"] > 0 for r in saved["convolutions"])
     assert saved["by_method"]["myol"]["convolution_ms_per_step"] > saved["by_method"]["byol"]["convolution_ms_per_step"]
     assert "| byol |" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_step_cost_smoke_measures_through_the_cli_and_records_provenance(tmp_path, capsys):
+    step_cost = _load("step_cost")
+    output = tmp_path / "cost.json"
+    assert step_cost.main(["--smoke", "--methods=simclr", "--base=simclr", f"--output={output}"]) == 0
+    record = json.loads(output.read_text())
+    row = record["methods"]["simclr"]
+    assert row["images_per_second"] > 0 and row["cost_vs_base"] == 1.0 and len(row["per_rep"]) == 1
+    assert len(record["provenance"]["commit"]) == 40 and record["provenance"]["load_average_at_end"]
+    assert "| simclr |" in capsys.readouterr().out

@@ -103,7 +103,13 @@ def test_the_clsa_suncet_section_pairs_suncet_with_simclr_and_gives_the_minutes(
              "provenance": prov} for s in (0, 1, 2, 3)]  # seed 3 has no CLSA/SuNCEt row: left out
     semisup = [{"method": "byol", "seed": 0, "label_fraction": 0.1, "top1": 41.0, "cpu": "old CPU"},
                {"method": "byol", "seed": 0, "label_fraction": 0.01, "top1": 20.0, "cpu": "old CPU"}]
-    out = doc.q1_clsa_suncet_section(rows, byol, semisup, plot_path=str(tmp_path / "m.png"))
+    cost = {"base": "simclr", "reps": 3, "steps": 20, "threads": 1,
+            "provenance": {"commit": "abcdef0123", "dirty": False, "load_average": [2.5, 2, 2], "load_average_at_end": [2.75]},
+            "methods": {"simclr": {"images_per_second": 128.0, "q1_minutes": 30.0, "cost_vs_base": 1.0},
+                        "suncet": {"images_per_second": 120.0, "q1_minutes": 32.0, "cost_vs_base": 1.07}}}
+    out = doc.q1_clsa_suncet_section(rows, byol, semisup, plot_path=str(tmp_path / "m.png"), step_cost=cost)
+    assert "median of 3 repetitions of 20 steps after a tracing epoch; commit abcdef0, load 2.5 → 2.75" in out
+    assert "| suncet | 120.0 | 32.0 | 1.07× |" in out
     assert "Rows: 12 from commit 1234567" in out
     assert "| suncet | 0,1,2 | 52.00, 52.00, 51.50 | 51.83 ± 0.29 | 25.0 | 160.0 |" in out
     assert "| byol | 0,1,2 | 40.00, 41.00, 42.00 | 41.00 ± 1.00 | 80.0 | 100.0 |" in out
@@ -165,3 +171,16 @@ def test_two_q1_drivers_never_start_the_same_run(tmp_path, capsys, monkeypatch):
     assert quality.main(argv) == 0
     assert "skip byol seed 0 B=128: finished by another driver" in capsys.readouterr().out
     assert not keys and not output.exists()
+
+
+def test_step_cost_takes_the_ratio_within_each_repetition():
+    cost = _load("step_cost")
+    # Load halves every speed in repetition 2: the medians move, the per-repetition ratio does not.
+    table = cost.summarize({"simclr": [120.0, 60.0, 118.0], "suncet": [100.0, 50.0, 100.0]}, "simclr")
+    assert table["suncet"]["cost_vs_base"] == pytest.approx(1.2)  # ratios 1.2, 1.2, 1.18
+    assert table["simclr"]["cost_vs_base"] == 1.0
+    assert table["suncet"]["images_per_second"] == 100.0
+    assert table["suncet"]["q1_minutes"] == pytest.approx(50 * 36 * 128 / 100.0 / 60, abs=0.05)  # 38.4
+    with pytest.raises(SystemExit) as exit_info:
+        cost.main(["--methods=suncet", "--base=simclr"])
+    assert exit_info.value.code == 2
