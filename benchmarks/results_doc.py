@@ -151,13 +151,13 @@ CLSA_SUNCET_METHODS = ("clsa", "suncet", "simclr", "byol")
 
 
 def _last_rows(rows, methods, seeds=None):
-    """`{method: {seed: row}}` (the last row of a (method, seed) wins), B = 128 float32 Q1 rows only."""
+    """`{method: {seed: row}}`, seeds ascending (the last row of a (method, seed) wins), B = 128 float32 Q1 rows only."""
     table = {}
     for r in rows:
         if r["method"] in methods and r.get("batch_size", 128) == 128 and r.get("precision", "float32") == "float32":
             if seeds is None or r["seed"] in seeds:
                 table.setdefault(r["method"], {})[r["seed"]] = r
-    return table
+    return {method: dict(sorted(by_seed.items())) for method, by_seed in table.items()}  # seeds in order
 
 
 def q1_clsa_suncet_section(rows, byol_rows, semisup_rows=(), plot_path=None, draw=True, step_cost=None):
