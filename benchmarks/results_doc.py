@@ -16,7 +16,8 @@ Sections:
   `benchmarks/q1_clsa_suncet.json`, beside BYOL's rows of the same seeds from `q1_paired.json`, with the
   pre-training minutes of each; SuNCEt against SimCLR paired by seed (top-1 and minutes, the same rule), and
   top-1 against pre-training minutes in `docs/q1_clsa_suncet.png`; and the methods' cost measured side by
-  side under one load (`benchmarks/step_cost.json`, from `step_cost.py`).
+  side under one load (`benchmarks/step_cost.json`, from `step_cost.py`), and SuNCEt's terms in short runs
+  of its variants (`benchmarks/suncet_diagnosis.json`, from `suncet_diagnosis.py`).
 """
 
 import argparse
@@ -160,10 +161,12 @@ def _last_rows(rows, methods, seeds=None):
     return {method: dict(sorted(by_seed.items())) for method, by_seed in table.items()}  # seeds in order
 
 
-def q1_clsa_suncet_section(rows, byol_rows, semisup_rows=(), plot_path=None, draw=True, step_cost=None):
+def q1_clsa_suncet_section(rows, byol_rows, semisup_rows=(), plot_path=None, draw=True, step_cost=None,
+                           diagnosis=None):
     """Markdown of issue 27's Q1 rows (see the module docstring); `semisup_rows` may lack provenance.
 
-    `step_cost` is `benchmarks/step_cost.py`'s record: the methods' cost measured side by side under one load.
+    `step_cost` is `benchmarks/step_cost.py`'s record: the methods' cost measured side by side under one load;
+    `diagnosis` is `benchmarks/suncet_diagnosis.py`'s: SuNCEt's terms in short runs of its variants.
     """
     table = _last_rows(rows, CLSA_SUNCET_METHODS)
     seeds = sorted({seed for by_seed in table.values() for seed in by_seed})
@@ -207,6 +210,8 @@ def q1_clsa_suncet_section(rows, byol_rows, semisup_rows=(), plot_path=None, dra
                       f"{f'{sum(ratios) / len(ratios):.2f}×' if ratios else '—'} SimCLR's pre-training minutes."]
     if step_cost:
         lines += ["", step_cost_lines(step_cost)]
+    if diagnosis:
+        lines += ["", diagnosis_lines(diagnosis)]
     semisup = [r for r in semisup_rows if abs(r.get("label_fraction", 0) - 0.1) < 1e-9]
     if semisup:
         means = {m: [r["top1"] for r in semisup if r["method"] == m] for m in ("byol", "myol")}
@@ -233,6 +238,24 @@ def step_cost_lines(record):
     for method, row in record["methods"].items():
         lines.append(f"| {method} | {row['images_per_second']:.1f} | {row['q1_minutes']:.1f} | "
                      f"{row['cost_vs_base']:.2f}× |")
+    return "\n".join(lines)
+
+
+def diagnosis_lines(record):
+    """Markdown of a `suncet_diagnosis.py` record: each variant's NT-Xent and SuNCEt term per epoch."""
+    prov = record["provenance"]
+    lines = [f"SuNCEt taken apart (`benchmarks/suncet_diagnosis.py`: the first {record['epochs']} Q1 epochs of each "
+             f"variant, seed {record['seed']}, the same data and views; commit {(prov.get('commit') or '?')[:7]}"
+             f"{' (dirty)' if prov.get('dirty') else ''}):", "",
+             "| variant | NT-Xent term per epoch | SuNCEt term per epoch |", "|---|---|---|"]
+    for name, rows in record["variants"].items():
+        ntxent = ", ".join(f"{r.get('ntxent_loss', r['loss']):.3f}" for r in rows)
+        term = ", ".join(f"{r['suncet_loss']:.3f}" for r in rows if "suncet_loss" in r) or "—"
+        lines.append(f"| {name} | {ntxent} | {term} |")
+    norms = record.get("gradient_norms_at_init")
+    if norms:
+        lines += ["", f"Gradient norm over encoder and head at initialisation, first batch: NT-Xent {norms['ntxent']:.2f}, "
+                      f"SuNCEt term {norms['suncet']:.2f} ({norms['suncet'] / norms['ntxent']:.1f}×)."]
     return "\n".join(lines)
 
 
@@ -309,6 +332,7 @@ def main(argv=None):
     parser.add_argument("--clsa_suncet", default=str(HERE / "q1_clsa_suncet.json"))
     parser.add_argument("--semisup", default=str(HERE / "q1_semisup.json"))
     parser.add_argument("--step_cost", default=str(HERE / "step_cost.json"))
+    parser.add_argument("--suncet_diagnosis", default=str(HERE / "suncet_diagnosis.json"))
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--check", action="store_true", help="exit 1 if the document differs from what the rows give")
     args = parser.parse_args(argv)
@@ -324,7 +348,8 @@ def main(argv=None):
             semisup = json.load(f)
     new = replace_section(new, "q1_clsa_suncet", q1_clsa_suncet_section(
         load_rows(args.clsa_suncet), paired, semisup, str(docs_dir / "q1_clsa_suncet.png"),
-        draw=not args.check, step_cost=load_record(args.step_cost)))
+        draw=not args.check, step_cost=load_record(args.step_cost),
+        diagnosis=load_record(args.suncet_diagnosis)))
     if args.check:
         if new != text:
             print(f"{args.doc} is out of date: run python benchmarks/results_doc.py", file=sys.stderr)

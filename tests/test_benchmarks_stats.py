@@ -108,7 +108,16 @@ def test_the_clsa_suncet_section_pairs_suncet_with_simclr_and_gives_the_minutes(
             "provenance": {"commit": "abcdef0123", "dirty": False, "load_average": [2.5, 2, 2], "load_average_at_end": [2.75]},
             "methods": {"simclr": {"images_per_second": 128.0, "q1_minutes": 30.0, "cost_vs_base": 1.0},
                         "suncet": {"images_per_second": 120.0, "q1_minutes": 32.0, "cost_vs_base": 1.07}}}
-    out = doc.q1_clsa_suncet_section(rows, byol, semisup, plot_path=str(tmp_path / "m.png"), step_cost=cost)
+    diagnosis = {"epochs": 2, "seed": 1, "provenance": {"commit": "fedcba9876", "dirty": True},
+                 "gradient_norms_at_init": {"ntxent": 2.0, "suncet": 7.0},
+                 "variants": {"simclr": [{"loss": 5.3}, {"loss": 4.9}],
+                              "suncet": [{"loss": 8.3, "ntxent_loss": 5.4, "suncet_loss": 2.9},
+                                         {"loss": 8.2, "ntxent_loss": 5.3, "suncet_loss": 2.9}]}}
+    out = doc.q1_clsa_suncet_section(rows, byol, semisup, plot_path=str(tmp_path / "m.png"), step_cost=cost,
+                                     diagnosis=diagnosis)
+    assert "the first 2 Q1 epochs of each variant, seed 1, the same data and views; commit fedcba9 (dirty)" in out
+    assert "| simclr | 5.300, 4.900 | — |" in out and "| suncet | 5.400, 5.300 | 2.900, 2.900 |" in out
+    assert "NT-Xent 2.00, SuNCEt term 7.00 (3.5×)." in out
     assert "median of 3 repetitions of 20 steps after a tracing epoch; commit abcdef0, load 2.5 → 2.75" in out
     assert "| suncet | 120.0 | 32.0 | 1.07× |" in out
     assert "Rows: 12 from commit 1234567" in out
