@@ -11,7 +11,8 @@ views) and records the per-epoch NT-Xent and SuNCEt terms:
 * `simclr` (τ = 0.07) and `simclr_tau_0.1`: the baseline and SuNCEt's temperature;
 * `suncet`: the library's SuNCEt (τ = 0.1 for both terms, head without BatchNorm);
 * `suncet_ntxent_tau_0.07`: SuNCEt with SimCLR's NT-Xent temperature;
-* `suncet_bn_head`: SuNCEt with the official code's BatchNorm in the head;
+* `suncet_bn_head`: SuNCEt with BatchNorm after the head's hidden layer (the official head,
+  Linear-BN-ReLU-Linear-BN-ReLU-Linear, has BatchNorm after each of its two hidden layers);
 * `suncet_ntxent_only`: the labelled images still in the forward (BatchNorm), the term not added;
 * `suncet_term_only`: the supervised term alone.
 
@@ -41,7 +42,7 @@ def _suncet_variant(name):
 
     class Variant(SuNCEt):
         def make_projector(self, head_name):
-            if name == "suncet_bn_head":  # official: Linear-BN-ReLU-...-Linear
+            if name == "suncet_bn_head":  # Linear-BN-ReLU-Linear (the official head has two hidden layers)
                 return ContrastiveHead(self.projector_hidden_dim, self.projection_dim, batch_norm=True, name=head_name)
             return super().make_projector(head_name)
 
