@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # this checkout's myol_keras
 Q1_IMAGES = 50 * 36 * 128  # epochs x steps x batch of one Q1 pre-training
 
 
@@ -100,10 +101,9 @@ def main(argv=None):
     if not os.path.exists(args.data):
         parser.exit(2, f"step_cost.py: error: {args.data} not found (the shared CIFAR-10 subset)\n")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    from myol_keras import process_settings
 
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    process_settings.set_threads(args.threads)  # warns and keeps the pools if TensorFlow already runs (pytest)
     provenance = _load("provenance")
     # Read before training: the commit and load the figures were measured at.
     record_provenance = provenance.provenance(data_path=args.data, command=["benchmarks/step_cost.py", *(argv or sys.argv[1:])])

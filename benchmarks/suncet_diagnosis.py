@@ -139,10 +139,9 @@ def main(argv=None):
         parser.exit(2, f"suncet_diagnosis.py: error: {args.data} not found (the shared CIFAR-10 subset)\n")
     epochs, steps = (1, 1) if args.smoke else (args.epochs, 0)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    from myol_keras import process_settings
 
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    process_settings.set_threads(1)  # warns and keeps the pools if TensorFlow already runs (pytest)
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("_diag_provenance", HERE / "provenance.py")
@@ -155,8 +154,10 @@ def main(argv=None):
         for name in variants:
             record["variants"][name] = run_variant(name, args.data, epochs, steps, args.seed, work_dir)
             print(f"{name}: {record['variants'][name]}", file=sys.stderr, flush=True)
-        if "suncet" in variants:
-            record["gradient_norms_at_init"] = gradient_norms(Path(work_dir) / "runs" / "diag-suncet" / "config.json")
+        suncet_runs = [name for name in variants if name.startswith("suncet")]
+        if suncet_runs:  # every SuNCEt variant shares the config: the gradients are the library's SuNCEt's
+            record["gradient_norms_at_init"] = gradient_norms(
+                Path(work_dir) / "runs" / f"diag-{suncet_runs[0]}" / "config.json")
     print("| variant | NT-Xent per epoch | SuNCEt term per epoch |\n|---|---|---|")
     for name, rows in record["variants"].items():
         print(f"| {name} | {', '.join(str(r.get('ntxent_loss', r['loss'])) for r in rows)} | "

@@ -342,12 +342,10 @@ def test_step_cost_smoke_measures_through_the_cli_and_records_provenance(tmp_pat
 def test_suncet_diagnosis_smoke_trains_its_variants_and_measures_the_gradients(tmp_path, capsys):
     diagnosis = _load("suncet_diagnosis")
     output = tmp_path / "diag.json"
-    assert diagnosis.main(["--smoke", "--variants=suncet,suncet_term_only", f"--output={output}"]) == 0
+    assert diagnosis.main(["--smoke", "--variants=suncet_term_only", f"--output={output}"]) == 0
     record = json.loads(output.read_text())
     (term_only,) = record["variants"]["suncet_term_only"]
-    assert term_only["loss"] == term_only["suncet_loss"]  # the variant's loss is the supervised term alone
-    (full,) = record["variants"]["suncet"]
-    assert full["loss"] == pytest.approx(full["ntxent_loss"] + full["suncet_loss"], abs=1e-3)
+    assert term_only["loss"] == term_only["suncet_loss"] != term_only["ntxent_loss"]  # the supervised term alone
     assert record["gradient_norms_at_init"]["suncet"] > 0 and record["gradient_norms_at_init"]["ntxent"] > 0
     assert "| suncet_term_only |" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_info:
