@@ -307,13 +307,10 @@ def fill_train_seconds(path, work_dir):
     Reads each row's run directory under `work_dir`; the row records that the
     value was filled in later, and by which commit. Returns the number of rows filled.
     """
-    import fcntl
-
     commit, dirty = _provenance().git_state()
-    with open(path + ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        results = load_results(path)
-        filled = 0
+    filled = []
+
+    def fill(results):
         for row in results:
             if "train_seconds" in row or row["method"] == "random":
                 continue
@@ -322,12 +319,10 @@ def fill_train_seconds(path, work_dir):
                 raise FileNotFoundError(f"{row['run_name']}: no history.csv under {run_dir.parent}")
             row["train_seconds"] = round(run_train_seconds(run_dir), 1)
             row["train_seconds_filled"] = {"commit": commit, "dirty": dirty, "from": str(run_dir / "history.csv")}
-            filled += 1
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(results, f, indent=2)
-        os.replace(tmp, path)
-    return filled
+            filled.append(row["run_name"])
+
+    update_results(path, fill)
+    return len(filled)
 
 
 def _provenance():
@@ -446,18 +441,24 @@ def claim_run(work_dir, run_name):
     return handle
 
 
-def append_result(path, result):
-    """Append under an exclusive lock, so two invocations can share one JSON."""
+def update_results(path, change):
+    """Apply `change(rows)` (in place) to the rows of `path` under an exclusive lock, then replace the file
+    atomically, so two invocations can share one JSON. Nothing is written if `change` raises."""
     import fcntl
 
     with open(path + ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         results = load_results(path)
-        results.append(result)
+        change(results)
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "w") as f:
             json.dump(results, f, indent=2)
         os.replace(tmp, path)
+
+
+def append_result(path, result):
+    """Append `result` to the rows of `path` (`update_results`)."""
+    update_results(path, lambda results: results.append(result))
 
 
 def markdown_table(results):

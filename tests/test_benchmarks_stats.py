@@ -161,6 +161,7 @@ def test_train_seconds_counts_every_epoch_of_a_resumed_run(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "q1-simclr-s1: no history.csv" in err and err.count("\n") == 1
+    assert json.loads(output.read_text()) == [{"method": "simclr", "seed": 1, "run_name": "q1-simclr-s1"}]  # untouched
 
 
 def test_two_q1_drivers_never_start_the_same_run(tmp_path, capsys, monkeypatch):
