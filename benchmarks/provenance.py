@@ -18,6 +18,7 @@ tell which commit and which flags produced it and rerun it:
 """
 
 import hashlib
+import json
 import os
 import platform
 import subprocess
@@ -90,3 +91,10 @@ def provenance(*, data_path=None, command=None, root=ROOT):
     if data_path is not None:
         record["data"] = {"path": str(data_path), "bytes": os.path.getsize(data_path), "sha256": file_sha256(data_path)}
     return record
+
+
+def write_record(path, record):
+    """Write `record` (with a `provenance` dict) to `path` as JSON, its `load_average_at_end` stamped now."""
+    record["provenance"]["load_average_at_end"] = load_average()
+    with open(path, "w") as f:
+        json.dump(record, f, indent=2)

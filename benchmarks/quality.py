@@ -221,8 +221,7 @@ def worker(method, seed, data_path, work_dir, threads, epochs, probe_epochs, pre
         run_dir = Path(work_dir) / "runs" / run_name
         with open(run_dir / "config.json") as f:
             run_config = json.load(f)
-        with open(run_dir / "history.csv") as f:
-            rows = list(csv.DictReader(f))
+        rows = read_history(run_dir)
         speeds = [float(r["images_per_second"]) for r in rows[1:] if r.get("images_per_second")]
         images_per_second = sum(speeds) / len(speeds) if speeds else None
         seconds_of_steps = train_seconds(rows, run_config["resolved"]["steps_per_epoch"], run_config["batch_size"])
@@ -291,14 +290,35 @@ def train_seconds(history_rows, steps_per_epoch, batch_size):
     return sum(steps_per_epoch * batch_size / float(r["images_per_second"]) for r in history_rows)
 
 
+def read_history(run_dir):
+    """The rows of a run directory's `history.csv` (dicts of strings), one per epoch."""
+    with open(Path(run_dir) / "history.csv") as f:
+        return list(csv.DictReader(f))
+
+
 def run_train_seconds(run_dir):
     """`train_seconds` of a finished run directory (its `history.csv` and `config.json`)."""
-    run_dir = Path(run_dir)
-    with open(run_dir / "config.json") as f:
+    with open(Path(run_dir) / "config.json") as f:
         config = json.load(f)
-    with open(run_dir / "history.csv") as f:
-        rows = list(csv.DictReader(f))
-    return train_seconds(rows, config["resolved"]["steps_per_epoch"], config["batch_size"])
+    return train_seconds(read_history(run_dir), config["resolved"]["steps_per_epoch"], config["batch_size"])
+
+
+def short_q1_run(method, data_path, work_dir, run_name, *, epochs, steps_per_epoch, seed, threads=1, extra=()):
+    """Train the first `epochs` epochs of a Q1 run through the CLI, in this process; return its history rows.
+
+    For the short measurements (`step_cost.py`, `suncet_diagnosis.py`): Q1's flags, no monitors,
+    `steps_per_epoch` steps per epoch (0: Q1's 36), `extra` CLI flags last. Raises `RuntimeError` if the
+    CLI exits non-zero.
+    """
+    from myol_keras import main as cli
+
+    argv = ["myol_keras.main", f"--method={method}", f"--data_dir={data_path}", *Q1_FLAGS, f"--epochs={epochs}",
+            f"--steps_per_epoch={steps_per_epoch}", f"--seed={seed}", f"--threads={threads}", "--monitor=none",
+            f"--run_dir={work_dir}/runs", f"--export_dir={work_dir}/saved_models", f"--run_name={run_name}", *extra]
+    status = cli.main(argv)
+    if status:
+        raise RuntimeError(f"{run_name}: the CLI exited {status}")
+    return read_history(Path(work_dir) / "runs" / run_name)
 
 
 def fill_train_seconds(path, work_dir):

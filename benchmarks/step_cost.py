@@ -17,9 +17,6 @@ Minutes for Q1 = 50 epochs x 36 steps x 128 images / (images/s) / 60.
 """
 
 import argparse
-import csv
-import importlib.util
-import json
 import os
 import statistics
 import sys
@@ -29,14 +26,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # this checkout's myol_keras
+sys.path.insert(1, str(HERE))  # quality.py, provenance.py (this script runs as a file)
 Q1_IMAGES = 50 * 36 * 128  # epochs x steps x batch of one Q1 pre-training
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"_step_cost_{name}", HERE / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def summarize(speeds, base):
@@ -65,18 +56,10 @@ def summarize(speeds, base):
 
 def measure(method, data, steps, threads, work_dir, seed=0):
     """Images/s of the second epoch of a Q1 run of `method` (`steps` steps per epoch)."""
-    quality = _load("quality")
-    from myol_keras import main as cli
+    import quality
 
-    run_name = f"cost-{method}-{time.time_ns()}"
-    argv = ["myol_keras.main", f"--method={method}", f"--data_dir={data}", *quality.Q1_FLAGS, "--epochs=2",
-            f"--steps_per_epoch={steps}", f"--seed={seed}", f"--threads={threads}", "--monitor=none",
-            f"--run_dir={work_dir}/runs", f"--export_dir={work_dir}/saved_models", f"--run_name={run_name}"]
-    status = cli.main(argv)
-    if status:
-        raise RuntimeError(f"{method}: the CLI exited {status}")
-    with open(Path(work_dir) / "runs" / run_name / "history.csv") as f:
-        rows = list(csv.DictReader(f))
+    rows = quality.short_q1_run(method, data, work_dir, f"cost-{method}-{time.time_ns()}", epochs=2,
+                                steps_per_epoch=steps, seed=seed, threads=threads)
     return float(rows[-1]["images_per_second"])
 
 
@@ -104,7 +87,8 @@ def main(argv=None):
     from myol_keras import process_settings
 
     process_settings.set_threads(args.threads)  # warns and keeps the pools if TensorFlow already runs (pytest)
-    provenance = _load("provenance")
+    import provenance
+
     # Read before training: the commit and load the figures were measured at.
     record_provenance = provenance.provenance(data_path=args.data, command=["benchmarks/step_cost.py", *(argv or sys.argv[1:])])
     speeds = {m: [] for m in methods}
@@ -119,10 +103,8 @@ def main(argv=None):
     for method, row in table.items():
         print(f"| {method} | {row['images_per_second']:.1f} | {row['q1_minutes']:.1f} | {row['cost_vs_base']:.2f}× |")
     if args.output:
-        record = {"base": args.base, "reps": args.reps, "steps": args.steps, "threads": args.threads, "methods": table,
-                  "provenance": {**record_provenance, "load_average_at_end": provenance.load_average()}}
-        with open(args.output, "w") as f:
-            json.dump(record, f, indent=2)
+        provenance.write_record(args.output, {"base": args.base, "reps": args.reps, "steps": args.steps,
+                                              "threads": args.threads, "methods": table, "provenance": record_provenance})
         print(f"wrote {args.output}")
     return 0
 

@@ -21,8 +21,6 @@ gradient norm of each term over the encoder and head.
 """
 
 import argparse
-import csv
-import json
 import os
 import sys
 import tempfile
@@ -30,6 +28,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # this checkout's myol_keras
+sys.path.insert(1, str(HERE))  # quality.py, provenance.py (this script runs as a file)
 
 VARIANTS = ("simclr", "simclr_tau_0.1", "suncet", "suncet_ntxent_tau_0.07", "suncet_bn_head", "suncet_ntxent_only",
             "suncet_term_only")
@@ -59,32 +58,21 @@ def _suncet_variant(name):
 
 def run_variant(name, data, epochs, steps_per_epoch, seed, work_dir):
     """Per-epoch history rows (dicts of floats) of one variant's first `epochs` Q1 epochs."""
-    import importlib.util
+    import quality
 
     from myol_keras import methods
-    from myol_keras import main as cli
 
-    spec = importlib.util.spec_from_file_location("_diag_quality", HERE / "quality.py")
-    quality = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(quality)
     method = "simclr" if name.startswith("simclr") else "suncet"
     extra = {"simclr_tau_0.1": ["--simclr_temperature=0.1"], "suncet_ntxent_tau_0.07": ["--suncet_ntxent_temperature=0.07"]}
-    argv = ["myol_keras.main", f"--method={method}", f"--data_dir={data}", *quality.Q1_FLAGS, f"--epochs={epochs}",
-            f"--steps_per_epoch={steps_per_epoch}", f"--seed={seed}", "--threads=1", "--monitor=none",
-            f"--run_dir={work_dir}/runs", f"--export_dir={work_dir}/saved_models", f"--run_name=diag-{name}",
-            *extra.get(name, [])]
     variant = _suncet_variant(name)
     original = methods.get_method
     if variant is not None:
         methods.get_method = lambda key: variant if key == "suncet" else original(key)
     try:
-        status = cli.main(argv)
+        rows = quality.short_q1_run(method, data, work_dir, f"diag-{name}", epochs=epochs,
+                                    steps_per_epoch=steps_per_epoch, seed=seed, extra=extra.get(name, []))
     finally:
         methods.get_method = original
-    if status:
-        raise RuntimeError(f"{name}: the CLI exited {status}")
-    with open(Path(work_dir) / "runs" / f"diag-{name}" / "history.csv") as f:
-        rows = list(csv.DictReader(f))
     keep = ("loss", "ntxent_loss", "suncet_loss")
     return [{k: round(float(r[k]), 4) for k in keep if r.get(k)} for r in rows]
 
@@ -142,11 +130,8 @@ def main(argv=None):
     from myol_keras import process_settings
 
     process_settings.set_threads(1)  # warns and keeps the pools if TensorFlow already runs (pytest)
-    import importlib.util
+    import provenance
 
-    spec = importlib.util.spec_from_file_location("_diag_provenance", HERE / "provenance.py")
-    provenance = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(provenance)
     record = {"seed": args.seed, "epochs": epochs, "provenance": provenance.provenance(
         data_path=args.data, command=["benchmarks/suncet_diagnosis.py", *(argv if argv is not None else sys.argv[1:])])}
     record["variants"] = {}
@@ -165,9 +150,7 @@ def main(argv=None):
     if "gradient_norms_at_init" in record:
         print(f"gradient norms at initialisation: {record['gradient_norms_at_init']}")
     if args.output:
-        record["provenance"]["load_average_at_end"] = provenance.load_average()
-        with open(args.output, "w") as f:
-            json.dump(record, f, indent=2)
+        provenance.write_record(args.output, record)
         print(f"wrote {args.output}")
     return 0
 
