@@ -38,10 +38,8 @@ DEFAULT_DATA = ROOT / ".." / "shared" / "data" / "cifar10_subset.npz"
 
 
 def load_rows(path):
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [r for r in json.load(f) if r.get("provenance")]
+    """The rows of the JSON list at `path` that carry their provenance ([] if there is no such file)."""
+    return [r for r in load_record(path) or [] if r.get("provenance")]
 
 
 def load_record(path):
@@ -231,7 +229,7 @@ def step_cost_lines(record):
     prov, base = record["provenance"], record["base"]
     lines = [f"Cost under one load (`benchmarks/step_cost.py`: every method in one process, {record['threads']} thread, "
              f"rotated order, median of {record['reps']} repetitions of {record['steps']} steps after a tracing epoch; "
-             f"commit {(prov.get('commit') or '?')[:7]}{' (dirty)' if prov.get('dirty') else ''}, load "
+             f"commit {_commit(prov)}, load "
              f"{prov['load_average'][0]} → {prov['load_average_at_end'][0]}):", "",
              f"| method | img/s | minutes for Q1's 50 epochs | cost vs {base} (median of per-repetition ratios) |",
              "|---|---|---|---|"]
@@ -245,8 +243,7 @@ def diagnosis_lines(record):
     """Markdown of a `suncet_diagnosis.py` record: each variant's NT-Xent and SuNCEt term per epoch."""
     prov = record["provenance"]
     lines = [f"SuNCEt taken apart (`benchmarks/suncet_diagnosis.py`: the first {record['epochs']} Q1 epochs of each "
-             f"variant, seed {record['seed']}, the same data and views; commit {(prov.get('commit') or '?')[:7]}"
-             f"{' (dirty)' if prov.get('dirty') else ''}):", "",
+             f"variant, seed {record['seed']}, the same data and views; commit {_commit(prov)}):", "",
              "| variant | NT-Xent term per epoch | SuNCEt term per epoch |", "|---|---|---|"]
     for name, rows in record["variants"].items():
         ntxent = ", ".join(f"{r.get('ntxent_loss', r['loss']):.3f}" for r in rows)
@@ -257,6 +254,11 @@ def diagnosis_lines(record):
         lines += ["", f"Gradient norm over encoder and head at initialisation, first batch: NT-Xent {norms['ntxent']:.2f}, "
                       f"SuNCEt term {norms['suncet']:.2f} ({norms['suncet'] / norms['ntxent']:.1f}×)."]
     return "\n".join(lines)
+
+
+def _commit(prov):
+    """A one-measurement record's commit, short, with " (dirty)" if the checkout had changes."""
+    return f"{(prov.get('commit') or '?')[:7]}{' (dirty)' if prov.get('dirty') else ''}"
 
 
 def _minutes(row):
@@ -342,10 +344,7 @@ def main(argv=None):
     paired = load_rows(args.paired)
     new = replace_section(text, "q1_paired", q1_paired_section(
         paired, args.data, str(docs_dir / "q1_paired_robust.png"), draw=not args.check))
-    semisup = []
-    if os.path.exists(args.semisup):
-        with open(args.semisup) as f:
-            semisup = json.load(f)
+    semisup = load_record(args.semisup) or []  # rows written before provenance: not filtered
     new = replace_section(new, "q1_clsa_suncet", q1_clsa_suncet_section(
         load_rows(args.clsa_suncet), paired, semisup, str(docs_dir / "q1_clsa_suncet.png"),
         draw=not args.check, step_cost=load_record(args.step_cost),
