@@ -62,17 +62,30 @@ def class_balanced_subset(labels, ratio, seed=0):
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
 
 
-def _transform_fn(image_size, mean, std, flip):
-    """(images, labels) -> (evaluation_transform(images, optionally flipped), labels), for `ds.map`."""
-    import tensorflow as tf
-
+def _transform_fn(image_size, mean, std):
+    """(images, labels) -> (evaluation_transform(images), labels), for `ds.map`."""
     from myol_keras.preprocessing import evaluation_transform
 
     def fn(images, labels):
-        if flip:
-            flips = tf.random.uniform((tf.shape(images)[0], 1, 1, 1)) < 0.5
-            images = tf.where(flips, tf.reverse(images, axis=[2]), images)
         return evaluation_transform(images, image_size, mean, std), labels
+
+    return fn
+
+
+def _flip_fn():
+    """((images, labels), draw) -> (images with each one mirrored when its draw says so, labels), for `ds.map`.
+
+    `draw` is one int64 of `tf.data.Dataset.random(seed)` per batch: the flips
+    are a function of the seed and the batch's place in the epoch, whatever the
+    order in which a parallel `map` runs its calls.
+    """
+    import tensorflow as tf
+
+    def fn(batch, draw):
+        images, labels = batch
+        key = tf.stack([draw, tf.constant(0, tf.int64)])
+        flips = tf.random.stateless_uniform((tf.shape(images)[0], 1, 1, 1), seed=key) < 0.5
+        return tf.where(flips, tf.reverse(images, axis=[2]), images), labels
 
     return fn
 
@@ -81,7 +94,8 @@ def make_dataset(images, labels, batch_size, *, image_size, mean, std, flip, shu
     """Batched (transformed float images, labels); the last batch is dropped only if it would hold one image.
 
     The transform is `preprocessing.evaluation_transform`, after a random
-    horizontal flip when `flip` (the train transform).
+    horizontal flip when `flip` (the train transform). The order and the flips
+    depend on `seed` alone, and change from one epoch to the next.
     """
     import tensorflow as tf
 
@@ -90,7 +104,10 @@ def make_dataset(images, labels, batch_size, *, image_size, mean, std, flip, shu
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     drop = shuffle and len(images) % batch_size == 1
     ds = ds.batch(batch_size, drop_remainder=drop)
-    ds = ds.map(_transform_fn(image_size, mean, std, flip), num_parallel_calls=tf.data.AUTOTUNE)
+    if flip:
+        draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip((ds, draws)).map(_flip_fn(), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(_transform_fn(image_size, mean, std), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
