@@ -743,6 +743,26 @@ def semisup_run(export_path, data_path, seed, label_fraction, *, epochs=20, max_
             "epochs": epochs, "encoder_lr": encoder_lr, "head_lr": head_lr, "seconds": round(time.time() - start, 1)}
 
 
+def encoder_row_of(path, run_name):
+    """Where the encoder of `run_name` came from: `{"output", "commit", "dirty", "top1"}` of its Q1 row in `path`.
+
+    None when `path` has no row of that run (the encoder was trained with
+    `--encoders_only`, or its row lives in another file).
+    """
+    rows = [r for r in load_results(path) if r.get("run_name") == run_name]
+    if not rows:
+        return None
+    prov = rows[-1].get("provenance") or {}
+    return {"output": os.path.relpath(path, ROOT), "commit": prov.get("commit"), "dirty": prov.get("dirty"),
+            "top1": rows[-1]["top1"]}
+
+
+def stage_provenance(data_path, load_at_start):
+    """The provenance of a robust / semisup row made in this process (`provenance.py`), with its load at start."""
+    return {**_provenance().provenance(data_path=data_path, command=["benchmarks/quality.py", *sys.argv[1:]]),
+            "load_average_at_start": load_at_start}
+
+
 def run_encoder_protocols(args, protocols, methods, seeds):
     """The robust and/or semisup stage over the finished B = 128 encoders; appends rows, skips rows already there."""
     import keras
@@ -775,6 +795,9 @@ def run_encoder_protocols(args, protocols, methods, seeds):
                 continue
             common = {"method": method, "seed": seed, "batch_size": 128, "epochs": epochs, "run_name": run_name,
                       "precision": args.precision, "export": export_path}
+            encoder_row = encoder_row_of(args.output, run_name)
+            if encoder_row is not None:
+                common["encoder_row"] = encoder_row
             if "robust" in protocols:
                 done = {(r["run_name"], r["attack_space"]) for r in load_results(args.robust_output)}
                 spaces = [s for s in ROBUST_SPACES if (run_name, s) not in done]
@@ -782,10 +805,12 @@ def run_encoder_protocols(args, protocols, methods, seeds):
                     print(f"skip robust {run_name}: already in {args.robust_output}")
                 else:
                     keras.backend.clear_session()
+                    load_at_start = _provenance().load_average()
                     rows = robust_runs(export.load_backbone(export_path, trainable=False), args.data, seed, spaces=spaces,
                                        attacks=attacks, probe_epochs=args.probe_epochs, max_test_images=args.max_test_images)
                     for row in rows:
-                        row = {**common, **row, "cpu": cpu, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                        row = {**common, **row, "cpu": cpu, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                               "provenance": stage_provenance(args.data, load_at_start)}
                         append_result(args.robust_output, row)
                         print(f"robust {run_name} {row['attack_space']} (probe top-1 {row['probe_top1']:.2f}): "
                               + ", ".join(f"{k} {v:.2f}" for k, v in row["accuracy"].items())
@@ -797,9 +822,11 @@ def run_encoder_protocols(args, protocols, methods, seeds):
                         print(f"skip semisup {run_name} {fraction:g}: already in {args.semisup_output}")
                         continue
                     keras.backend.clear_session()
+                    load_at_start = _provenance().load_average()
                     row = semisup_run(export_path, args.data, seed, fraction, epochs=args.semisup_epochs,
                                       max_test_images=args.max_test_images)
-                    row = {**common, **row, "cpu": cpu, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                    row = {**common, **row, "cpu": cpu, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                           "provenance": stage_provenance(args.data, load_at_start)}
                     append_result(args.semisup_output, row)
                     print(f"semisup {run_name} {fraction:g} ({row['num_labelled']} labels): top-1 {row['top1']:.2f} % "
                           f"({row['seconds']:.0f} s)", flush=True)

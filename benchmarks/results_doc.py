@@ -12,6 +12,10 @@ Sections:
   `benchmarks/q1_paired.json` (linear top-1, the paired interval and the verdict by `stats.RULE`, McNemar
   per seed on the per-image predictions), and the pixel-space robustness curve of the same encoders
   (robust accuracy and robust/clean per eps) with `docs/q1_paired_robust.png`.
+* `q1_official` — the same rows against the official code's Q1 runs (`../shared/benchmarks/REFERENCE.md`,
+  one per method), each through the interval in which one more of our runs would fall.
+* `q1_paired_semisup` — Q1-semisup (1 % and 10 % label fine-tuning) of the same encoders, BYOL vs MYOL paired
+  by seed, from `benchmarks/q1_paired_semisup.json`.
 * `q1_clsa_suncet` — issue 27: protocol Q1 for CLSA (single crop), SuNCEt (10 % labels) and SimCLR from
   `benchmarks/q1_clsa_suncet.json`, beside BYOL's rows of the same seeds from `q1_paired.json`, with the
   pre-training minutes of each; SuNCEt against SimCLR paired by seed (top-1 and minutes, the same rule), and
@@ -146,6 +150,74 @@ def q1_paired_section(rows, data_path, plot_path=None, draw=True):
     return "\n".join(lines)
 
 
+def official_section(rows, reference):
+    """Markdown: our paired Q1 rows against the official code's runs under the same protocol.
+
+    `reference` is `{method: [top-1 of each official run]}` (`quality.reference_results`,
+    from `../shared/benchmarks/REFERENCE.md`). The official runs are few (one per
+    method), so each is compared with our seeds through the interval in which the
+    mean of that many more of our runs would fall (`stats.prediction_interval`),
+    and worded by the one rule: "not resolved" means no difference was found.
+    """
+    table = _last_rows(rows, ("byol", "myol"))
+    compared = [m for m in ("byol", "myol") if len(table.get(m, {})) > 1 and reference.get(m)]
+    if not compared:
+        return "No method with both our rows (at least 2 seeds) and an official run yet."
+    lines = [provenance_line([r for m in compared for r in table[m].values()]), "",
+             "| method | ours: n (top-1 % per seed) | ours mean ± sd | official run(s) | ours − official, 95 % interval "
+             "| verdict |", "|---|---|---|---|---|---|"]
+    for method in compared:
+        ours, official = table[method], reference[method]
+        pi = stats.prediction_interval([r["top1"] for r in ours.values()], draws=len(official))
+        shift = sum(official) / len(official)
+        low, high = pi["low"] - shift, pi["high"] - shift
+        seeds = ", ".join(f"{r['top1']:.2f}" for r in ours.values())
+        lines.append(f"| {method.upper()} | {len(ours)} ({seeds}) | "
+                     f"{pi['mean']:.2f} ± {pi['sd']:.2f} | {', '.join(f'{v:.2f}' for v in official)} | "
+                     f"{pi['mean'] - shift:+.2f} [{low:+.2f}, {high:+.2f}] | {stats.verdict(low, high)} |")
+    matched = pairs(rows)
+    if len(matched) > 1 and len(reference.get("byol", [])) == 1 and len(reference.get("myol", [])) == 1:
+        gaps = [p["myol"]["top1"] - p["byol"]["top1"] for p in matched.values()]
+        pi = stats.prediction_interval(gaps)
+        theirs = reference["myol"][0] - reference["byol"][0]
+        inside = pi["low"] <= theirs <= pi["high"]
+        lines += ["", f"The official code's MYOL − BYOL, {theirs:+.2f} (one pair of runs), is "
+                      f"{'inside' if inside else 'outside'} the 95 % interval of one more of our pairs, "
+                      f"[{pi['low']:+.2f}, {pi['high']:+.2f}] (our {len(gaps)} pairs: mean {pi['mean']:+.2f}, "
+                      f"sd {pi['sd']:.2f})."]
+    return "\n".join(lines)
+
+
+def q1_semisup_section(rows):
+    """Markdown: Q1-semisup of the paired encoders, BYOL vs MYOL paired by seed per label fraction, the one rule."""
+    if not rows:
+        return "No rows yet."
+    encoders = sorted({f"{(r['encoder_row'].get('commit') or '?')[:7]} ({r['encoder_row']['output']})"
+                       for r in rows if r.get("encoder_row")})
+    lines = [provenance_line(rows) + (f" Encoders: the Q1 rows of commit {', '.join(encoders)}." if encoders else ""),
+             ""]
+    for fraction in sorted({r["label_fraction"] for r in rows}):
+        by_seed = {}
+        for r in rows:
+            if r["label_fraction"] == fraction and r["method"] in ("byol", "myol"):
+                by_seed.setdefault(r["seed"], {})[r["method"]] = r
+        matched = {s: v for s, v in sorted(by_seed.items()) if len(v) == 2}
+        if not matched:
+            continue
+        labelled = next(iter(matched.values()))["byol"]["num_labelled"]
+        lines += [f"{fraction * 100:g} % of the labels ({labelled} images), fine-tuned top-1 %:", "",
+                  "| seed | BYOL | MYOL | MYOL − BYOL |", "|---|---|---|---|"]
+        diffs = []
+        for seed, pair in matched.items():
+            diffs.append(pair["myol"]["top1"] - pair["byol"]["top1"])
+            lines.append(f"| {seed} | {pair['byol']['top1']:.2f} | {pair['myol']['top1']:.2f} | {diffs[-1]:+.2f} |")
+        iv = stats.paired_interval(diffs)
+        shown = _fmt_interval(iv) if iv["n"] > 1 else f"{iv['mean']:+.2f} (an interval needs 2 pairs)"
+        lines += ["", f"**{fraction * 100:g} % labels, MYOL > BYOL: {stats.verdict(iv['low'], iv['high'])}** — "
+                      f"n = {iv['n']}, MYOL − BYOL {shown}.", ""]
+    return "\n".join(lines).rstrip("\n")
+
+
 CLSA_SUNCET_METHODS = ("clsa", "suncet", "simclr", "byol")
 
 
@@ -161,7 +233,7 @@ def _last_rows(rows, methods, seeds=None):
 
 def q1_clsa_suncet_section(rows, byol_rows, semisup_rows=(), plot_path=None, draw=True, step_cost=None,
                            diagnosis=None):
-    """Markdown of issue 27's Q1 rows (see the module docstring); `semisup_rows` may lack provenance.
+    """Markdown of issue 27's Q1 rows (see the module docstring); `semisup_rows` are Q1-semisup rows of BYOL/MYOL.
 
     `step_cost` is `benchmarks/step_cost.py`'s record: the methods' cost measured side by side under one load;
     `diagnosis` is `benchmarks/suncet_diagnosis.py`'s: SuNCEt's terms in short runs of its variants.
@@ -214,9 +286,8 @@ def q1_clsa_suncet_section(rows, byol_rows, semisup_rows=(), plot_path=None, dra
     if semisup:
         means = {m: [r["top1"] for r in semisup if r["method"] == m] for m in ("byol", "myol")}
         said = ", ".join(f"{m.upper()} {sum(v) / len(v):.2f} (n = {len(v)})" for m, v in means.items() if v)
-        lines += ["", f"SuNCEt saw 10 % of the labels while pre-training; the encoders that saw them only in "
-                      f"fine-tuning (Q1-semisup, 10 %, `benchmarks/q1_semisup.json`: rows written before provenance, "
-                      f"{semisup[0].get('cpu', '?')}) reach {said}."]
+        lines += ["", f"SuNCEt saw 10 % of the labels while pre-training; the BYOL and MYOL encoders that saw them "
+                      f"only in fine-tuning (Q1-semisup at 10 %, above) reach {said}."]
     if plot_path and (table.get("suncet") or table.get("simclr")):
         if draw:
             plot_minutes(table, plot_path)
@@ -332,7 +403,9 @@ def main(argv=None):
     parser.add_argument("--doc", default=str(ROOT / "docs" / "RESULTS.md"))
     parser.add_argument("--paired", default=str(HERE / "q1_paired.json"))
     parser.add_argument("--clsa_suncet", default=str(HERE / "q1_clsa_suncet.json"))
-    parser.add_argument("--semisup", default=str(HERE / "q1_semisup.json"))
+    parser.add_argument("--paired_semisup", default=str(HERE / "q1_paired_semisup.json"))
+    parser.add_argument("--reference", default=str(ROOT / ".." / "shared" / "benchmarks" / "REFERENCE.md"),
+                        help="the official code's Q1 runs (a Markdown table: method | seed | epochs | top-1 | ...)")
     parser.add_argument("--step_cost", default=str(HERE / "step_cost.json"))
     parser.add_argument("--suncet_diagnosis", default=str(HERE / "suncet_diagnosis.json"))
     parser.add_argument("--data", default=str(DEFAULT_DATA))
@@ -344,7 +417,11 @@ def main(argv=None):
     paired = load_rows(args.paired)
     new = replace_section(text, "q1_paired", q1_paired_section(
         paired, args.data, str(docs_dir / "q1_paired_robust.png"), draw=not args.check))
-    semisup = load_record(args.semisup) or []  # rows written before provenance: not filtered
+    import quality  # the official runs' table reader (this directory)
+
+    new = replace_section(new, "q1_official", official_section(paired, quality.reference_results(args.reference)))
+    semisup = load_rows(args.paired_semisup)
+    new = replace_section(new, "q1_paired_semisup", q1_semisup_section(semisup))
     new = replace_section(new, "q1_clsa_suncet", q1_clsa_suncet_section(
         load_rows(args.clsa_suncet), paired, semisup, str(docs_dir / "q1_clsa_suncet.png"),
         draw=not args.check, step_cost=load_record(args.step_cost),

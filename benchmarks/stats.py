@@ -14,6 +14,8 @@ probes of one seed (the discordant images only).
 
 >>> round(paired_interval([1.0, 2.0, 3.0])["low"], 3)
 -0.484
+>>> round(prediction_interval([1.0, 2.0, 3.0])["high"], 3)
+6.968
 >>> verdict(0.1, 2.0), verdict(-2.0, -0.1), verdict(-1.0, 1.0)
 ('holds', 'does not hold', 'not resolved')
 """
@@ -46,6 +48,24 @@ def paired_interval(differences, level=0.95):
     se = sd / math.sqrt(n)
     half = t_quantile(0.5 + level / 2, n - 1) * se
     return {"n": n, "mean": mean, "sd": sd, "se": se, "low": mean - half, "high": mean + half, "level": level}
+
+
+def prediction_interval(values, level=0.95, draws=1):
+    """Where the mean of `draws` more runs is expected to fall: `{"n", "mean", "sd", "low", "high", "level"}`.
+
+    mean ± t(0.5 + level / 2, n - 1) · sd · √(1/draws + 1/n): the interval for the mean
+    of `draws` new draws from the distribution the `values` came from (seeds of one
+    method), with the spread estimated from the values. Runs made elsewhere (the
+    official code's) are compared with our seeds through it.
+    """
+    v = [float(x) for x in values]
+    n = len(v)
+    if n < 2:
+        raise ValueError(f"prediction_interval needs at least 2 values, got {n}")
+    mean = sum(v) / n
+    sd = math.sqrt(sum((x - mean) ** 2 for x in v) / (n - 1))
+    half = t_quantile(0.5 + level / 2, n - 1) * sd * math.sqrt(1 / draws + 1 / n)
+    return {"n": n, "mean": mean, "sd": sd, "low": mean - half, "high": mean + half, "level": level}
 
 
 def verdict(low, high):

@@ -186,6 +186,9 @@ def test_quality_smoke_runs_robust_and_semisup_on_the_smoke_encoder(tmp_path, ca
         assert all(0.0 <= v <= 100.0 for v in r["accuracy"].values()) and r["cpu"]
     (row,) = json.loads(semisup.read_text())
     assert (row["method"], row["label_fraction"], row["epochs"], row["num_test"]) == ("byol", 0.01, 1, 20)
+    for r in [*rows, row]:  # traceable rows (issue 26); no Q1 row of the encoder in q1.json, so no link to one
+        assert {"commit", "dirty", "versions", "cpu", "data", "command", "load_average_at_start"} <= set(r["provenance"])
+        assert r["provenance"]["command"][0] == "benchmarks/quality.py" and "encoder_row" not in r
     assert row["num_labelled"] > 0 and 0.0 <= row["top1"] <= 100.0 and len(row["history_top1"]) == 1
     assert "| pixel | pgd(1) |" in out and "| 1 % |" in out  # both tables, MYOL side empty
     # A second call finds every row and runs nothing.
@@ -193,6 +196,22 @@ def test_quality_smoke_runs_robust_and_semisup_on_the_smoke_encoder(tmp_path, ca
     out = capsys.readouterr().out
     assert "skip robust q1-byol-s0-e1-smoke" in out and "skip semisup q1-byol-s0-e1-smoke 0.01" in out
     assert len(json.loads(robust.read_text())) == 2 and len(json.loads(semisup.read_text())) == 1
+
+
+def test_a_stage_row_names_the_q1_row_of_its_encoder(tmp_path):
+    quality = _load("quality")
+    q1 = tmp_path / "q1.json"
+    q1.write_text(json.dumps([
+        {"run_name": "q1-byol-s0", "top1": 40.0, "provenance": {"commit": "old", "dirty": False}},
+        {"run_name": "q1-myol-s0", "top1": 41.0},
+        {"run_name": "q1-byol-s0", "top1": 43.5, "provenance": {"commit": "abc123", "dirty": True}},
+    ]))
+    link = quality.encoder_row_of(str(q1), "q1-byol-s0")
+    assert (link["commit"], link["dirty"], link["top1"]) == ("abc123", True, 43.5)  # the last row of the run wins
+    assert link["output"].endswith("q1.json")
+    assert quality.encoder_row_of(str(q1), "q1-myol-s0")["commit"] is None  # a row without provenance: linked, no commit
+    assert quality.encoder_row_of(str(q1), "q1-byol-s1") is None
+    assert quality.encoder_row_of(str(tmp_path / "none.json"), "q1-byol-s0") is None
 
 
 def test_myol_vs_byol_verdicts_follow_twice_the_standard_error():

@@ -63,11 +63,14 @@ def test_the_generated_section_comes_from_rows_with_provenance(tmp_path):
                      "robust_curve": {**curve, "robust": [30.0]}})
     rows.append({"method": "byol", "seed": 9, "top1": 1.0, "predictions": "0000"})  # no provenance: not used
     (tmp_path / "rows.json").write_text(json.dumps(rows))
-    text = ("# R\n<!-- generated:q1_paired -->\nold\n<!-- end:q1_paired -->\n"
-            "<!-- generated:q1_clsa_suncet -->\n<!-- end:q1_clsa_suncet -->\n")
+    text = "# R\n" + "".join(f"<!-- generated:{name} -->\nold\n<!-- end:{name} -->\n"
+                             for name in ("q1_paired", "q1_official", "q1_paired_semisup", "q1_clsa_suncet"))
     (tmp_path / "R.md").write_text(text)
+    (tmp_path / "REFERENCE.md").write_text("| method | seed | epochs | linear top-1 % |\n|---|---|---|---|\n"
+                                           "| BYOL | 0 | 50 | 38.84 |\n| MYOL | 0 | 50 | 40.24 |\n")
     argv = [f"--doc={tmp_path / 'R.md'}", f"--paired={tmp_path / 'rows.json'}", f"--data={tmp_path / 'data.npz'}",
-            f"--clsa_suncet={tmp_path / 'none.json'}", f"--semisup={tmp_path / 'none.json'}"]
+            f"--clsa_suncet={tmp_path / 'none.json'}", f"--paired_semisup={tmp_path / 'none.json'}",
+            f"--reference={tmp_path / 'REFERENCE.md'}"]
     assert doc.main(argv + ["--check"]) == 1
     assert doc.main(argv) == 0
     out = (tmp_path / "R.md").read_text()
@@ -78,7 +81,54 @@ def test_the_generated_section_comes_from_rows_with_provenance(tmp_path):
     assert "MYOL − BYOL +2.23 [+1.61, +2.86] (95 % paired t interval)" in out
     assert "| 1 | 25.00 | 30.00 | 0.500 | 0.600 | +5.00 [+5.00, +5.00] | holds |" in out
     assert (tmp_path / "q1_paired_robust.png").exists()
+    assert "| BYOL | 3 (40.00, 41.00, 39.00) | 40.00 ± 1.00 | 38.84 |" in out  # the official section, from REFERENCE.md
+    assert "\nold\n" not in out and "<!-- generated:q1_paired_semisup -->\nNo rows yet.\n" in out  # every section regenerated
     assert doc.main(argv + ["--check"]) == 0
+
+
+def test_prediction_interval_by_hand():
+    stats = _load("stats")
+    # [40, 41, 42]: mean 41, sd 1; t(0.975, 2) = 4.302653; one more run: 41 ± 4.302653 * sqrt(1 + 1/3) = 41 ± 4.968
+    iv = stats.prediction_interval([40.0, 41.0, 42.0])
+    assert (iv["low"], iv["high"]) == (pytest.approx(36.0317, abs=1e-3), pytest.approx(45.9683, abs=1e-3))
+    # the mean of 3 more runs: 41 ± 4.302653 * sqrt(1/3 + 1/3) = 41 ± 3.513
+    assert stats.prediction_interval([40.0, 41.0, 42.0], draws=3)["high"] == pytest.approx(44.5131, abs=1e-3)
+    with pytest.raises(ValueError, match="at least 2 values"):
+        stats.prediction_interval([1.0])
+
+
+def test_the_official_section_compares_one_official_run_with_our_seeds():
+    doc = _load("results_doc")
+    prov = {"commit": "abcdef0123", "dirty": False, "versions": {"tensorflow": "2.21.0"},
+            "cpu": {"model": "CPU", "flags": ["avx2"]}, "data": {"sha256": "f" * 64}}
+    rows = [{"method": m, "seed": seed, "top1": t, "provenance": prov}
+            for seed, pair in enumerate([(40.0, 42.0), (41.0, 43.5), (42.0, 44.2)]) for m, t in zip(("byol", "myol"), pair)]
+    out = doc.official_section(rows, {"byol": [38.84], "myol": [40.24], "random": [29.4, 27.58]})
+    # BYOL: 41 - 38.84 = +2.16, half-width 4.968 (the test above): [-2.81, +7.13]
+    assert "| BYOL | 3 (40.00, 41.00, 42.00) | 41.00 ± 1.00 | 38.84 | +2.16 [-2.81, +7.13] | not resolved |" in out
+    # MYOL - BYOL per seed 2.0, 2.5, 2.2: mean 2.233, sd 0.2517; one more pair: 2.233 ± 4.3027 * 0.2517 * 1.1547 = ± 1.250
+    assert "The official code's MYOL − BYOL, +1.40 (one pair of runs), is inside the 95 % interval of one more of " \
+           "our pairs, [+0.98, +3.48]" in out
+    assert "random" not in out.lower().split("rows:")[0] and "| RANDOM" not in out  # no rows of ours: not compared
+    assert doc.official_section(rows[:2], {"byol": [38.84]}).startswith("No method with both")
+
+
+def test_the_semisup_section_pairs_the_encoders_by_seed_per_fraction():
+    doc = _load("results_doc")
+    prov = {"commit": "fedcba9876", "dirty": False, "versions": {"tensorflow": "2.21.0"},
+            "cpu": {"model": "CPU", "flags": ["avx2"]}, "data": {"sha256": "e" * 64}}
+    link = {"output": "benchmarks/q1_paired.json", "commit": "36afec9aaa", "dirty": False, "top1": 40.0}
+    rows = [{"method": m, "seed": seed, "label_fraction": 0.1, "num_labelled": 460, "top1": t, "provenance": prov,
+             "encoder_row": link}
+            for seed, pair in [(1, (40.0, 40.5)), (0, (41.0, 42.0))] for m, t in zip(("byol", "myol"), pair)]
+    rows.append({"method": "byol", "seed": 2, "label_fraction": 0.1, "num_labelled": 460, "top1": 50.0, "provenance": prov})
+    out = doc.q1_semisup_section(rows)
+    assert "Encoders: the Q1 rows of commit 36afec9 (benchmarks/q1_paired.json)." in out
+    assert "10 % of the labels (460 images)" in out and "| 0 | 41.00 | 42.00 | +1.00 |" in out
+    assert "| 2 |" not in out  # no MYOL row of seed 2: not a pair
+    # differences 1.0, 0.5: mean 0.75, se 0.25, t(0.975, 1) = 12.706: 0.75 ± 3.177
+    assert "**10 % labels, MYOL > BYOL: not resolved** — n = 2, MYOL − BYOL +0.75 [-2.43, +3.93]." in out
+    assert doc.q1_semisup_section([]) == "No rows yet."
 
 
 def test_docs_results_is_what_the_recorded_rows_give():
@@ -102,8 +152,8 @@ def test_the_clsa_suncet_section_pairs_suncet_with_simclr_and_gives_the_minutes(
         rows.append({"method": "clsa", "seed": seed, "top1": clsa, "pretrain_seconds": 1800.0, "provenance": prov})
     byol = [{"method": "byol", "seed": s, "top1": 40.0 + s, "train_seconds": 4800.0, "images_per_second": 100.0,
              "provenance": prov} for s in (0, 1, 2, 3)]  # seed 3 has no CLSA/SuNCEt row: left out
-    semisup = [{"method": "byol", "seed": 0, "label_fraction": 0.1, "top1": 41.0, "cpu": "old CPU"},
-               {"method": "byol", "seed": 0, "label_fraction": 0.01, "top1": 20.0, "cpu": "old CPU"}]
+    semisup = [{"method": "byol", "seed": 0, "label_fraction": 0.1, "top1": 41.0},
+               {"method": "byol", "seed": 0, "label_fraction": 0.01, "top1": 20.0}]
     cost = {"base": "simclr", "reps": 3, "steps": 20, "threads": 1,
             "provenance": {"commit": "abcdef0123", "dirty": False, "load_average": [2.5, 2, 2], "load_average_at_end": [2.75]},
             "methods": {"simclr": {"images_per_second": 128.0, "q1_minutes": 30.0, "cost_vs_base": 1.0},
@@ -126,7 +176,7 @@ def test_the_clsa_suncet_section_pairs_suncet_with_simclr_and_gives_the_minutes(
     assert "| 2 | 49.00 | 20.0 | 51.50 | 25.0 | +2.50 | 1.25 |" in out
     # differences 2.0, 1.0, 2.5: mean 1.833, sd 0.7638, half-width 4.3027 * 0.7638 / sqrt(3) = 1.897
     assert "SuNCEt − SimCLR, linear top-1: +1.83 [-0.06, +3.73] → not resolved** (n = 3), at 1.25×" in out
-    assert "reach BYOL 41.00 (n = 1)" in out and "old CPU" in out
+    assert "only in fine-tuning (Q1-semisup at 10 %, above) reach BYOL 41.00 (n = 1)." in out
     assert (tmp_path / "m.png").exists()
     assert "| clsa | 0,1,2 | 45.00, 46.00, 44.00 | 45.00 ± 1.00 | — |" in out  # no train_seconds: no minutes shown
 
