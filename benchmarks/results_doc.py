@@ -192,7 +192,7 @@ def q1_semisup_section(rows):
     """Markdown: Q1-semisup of the paired encoders, BYOL vs MYOL paired by seed per label fraction, the one rule."""
     if not rows:
         return "No rows yet."
-    encoders = sorted({f"{(r['encoder_row'].get('commit') or '?')[:7]} ({r['encoder_row']['output']})"
+    encoders = sorted({f"{(r['encoder_row'].get('commit') or '?')[:7]} (benchmarks/{Path(r['encoder_row']['output']).name})"
                        for r in rows if r.get("encoder_row")})
     lines = [provenance_line(rows) + (f" Encoders: the Q1 rows of commit {', '.join(encoders)}." if encoders else ""),
              ""]

@@ -117,7 +117,7 @@ def test_the_semisup_section_pairs_the_encoders_by_seed_per_fraction():
     doc = _load("results_doc")
     prov = {"commit": "fedcba9876", "dirty": False, "versions": {"tensorflow": "2.21.0"},
             "cpu": {"model": "CPU", "flags": ["avx2"]}, "data": {"sha256": "e" * 64}}
-    link = {"output": "benchmarks/q1_paired.json", "commit": "36afec9aaa", "dirty": False, "top1": 40.0}
+    link = {"output": "../evidence/benchmarks/q1_paired.json", "commit": "36afec9aaa", "dirty": False, "top1": 40.0}
     rows = [{"method": m, "seed": seed, "label_fraction": 0.1, "num_labelled": 460, "top1": t, "provenance": prov,
              "encoder_row": link}
             for seed, pair in [(1, (40.0, 40.5)), (0, (41.0, 42.0))] for m, t in zip(("byol", "myol"), pair)]
