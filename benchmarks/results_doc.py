@@ -78,8 +78,7 @@ def _fmt_interval(iv):
 
 
 def provenance_line(rows):
-    commits = sorted({(r["provenance"]["commit"] or "?")[:7] + ("+dirty" if r["provenance"]["dirty"] else "")
-                      for r in rows})
+    commits = sorted({_commit(r["provenance"]) for r in rows})
     cpus = sorted({f"{r['provenance']['cpu']['model']} ({', '.join(r['provenance']['cpu']['flags'])})" for r in rows})
     versions = sorted({", ".join(f"{k} {v}" for k, v in r["provenance"]["versions"].items()) for r in rows})
     data = sorted({r["provenance"]["data"]["sha256"][:12] for r in rows if r["provenance"].get("data")})
