@@ -13,6 +13,8 @@ tell which commit and which flags produced it and rerun it:
 * `versions`: Python, TensorFlow, Keras, NumPy (those importable);
 * `data`: the data file's path, size and SHA-256;
 * `cpu`: model, the SIMD flags that matter for TensorFlow here, logical CPUs;
+* `onednn`: whether TensorFlow ran oneDNN's CPU kernels (True/False once TensorFlow is imported, else the
+  `TF_ENABLE_ONEDNN_OPTS` setting or None): with them on, a BYOL-family run does not repeat bit for bit;
 * `load_average`: the 1/5/15-minute load when the row was made;
 * `command`: the command line as typed.
 """
@@ -74,6 +76,16 @@ def cpu(path="/proc/cpuinfo"):
     return {"model": model, "flags": flags, "logical_cpus": logical_cpus}
 
 
+def onednn_state():
+    """True/False: this process' TensorFlow runs oneDNN's kernels; before TensorFlow is imported, what the
+    environment asks for (True for "1", False for "0", None when unset)."""
+    if "tensorflow" in sys.modules:
+        from tensorflow.python.util import _pywrap_util_port  # the public API does not say
+
+        return bool(_pywrap_util_port.IsMklEnabled())
+    return {"1": True, "0": False}.get(os.environ.get("TF_ENABLE_ONEDNN_OPTS"))
+
+
 def load_average():
     try:
         return [round(v, 2) for v in os.getloadavg()]
@@ -86,7 +98,8 @@ def provenance(*, data_path=None, command=None, root=ROOT):
     commit, dirty = git_state(root)
     record = {
         "commit": commit, "dirty": dirty, "versions": library_versions(), "cpu": cpu(),
-        "load_average": load_average(), "command": list(command) if command is not None else list(sys.argv),
+        "onednn": onednn_state(), "load_average": load_average(),
+        "command": list(command) if command is not None else list(sys.argv),
     }
     if data_path is not None:
         record["data"] = {"path": str(data_path), "bytes": os.path.getsize(data_path), "sha256": file_sha256(data_path)}

@@ -324,7 +324,8 @@ class PretrainConfig:
     sync_batchnorm: bool = setting(False, "Synchronised BatchNorm: statistics over the global batch across replicas "
                                    "(under --strategy=mirrored/multi_worker).", group="execution")
     seed: int = setting(0, "Random seed (weights, augmentation, mixing).", minimum=0, group="execution")
-    deterministic: bool = setting(False, "Enable TensorFlow op determinism (slower).", group="execution")
+    deterministic: bool = setting(False, "Runs that repeat bit for bit: TensorFlow op determinism and, from the command "
+                                         "line, oneDNN's CPU kernels off (slower).", group="execution")
     shuffle_buffer: int = setting(0, "0: every epoch is a full permutation of the data set, drawn from (seed, epoch) "
                                   "(indices are shuffled, then batches gathered). N > 1: the previous pipeline, a "
                                   "tf.data shuffle buffer of N images in source order (local: class-clustered batches "

@@ -102,6 +102,10 @@ def config_from_flags():
 
 def run():
     """Run with the already-parsed flags. Returns the process exit status."""
+    if FLAGS.deterministic:  # before TensorFlow is imported, or it is too late (process_settings.onednn_kernels_off)
+        from myol_keras import process_settings
+
+        process_settings.onednn_kernels_off()
     with cli.quiet_native_stderr():  # the settings import no TensorFlow; its import logs natively: hide that
         import tensorflow  # noqa: F401
     from myol_keras import distribute

@@ -8,6 +8,8 @@ notebook, a sweep, a test session) is left as it was:
 * `set_threads` — TensorFlow's intra-/inter-op threads; only before TensorFlow's first op, and the one
   setting a run keeps (TensorFlow 2.21 cannot change it afterwards);
 * `op_determinism` — deterministic kernels for one block;
+* `onednn_kernels_off` / `onednn_enabled` — oneDNN's CPU kernels, which `op_determinism` does not make
+  deterministic: only an entry point can turn them off, before TensorFlow is imported;
 * `process_settings_restored` — the dtype policy and the Python/NumPy random states after one block.
 
 Example:
@@ -60,6 +62,36 @@ def process_settings_restored():
         np.random.set_state(numpy_state)
 
 
+ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
+
+
+def onednn_kernels_off():
+    """Turn TensorFlow's oneDNN CPU kernels off for this process; True if they are off afterwards.
+
+    TensorFlow decides at import whether to use oneDNN, so this works only before
+    `import tensorflow` (afterwards it changes nothing and returns whether they are
+    off anyway). Why a deterministic run needs it: on an x86 CPU (measured on an
+    Intel Xeon with AMX, TensorFlow 2.21) a BYOL step at protocol Q1's size gives
+    different weights from run to run with oneDNN on, op determinism or not (the
+    last bits of the first update, then 1e-3 of the loss within two epochs); with
+    oneDNN off two runs agree bit for bit, at 1.8x the step time there.
+    """
+    import os
+    import sys
+
+    if "tensorflow" not in sys.modules:
+        os.environ[ONEDNN_ENV] = "0"
+        return True
+    return not onednn_enabled()
+
+
+def onednn_enabled():
+    """Whether this process' TensorFlow runs oneDNN's CPU kernels (decided when it was imported)."""
+    from tensorflow.python.util import _pywrap_util_port  # the public API does not say
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
 @contextlib.contextmanager
 def op_determinism(enabled):
     """TensorFlow's deterministic ops for one run (if `enabled`), then the process' previous state back.
@@ -77,6 +109,12 @@ def op_determinism(enabled):
     from tensorflow.python.framework import config as tf_config  # the switch-off is not in tf.config
 
     was_enabled = tf_config.is_op_determinism_enabled()
+    if enabled and onednn_enabled():
+        import warnings
+
+        warnings.warn(f"deterministic=True, but TensorFlow was imported with oneDNN's CPU kernels on, which are not "
+                      f"deterministic: set {ONEDNN_ENV}=0 before importing TensorFlow (the command line does) for a "
+                      "run that repeats bit for bit", stacklevel=3)
     if enabled and not was_enabled:
         tf.config.experimental.enable_op_determinism()
     try:

@@ -187,7 +187,7 @@ def test_quality_smoke_runs_robust_and_semisup_on_the_smoke_encoder(tmp_path, ca
     (row,) = json.loads(semisup.read_text())
     assert (row["method"], row["label_fraction"], row["epochs"], row["num_test"]) == ("byol", 0.01, 1, 20)
     for r in [*rows, row]:  # traceable rows (issue 26); no Q1 row of the encoder in q1.json, so no link to one
-        assert {"commit", "dirty", "versions", "cpu", "data", "command", "load_average_at_start"} <= set(r["provenance"])
+        assert {"commit", "dirty", "versions", "cpu", "data", "command", "onednn", "load_average_at_start"} <= set(r["provenance"])
         assert r["provenance"]["command"][0] == "benchmarks/quality.py" and "encoder_row" not in r
     assert row["num_labelled"] > 0 and 0.0 <= row["top1"] <= 100.0 and len(row["history_top1"]) == 1
     assert "| pixel | pgd(1) |" in out and "| 1 % |" in out  # both tables, MYOL side empty

@@ -292,6 +292,41 @@ def test_reading_settings_imports_no_tensorflow():
     assert result.stdout.strip() == "[]"
 
 
+def test_a_deterministic_cli_run_turns_onednn_off_before_tensorflow_starts(tmp_path):
+    # oneDNN's CPU kernels made BYOL at protocol Q1's size differ run to run under op determinism (measured:
+    # the last bits of the first update); TensorFlow reads TF_ENABLE_ONEDNN_OPTS only when it is imported.
+    import subprocess
+    import sys
+
+    code = ("from myol_keras import main, process_settings\n"
+            f"main.parse_flags(['prog', '--deterministic', '--dataset=npz', '--data_dir={tmp_path}/none.npz'])\n"
+            "try:\n    main.run()\nexcept SystemExit as e:\n    print('exit', e.code)\n"
+            "print('onednn', process_settings.onednn_enabled())")
+    env = {k: v for k, v in os.environ.items() if k != process_settings_env()}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**env, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+    assert result.stdout.split() == ["exit", "2", "onednn", "False"], result.stdout + result.stderr[-2000:]
+
+
+def process_settings_env():
+    from myol_keras import process_settings
+
+    return process_settings.ONEDNN_ENV
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+def test_op_determinism_says_when_onednn_kernels_keep_a_run_from_repeating(onednn, monkeypatch, recwarn):
+    from myol_keras import process_settings
+
+    monkeypatch.setattr(process_settings, "onednn_enabled", lambda: onednn)
+    with process_settings.op_determinism(True):
+        pass
+    said = [str(w.message) for w in recwarn if "oneDNN" in str(w.message)]
+    assert len(said) == (1 if onednn else 0)
+    if onednn:
+        assert "set TF_ENABLE_ONEDNN_OPTS=0 before importing TensorFlow" in said[0]
+
+
 #: settings added since RECORDED_DEFAULTS (issue 29: cluster_timeout; issue 28: the monitors), all of which may
 #: change on resume, so a run directory recorded before them resumes unchanged.
 ADDED_SINCE = {"cluster_timeout": 300, "monitor": "auto", "monitor_every": 1, "monitor_knn_k": 20}

@@ -11,6 +11,10 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if any(a in ("--deterministic", "--deterministic=true") for a in sys.argv):  # as main.run does, before the import
+    from myol_keras import process_settings
+
+    process_settings.onednn_kernels_off()
 
 import tensorflow as tf  # noqa: E402
 
