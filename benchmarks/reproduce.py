@@ -127,6 +127,8 @@ def main(argv=None):
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--checkout", default=None, help="a checkout of the row's commit (default: a worktree beside)")
     parser.add_argument("--work_dir", default=None, help="where the rerun's run directory goes (default: a temporary one)")
+    parser.add_argument("--output", default=None,
+                        help="also add the comparison to this JSON list (e.g. benchmarks/reproduced.json), with provenance")
     args = parser.parse_args(argv)
     try:
         row = find_row(args.rows, args.run)
@@ -152,6 +154,16 @@ def main(argv=None):
     worst = max(abs(a - b) for _, a, b, _ in table) if table else math.nan
     same = len(table) == args.epochs and all(t[3] for t in table)
     print(f"{args.run}: {'reproduced' if same else 'NOT reproduced'} ({len(table)} epochs, largest difference {worst:.2g})")
+    if args.output:
+        record = {"rows": os.path.relpath(os.path.abspath(args.rows), ROOT), "run_name": args.run,
+                  "row_commit": row["provenance"]["commit"], "epochs": args.epochs, "onednn": row_onednn(row),
+                  "recorded_loss": [a for _, a, _, _ in table], "rerun_loss": [b for _, _, b, _ in table],
+                  "largest_difference": worst, "reproduced": same,
+                  "provenance": provenance.provenance(data_path=args.data,
+                                                      command=["benchmarks/reproduce.py", *(argv or sys.argv[1:])])}
+        records = json.loads(Path(args.output).read_text()) if os.path.exists(args.output) else []
+        Path(args.output).write_text(json.dumps(records + [record], indent=2))
+        print(f"added to {args.output}")
     return 0 if same else 1
 
 

@@ -16,6 +16,8 @@ Sections:
   one per method), each through the interval in which one more of our runs would fall.
 * `q1_paired_semisup` — Q1-semisup (1 % and 10 % label fine-tuning) of the same encoders, BYOL vs MYOL paired
   by seed, from `benchmarks/q1_paired_semisup.json`.
+* `reproduced` — rows rerun from their own commit (`benchmarks/reproduce.py --output=benchmarks/reproduced.json`):
+  the first epochs' losses beside the recorded ones.
 * `q1_clsa_suncet` — issue 27: protocol Q1 for CLSA (single crop), SuNCEt (10 % labels) and SimCLR from
   `benchmarks/q1_clsa_suncet.json`, beside BYOL's rows of the same seeds from `q1_paired.json`, with the
   pre-training minutes of each; SuNCEt against SimCLR paired by seed (top-1 and minutes, the same rule), and
@@ -217,6 +219,21 @@ def q1_semisup_section(rows):
     return "\n".join(lines).rstrip("\n")
 
 
+def reproduced_section(records):
+    """Markdown: rows rerun from their own commit by `benchmarks/reproduce.py` (its `--output` records)."""
+    if not records:
+        return "No row rerun yet."
+    lines = [f"Reruns made by commit {', '.join(sorted({_commit(r['provenance']) for r in records}))}:", "",
+             "| row | its commit | epochs rerun | oneDNN | recorded loss | rerun loss | largest difference | "
+             "to 6 decimals |", "|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        lines.append(f"| {r['run_name']} (benchmarks/{Path(r['rows']).name}) | {r['row_commit'][:7]} | {r['epochs']} | "
+                     f"{'on' if r['onednn'] else 'off'} | {', '.join(f'{v:.6f}' for v in r['recorded_loss'])} | "
+                     f"{', '.join(f'{v:.6f}' for v in r['rerun_loss'])} | {r['largest_difference']:.1g} | "
+                     f"{'same' if r['reproduced'] else 'differs'} |")
+    return "\n".join(lines)
+
+
 CLSA_SUNCET_METHODS = ("clsa", "suncet", "simclr", "byol")
 
 
@@ -407,6 +424,7 @@ def main(argv=None):
                         help="the official code's Q1 runs (a Markdown table: method | seed | epochs | top-1 | ...)")
     parser.add_argument("--step_cost", default=str(HERE / "step_cost.json"))
     parser.add_argument("--suncet_diagnosis", default=str(HERE / "suncet_diagnosis.json"))
+    parser.add_argument("--reproduced", default=str(HERE / "reproduced.json"))
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--check", action="store_true", help="exit 1 if the document differs from what the rows give")
     args = parser.parse_args(argv)
@@ -419,6 +437,7 @@ def main(argv=None):
     import quality  # the official runs' table reader (this directory)
 
     new = replace_section(new, "q1_official", official_section(paired, quality.reference_results(args.reference)))
+    new = replace_section(new, "reproduced", reproduced_section(load_record(args.reproduced) or []))
     semisup = load_rows(args.paired_semisup)
     new = replace_section(new, "q1_paired_semisup", q1_semisup_section(semisup))
     new = replace_section(new, "q1_clsa_suncet", q1_clsa_suncet_section(

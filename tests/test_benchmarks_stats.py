@@ -64,13 +64,14 @@ def test_the_generated_section_comes_from_rows_with_provenance(tmp_path):
     rows.append({"method": "byol", "seed": 9, "top1": 1.0, "predictions": "0000"})  # no provenance: not used
     (tmp_path / "rows.json").write_text(json.dumps(rows))
     text = "# R\n" + "".join(f"<!-- generated:{name} -->\nold\n<!-- end:{name} -->\n"
-                             for name in ("q1_paired", "q1_official", "q1_paired_semisup", "q1_clsa_suncet"))
+                             for name in ("q1_paired", "q1_official", "reproduced", "q1_paired_semisup",
+                                          "q1_clsa_suncet"))
     (tmp_path / "R.md").write_text(text)
     (tmp_path / "REFERENCE.md").write_text("| method | seed | epochs | linear top-1 % |\n|---|---|---|---|\n"
                                            "| BYOL | 0 | 50 | 38.84 |\n| MYOL | 0 | 50 | 40.24 |\n")
     argv = [f"--doc={tmp_path / 'R.md'}", f"--paired={tmp_path / 'rows.json'}", f"--data={tmp_path / 'data.npz'}",
             f"--clsa_suncet={tmp_path / 'none.json'}", f"--paired_semisup={tmp_path / 'none.json'}",
-            f"--reference={tmp_path / 'REFERENCE.md'}"]
+            f"--reference={tmp_path / 'REFERENCE.md'}", f"--reproduced={tmp_path / 'none.json'}"]
     assert doc.main(argv + ["--check"]) == 1
     assert doc.main(argv) == 0
     out = (tmp_path / "R.md").read_text()
@@ -111,6 +112,18 @@ def test_the_official_section_compares_one_official_run_with_our_seeds():
            "our pairs, [+0.98, +3.48]" in out
     assert "random" not in out.lower().split("rows:")[0] and "| RANDOM" not in out  # no rows of ours: not compared
     assert doc.official_section(rows[:2], {"byol": [38.84]}).startswith("No method with both")
+
+
+def test_the_reproduced_section_puts_each_rerun_beside_its_row():
+    doc = _load("results_doc")
+    record = {"rows": "benchmarks/q1_paired.json", "run_name": "q1-byol-s0", "row_commit": "36afec9" + "0" * 33,
+              "epochs": 2, "onednn": True, "recorded_loss": [2.37099, 1.612345], "rerun_loss": [2.371236, 1.613412],
+              "largest_difference": 0.001067, "reproduced": False, "provenance": {"commit": "abcdef0123", "dirty": False}}
+    out = doc.reproduced_section([record])
+    assert out.startswith("Reruns made by commit abcdef0:")
+    assert ("| q1-byol-s0 (benchmarks/q1_paired.json) | 36afec9 | 2 | on | 2.370990, 1.612345 | 2.371236, 1.613412 | "
+            "0.001 | differs |") in out
+    assert doc.reproduced_section([]) == "No row rerun yet."
 
 
 def test_the_semisup_section_pairs_the_encoders_by_seed_per_fraction():
