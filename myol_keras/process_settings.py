@@ -74,7 +74,10 @@ def onednn_kernels_off():
     Intel Xeon with AMX, TensorFlow 2.21) a BYOL step at protocol Q1's size gives
     different weights from run to run with oneDNN on, op determinism or not (the
     last bits of the first update, then 1e-3 of the loss within two epochs); with
-    oneDNN off two runs agree bit for bit, at 1.8x the step time there.
+    oneDNN off two runs agree bit for bit, at 1.8x the step time there. oneDNN
+    itself promises repeatable results in one environment (uxlfoundation/oneDNN#1443);
+    we found no TensorFlow issue for this, so it is a setting, not a patch: to drop
+    it, delete this function and its two callers.
     """
     import os
     import sys
