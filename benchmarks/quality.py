@@ -36,6 +36,9 @@ Every finished run is appended to `--output` (JSON) and skipped when the
 script runs again, so runs accumulate across sessions. `--jobs=2` runs two
 runs side by side with one thread each (the best use of 2 cores). The
 method `random` is the floor: a randomly initialised encoder, probed.
+
+This script runs the protocol; `q1_protocol.py` beside it defines it (flags,
+probe, schedules, run names) and `q1_tables.py` prints and plots the rows.
 """
 
 import argparse
@@ -52,23 +55,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # measure the checkout this script is in, not whichever copy pip installed
 DEFAULT_DATA = ROOT / ".." / "shared" / "data" / "cifar10_subset.npz"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # q1_protocol.py and q1_tables.py, beside this script
 
-Q1_FLAGS = [
-    "--dataset=npz", "--normalization=cifar10", "--image_size=32",
-    "--backbone=resnet18", "--stem=cifar", "--width=16",
-    "--projector_hidden_dim=2048", "--projection_dim=128", "--predictor_hidden_dim=2048",
-    "--batch_size=128", "--drop_remainder=true", "--epochs=50",
-    "--lr=0.025", "--lr_scaling=none", "--momentum=0.9", "--weight_decay=1e-4",
-    "--warmup_epochs=10", "--warmup_mode=linear", "--lr_schedule=constant",
-    "--ema=0.996", "--ema_schedule=constant", "--precision=float32",
-    "--alpha=2.0", "--gamma=1.0", "--verbose=2",
-    "--shuffle_buffer=0",  # today's default, passed so that a later change of the default cannot change Q1
-]
-PROBE = {"epochs": 100, "batch_size": 64, "lr": 0.2, "momentum": 0.9}
-
-
-PRECISION_TAGS = {"float32": "float32", "mixed_bfloat16": "bf16", "mixed_float16": "fp16"}
-
+from q1_protocol import CURVE, LABEL_FRACTIONS, PRECISION_TAGS, PROBE, Q1_FLAGS, ROBUST_SPACES  # noqa: E402
+from q1_protocol import batch_size_of, q1_batch_schedule, run_name_for  # noqa: E402
+from q1_tables import (batch_size_table, markdown_table, plot_batch_sizes, plot_results, plot_robust,  # noqa: E402
+                       reference_comparison, robust_table, semisup_table)
 
 def cpu_model():
     try:
@@ -153,26 +145,6 @@ def probe_backbone(backbone, data_path, seed, epochs=PROBE["epochs"], return_cla
     test_y = arrays["y_test"].astype("int64").ravel()
     return linear_probe(q1_features(backbone, arrays["x_train"]), train_y, q1_features(backbone, arrays["x_test"]), test_y,
                         10, seed, epochs, return_classifier=return_classifier, return_predictions=return_predictions)
-
-
-def run_name_for(method, seed, epochs, precision="float32", batch_size=128):
-    """`q1-<method>-s<seed>`, suffixed when batch size, epochs or precision leave protocol Q1."""
-    name = f"q1-{method}-s{seed}" + ("" if batch_size == 128 else f"-b{batch_size}")
-    name += "" if epochs == q1_batch_schedule(batch_size)[0] else f"-e{epochs}"
-    return name + ("" if precision == "float32" else f"-{PRECISION_TAGS.get(precision, precision)}")
-
-
-def q1_batch_schedule(batch_size):
-    """Q1-batch (docs/METHODS.md §3.5 at Q1 scale): epochs and warm-up epochs for batch `batch_size`.
-
-    The number of iterations stays about Q1's (50 epochs at B = 128: 50 * B / 128
-    epochs, rounded down) and so does the warm-up's (10 * B / 128 epochs, which
-    may be fractional); the learning rate is unchanged.
-
-    >>> q1_batch_schedule(32), q1_batch_schedule(64), q1_batch_schedule(128)
-    ((12, 2.5), (25, 5.0), (50, 10.0))
-    """
-    return 50 * batch_size // 128, 10 * batch_size / 128
 
 
 def worker(method, seed, data_path, work_dir, threads, epochs, probe_epochs, precision="float32", steps_per_epoch=0,
@@ -357,7 +329,7 @@ def _provenance():
 
 # --- the robustness curve (issue 26): pixel space, an eps sweep, PGD with the standard step and restarts -------------
 
-CURVE = {"eps": (0.25, 0.5, 1.0, 2.0, 4.0), "steps": 10, "restarts": 2}  # eps in 1/255 units
+
 
 
 def robust_curve_run(backbone, classifier, data_path, seed, *, eps=CURVE["eps"], steps=CURVE["steps"],
@@ -420,17 +392,6 @@ def robust_curve_run(backbone, classifier, data_path, seed, *, eps=CURVE["eps"],
             "seconds": round(time.time() - start, 1)}
 
 
-def batch_size_of(result):
-    """A row's batch size (rows written before Q1-batch have none: 128; the random floor 0)."""
-    return result.get("batch_size", 0 if result["method"] == "random" else 128)
-
-
-def is_q1(result):
-    """Protocol Q1 proper: float32, B = 128, 50 epochs (or the random floor)."""
-    return (result.get("precision", "float32") == "float32" and batch_size_of(result) in (0, 128)
-            and result["epochs"] in (0, 50))
-
-
 def load_results(path):
     if os.path.exists(path):
         with open(path) as f:
@@ -481,167 +442,9 @@ def append_result(path, result):
     update_results(path, lambda results: results.append(result))
 
 
-def markdown_table(results):
-    import statistics
-
-    lines = ["| method | seeds | linear top-1 % (mean ± std) | per seed | pre-train time (min) | img/s |",
-             "|---|---|---|---|---|---|"]
-    by_method = {}
-    for r in results:
-        by_method.setdefault((r["method"], batch_size_of(r), r["epochs"], r.get("precision", "float32")), []).append(r)
-    for (method, batch_size, epochs, precision), rows in sorted(by_method.items()):
-        rows = sorted(rows, key=lambda r: r["seed"])
-        accs = [r["top1"] for r in rows]
-        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        speeds = [r["images_per_second"] for r in rows if r.get("images_per_second")]
-        lines.append(
-            f"| {method}{'' if batch_size in (0, 128) else f' B={batch_size}'}{'' if epochs in (0, q1_batch_schedule(batch_size or 128)[0]) else f' ({epochs} ep)'}{'' if precision == 'float32' else f', {precision}'} | {','.join(str(r['seed']) for r in rows)} | "
-            f"{statistics.mean(accs):.2f} ± {std:.2f} | {', '.join(f'{a:.2f}' for a in accs)} | "
-            f"{statistics.mean(r['pretrain_seconds'] for r in rows) / 60:.1f} | "
-            f"{(sum(speeds) / len(speeds)) if speeds else float('nan'):.1f} |"
-        )
-    return "\n".join(lines)
-
-
-REFERENCE_MD = ROOT.parent / "shared" / "benchmarks" / "REFERENCE.md"
-
-
-def reference_results(path=REFERENCE_MD):
-    """`{method: [top-1, ...]}` from the official code's Q1 table (REFERENCE.md), if present."""
-    import re
-
-    found = {}
-    if not Path(path).exists():
-        return found
-    for line in Path(path).read_text().splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) >= 4 and re.fullmatch(r"\d+", cells[1]) and re.fullmatch(r"\d+(\.\d+)?", cells[3]):
-            name = "random" if cells[0].lower().startswith("random") else cells[0].lower()
-            found.setdefault(name, []).append(float(cells[3]))
-    return found
-
-
-def loss_history(result, work_dir):
-    """Per-epoch training loss of one run: from the JSON, else from its (gitignored) run directory."""
-    if result.get("history", {}).get("loss"):
-        return result["history"]["loss"]
-    path = Path(work_dir) / "runs" / result["run_name"] / "history.csv"
-    if not path.exists():
-        return None
-    with open(path) as f:
-        return [float(r["loss"]) for r in csv.DictReader(f) if r.get("loss")]
-
-
-def plot_losses(results, work_dir, path):
-    """One panel per method (their losses have different scales), one line per seed."""
-    import matplotlib.pyplot as plt
-
-    curves = {}
-    for r in sorted(results, key=lambda r: (r["method"], r["seed"])):
-        loss = loss_history(r, work_dir) if r["method"] != "random" else None
-        if loss:
-            curves.setdefault(r["method"], []).append((r["seed"], loss))
-    if not curves:
-        return None
-    cols = min(4, len(curves))
-    rows = math.ceil(len(curves) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)
-    for ax, (method, lines) in zip(axes.ravel(), sorted(curves.items(), key=lambda kv: (kv[0] != "byol", kv[0] != "myol", kv[0]))):
-        for seed, loss in lines:
-            ax.plot(range(1, len(loss) + 1), loss, label=f"seed {seed}")
-        ax.set_title(f"{method}: training loss")
-        ax.set_xlabel("epoch")
-        ax.legend(fontsize=7)
-    for ax in axes.ravel()[len(curves):]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
-
-
-def binomial_se(top1, n=932):
-    """Standard error (points) of one run's top-1 on n test images."""
-    p = top1 / 100.0
-    return 100.0 * math.sqrt(p * (1.0 - p) / n)
-
-
-def mean_and_se(accs):
-    """Mean and its standard error: the spread of the seeds (n > 1), else one run's binomial SE."""
-    import statistics
-
-    mean = statistics.mean(accs)
-    se = statistics.stdev(accs) / math.sqrt(len(accs)) if len(accs) > 1 else binomial_se(mean)
-    return mean, se
-
-
-def reference_comparison(results, reference=None):
-    """Markdown: ours vs the official code under Q1, with the issue's tolerance max(2, 2 SE of the difference)."""
-    reference = reference_results() if reference is None else reference
-    q1 = [r for r in results if is_q1(r)]
-    lines = ["| method | ours: n, mean ± SE | official: n, mean ± SE | difference | tolerance max(2, 2·SE) | within |",
-             "|---|---|---|---|---|---|"]
-    for method in sorted(reference, key=lambda m: (m != "random", m != "byol", m != "myol", m)):
-        accs = [r["top1"] for r in q1 if r["method"] == method]
-        if not accs:
-            continue
-        mean, se = mean_and_se(accs)
-        ref_mean, ref_se = mean_and_se(reference[method])
-        diff = mean - ref_mean
-        tolerance = max(2.0, 2.0 * math.sqrt(se ** 2 + ref_se ** 2))
-        lines.append(f"| {method} | {len(accs)}, {mean:.2f} ± {se:.2f} | {len(reference[method])}, {ref_mean:.2f} ± {ref_se:.2f} | "
-                     f"{diff:+.2f} | {tolerance:.2f} | {'yes' if abs(diff) <= tolerance else 'NO'} |")
-    return "\n".join(lines)
-
-
-def plot_results(results, work_dir, plot_dir):
-    """Write `q1_accuracy.png` (top-1 per method, ours and the reference) and `q1_loss.png`."""
-    import statistics
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    q1 = [r for r in results if is_q1(r)]
-    methods = sorted({r["method"] for r in q1}, key=lambda m: (m != "random", m != "byol", m != "myol", m))
-    reference = reference_results()
-    fig, ax = plt.subplots(figsize=(1.2 * len(methods) + 2, 4))
-    reference_labelled = False
-    for i, method in enumerate(methods):
-        accs = [r["top1"] for r in q1 if r["method"] == method]
-        mean = statistics.mean(accs)
-        se = statistics.stdev(accs) / len(accs) ** 0.5 if len(accs) > 1 else 0.0
-        ax.bar(i - 0.2, mean, width=0.4, yerr=se, color="tab:blue", alpha=0.7, capsize=3,
-               label="myol_keras (mean ± SE)" if i == 0 else None)
-        ax.scatter([i - 0.2] * len(accs), accs, color="k", s=10, zorder=3)
-        if reference.get(method):
-            ref = reference[method]
-            ax.bar(i + 0.2, statistics.mean(ref), width=0.4, color="tab:orange", alpha=0.7,
-                   label=None if reference_labelled else "official code (REFERENCE.md)")
-            reference_labelled = True
-            ax.scatter([i + 0.2] * len(ref), ref, color="k", s=10, zorder=3)
-    byol = [r["top1"] for r in q1 if r["method"] == "byol"]
-    if byol:
-        ax.axhline(statistics.mean(byol), color="tab:blue", linestyle=":", linewidth=1, label="our BYOL mean")
-    ax.set_xticks(range(len(methods)), methods)
-    ax.set_ylabel("linear top-1 % (932 test images)")
-    ax.set_ylim(20, max(r["top1"] for r in q1) + 5)
-    ax.set_title("Protocol Q1: ResNet-18 w16, 50 epochs, CIFAR-10 subset")
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    os.makedirs(plot_dir, exist_ok=True)
-    accuracy_png = os.path.join(plot_dir, "q1_accuracy.png")
-    fig.savefig(accuracy_png, dpi=90)
-    plt.close(fig)
-    loss_png = plot_losses(q1, work_dir, os.path.join(plot_dir, "q1_loss.png"))
-    return accuracy_png, loss_png
-
-
 # --- Q1-robust and Q1-semisup: the B = 128 encoders of runs q1-<method>-s<seed> -------------------------------------
 
-ROBUST_SPACES = ("pixel", "normalized_clip01")
-LABEL_FRACTIONS = (0.01, 0.1)
+
 
 
 def cpu_description():
@@ -830,179 +633,6 @@ def run_encoder_protocols(args, protocols, methods, seeds):
                     append_result(args.semisup_output, row)
                     print(f"semisup {run_name} {fraction:g} ({row['num_labelled']} labels): top-1 {row['top1']:.2f} % "
                           f"({row['seconds']:.0f} s)", flush=True)
-
-
-# --- Tables: MYOL vs BYOL with the issue's rule ----------------------------------------------------------------------
-
-
-def verdict(difference, se):
-    """The issue's rule: "holds" if difference > 2 SE, "does not hold" if < -2 SE, else "not resolved at this scale"."""
-    if difference > 2.0 * se:
-        return "holds"
-    if difference < -2.0 * se:
-        return "does not hold"
-    return "not resolved at this scale"
-
-
-def compare(byol, myol):
-    """(BYOL mean, SE, MYOL mean, SE, MYOL - BYOL, its SE sqrt(SE_m^2 + SE_b^2), verdict); None if a side is empty."""
-    if not byol or not myol:
-        return None
-    b, b_se = mean_and_se(byol)
-    m, m_se = mean_and_se(myol)
-    se = math.sqrt(b_se ** 2 + m_se ** 2)
-    return b, b_se, m, m_se, m - b, se, verdict(m - b, se)
-
-
-def _cell(values):
-    if not values:
-        return "—"
-    mean, se = mean_and_se(values)
-    return f"{mean:.2f} ± {se:.2f} (n={len(values)})"
-
-
-def _comparison_cells(byol, myol):
-    c = compare(byol, myol)
-    if c is None:
-        return f"{_cell(byol)} | {_cell(myol)} | — | no runs to compare |"
-    return f"{_cell(byol)} | {_cell(myol)} | {c[4]:+.2f} ± {c[5]:.2f} | {c[6]} |"
-
-
-def robust_table(rows):
-    """Markdown: per attack space and attack, BYOL and MYOL accuracy (%), mean ± SE over seeds, MYOL − BYOL, verdict."""
-    lines = ["| attack space | attack | BYOL | MYOL | MYOL − BYOL | MYOL better? |", "|---|---|---|---|---|---|"]
-    for space in ROBUST_SPACES:
-        space_rows = [r for r in rows if r["attack_space"] == space]
-        names = list(dict.fromkeys(k for r in space_rows for k in r["accuracy"]))
-        for name in names:
-            values = {m: [r["accuracy"][name] for r in sorted(space_rows, key=lambda r: r["seed"])
-                          if r["method"] == m and name in r["accuracy"]] for m in ("byol", "myol")}
-            lines.append(f"| {space} | {name} | {_comparison_cells(values['byol'], values['myol'])}")
-    return "\n".join(lines)
-
-
-def semisup_table(rows):
-    """Markdown: per label fraction, BYOL and MYOL fine-tuned top-1 (%), mean ± SE over seeds, MYOL − BYOL, verdict."""
-    lines = ["| labels | BYOL | MYOL | MYOL − BYOL | MYOL better? |", "|---|---|---|---|---|"]
-    for fraction in sorted({r["label_fraction"] for r in rows}):
-        values = {m: [r["top1"] for r in rows if r["method"] == m and r["label_fraction"] == fraction] for m in ("byol", "myol")}
-        lines.append(f"| {fraction * 100:g} % | {_comparison_cells(values['byol'], values['myol'])}")
-    return "\n".join(lines)
-
-
-def batch_size_values(results, batch_sizes=(32, 64, 128)):
-    """`{(method, B): [top-1, ...]}` of the Q1-batch runs (float32, the scheduled epochs) of BYOL and MYOL."""
-    values = {}
-    for r in results:
-        b = batch_size_of(r)
-        if (r["method"] in ("byol", "myol") and b in batch_sizes and r.get("precision", "float32") == "float32"
-                and r["epochs"] == q1_batch_schedule(b)[0]):
-            values.setdefault((r["method"], b), []).append(r["top1"])
-    return values
-
-
-def batch_size_drop(values, method, large=128, small=32):
-    """(top-1 at `large` − at `small`, its SE sqrt(SE_large^2 + SE_small^2)), or None."""
-    if not values.get((method, large)) or not values.get((method, small)):
-        return None
-    hi, hi_se = mean_and_se(values[(method, large)])
-    lo, lo_se = mean_and_se(values[(method, small)])
-    return hi - lo, math.sqrt(hi_se ** 2 + lo_se ** 2)
-
-
-def batch_size_table(results, batch_sizes=(32, 64, 128)):
-    """Markdown: linear top-1 per B for BYOL and MYOL, MYOL − BYOL, and the "MYOL degrades least" verdict (128 -> 32)."""
-    values = batch_size_values(results, batch_sizes)
-    lines = ["| B | BYOL | MYOL | MYOL − BYOL | MYOL better? |", "|---|---|---|---|---|"]
-    for b in batch_sizes:
-        lines.append(f"| {b} | {_comparison_cells(values.get(('byol', b), []), values.get(('myol', b), []))}")
-    drops = {m: batch_size_drop(values, m, max(batch_sizes), min(batch_sizes)) for m in ("byol", "myol")}
-    lines.append("")
-    lines.append(f"| drop {max(batch_sizes)} → {min(batch_sizes)} | BYOL | MYOL | BYOL drop − MYOL drop | MYOL degrades least? |")
-    lines.append("|---|---|---|---|---|")
-    cells = [f"{d[0]:.2f} ± {d[1]:.2f}" if d else "—" for d in (drops["byol"], drops["myol"])]
-    if drops["byol"] and drops["myol"]:
-        difference = drops["byol"][0] - drops["myol"][0]
-        se = math.sqrt(drops["byol"][1] ** 2 + drops["myol"][1] ** 2)
-        lines.append(f"| points | {cells[0]} | {cells[1]} | {difference:+.2f} ± {se:.2f} | {verdict(difference, se)} |")
-    else:
-        lines.append(f"| points | {cells[0]} | {cells[1]} | — | no runs to compare |")
-    return "\n".join(lines)
-
-
-def _plot_setup():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-METHOD_COLOURS = {"byol": "tab:blue", "myol": "tab:orange"}
-
-
-def plot_batch_sizes(results, path, batch_sizes=(32, 64, 128)):
-    """`q1_batch.png`: linear top-1 against B, BYOL and MYOL, mean ± SE and the seeds."""
-    values = batch_size_values(results, batch_sizes)
-    if not values:
-        return None
-    plt = _plot_setup()
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    for i, method in enumerate(("byol", "myol")):
-        bs = [b for b in batch_sizes if values.get((method, b))]
-        if not bs:
-            continue
-        stats = [mean_and_se(values[(method, b)]) for b in bs]
-        shift = [b * (1.04 if i else 0.96) for b in bs]
-        ax.errorbar(shift, [m for m, _ in stats], yerr=[se for _, se in stats], marker="o", capsize=3,
-                    color=METHOD_COLOURS[method], label=f"{method.upper()} (mean ± SE)")
-        for b, x in zip(bs, shift):
-            ax.scatter([x] * len(values[(method, b)]), values[(method, b)], color=METHOD_COLOURS[method], s=10, alpha=0.5)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(list(batch_sizes), [str(b) for b in batch_sizes])
-    ax.set_xlabel("pre-training batch size B (epochs 50·B/128)")
-    ax.set_ylabel("linear top-1 % (932 test images)")
-    ax.set_title("Q1-batch: ResNet-18 w16, CIFAR-10 subset")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
-def plot_robust(rows, path, title="Q1-robust: probes of the B = 128 encoders (mean ± SE over seeds)"):
-    """`q1_robust.png`: accuracy per attack, BYOL vs MYOL (mean ± SE over seeds), one panel per attack space."""
-    if not rows:
-        return None
-    plt = _plot_setup()
-    spaces = [s for s in ROBUST_SPACES if any(r["attack_space"] == s for r in rows)]
-    fig, axes = plt.subplots(1, len(spaces), figsize=(5.2 * len(spaces), 3.6), squeeze=False)
-    for ax, space in zip(axes[0], spaces):
-        space_rows = [r for r in rows if r["attack_space"] == space]
-        names = list(dict.fromkeys(k for r in space_rows for k in r["accuracy"]))
-        for i, method in enumerate(("byol", "myol")):
-            stats = []
-            for name in names:
-                vals = [r["accuracy"][name] for r in space_rows if r["method"] == method and name in r["accuracy"]]
-                stats.append(mean_and_se(vals) if vals else (float("nan"), 0.0))
-            xs = [j + (i - 0.5) * 0.38 for j in range(len(names))]
-            ax.bar(xs, [m for m, _ in stats], width=0.38, yerr=[se for _, se in stats], capsize=3,
-                   color=METHOD_COLOURS[method], alpha=0.8, label=method.upper())
-            for x, name in zip(xs, names):
-                vals = [r["accuracy"][name] for r in space_rows if r["method"] == method and name in r["accuracy"]]
-                ax.scatter([x] * len(vals), vals, color="k", s=8, zorder=3)
-        ax.set_xticks(range(len(names)), names, fontsize=8)
-        ax.set_ylabel("top-1 % under attack")
-        ax.set_title(f"attack space: {space}")
-        ax.legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
 
 
 def main(argv=None):

@@ -154,7 +154,7 @@ def q1_paired_section(rows, data_path, plot_path=None, draw=True):
 def official_section(rows, reference):
     """Markdown: our paired Q1 rows against the official code's runs under the same protocol.
 
-    `reference` is `{method: [top-1 of each official run]}` (`quality.reference_results`,
+    `reference` is `{method: [top-1 of each official run]}` (`q1_tables.reference_results`,
     from `../shared/benchmarks/REFERENCE.md`). The official runs are few (one per
     method), so each is compared with our seeds through the interval in which the
     mean of that many more of our runs would fall (`stats.prediction_interval`),
@@ -434,9 +434,9 @@ def main(argv=None):
     paired = load_rows(args.paired)
     new = replace_section(text, "q1_paired", q1_paired_section(
         paired, args.data, str(docs_dir / "q1_paired_robust.png"), draw=not args.check))
-    import quality  # the official runs' table reader (this directory)
+    import q1_tables  # the official runs' table reader (this directory)
 
-    new = replace_section(new, "q1_official", official_section(paired, quality.reference_results(args.reference)))
+    new = replace_section(new, "q1_official", official_section(paired, q1_tables.reference_results(args.reference)))
     new = replace_section(new, "reproduced", reproduced_section(load_record(args.reproduced) or []))
     semisup = load_rows(args.paired_semisup)
     new = replace_section(new, "q1_paired_semisup", q1_semisup_section(semisup))

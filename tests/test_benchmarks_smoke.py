@@ -147,16 +147,16 @@ def test_quality_smoke_runs_q1_batch_at_a_small_batch(tmp_path, capsys):
 
 
 def test_quality_reference_comparison_uses_seed_spread_or_binomial_error():
-    quality = _load("quality")
+    tables = _load("q1_tables")
     # ours: 3 seeds, mean 42, SE = 2/sqrt(3); the official code: 1 run at 40 %, binomial SE on 932 images.
-    assert quality.binomial_se(40.0) == pytest.approx(100 * math.sqrt(0.4 * 0.6 / 932))
+    assert tables.binomial_se(40.0) == pytest.approx(100 * math.sqrt(0.4 * 0.6 / 932))
     results = [{"method": "byol", "seed": s, "epochs": 50, "top1": a} for s, a in enumerate([40.0, 42.0, 44.0])]
     results.append({"method": "byol", "seed": 0, "epochs": 50, "top1": 10.0, "precision": "mixed_bfloat16"})
-    table = quality.reference_comparison(results, {"byol": [40.0], "myol": [45.0]})
-    tolerance = 2 * math.sqrt(4 / 3 + quality.binomial_se(40.0) ** 2)
+    table = tables.reference_comparison(results, {"byol": [40.0], "myol": [45.0]})
+    tolerance = 2 * math.sqrt(4 / 3 + tables.binomial_se(40.0) ** 2)
     assert f"| byol | 3, 42.00 ± 1.15 | 1, 40.00 ± 1.60 | +2.00 | {tolerance:.2f} | yes |" in table
     assert "myol" not in table  # no runs of ours: no row
-    far = quality.reference_comparison([{"method": "byol", "seed": 0, "epochs": 50, "top1": 30.0}], {"byol": [40.0]})
+    far = tables.reference_comparison([{"method": "byol", "seed": 0, "epochs": 50, "top1": 30.0}], {"byol": [40.0]})
     assert far.endswith("| NO |")
 
 
@@ -215,38 +215,39 @@ def test_a_stage_row_names_the_q1_row_of_its_encoder(tmp_path):
 
 
 def test_myol_vs_byol_verdicts_follow_twice_the_standard_error():
-    quality = _load("quality")
+    tables = _load("q1_tables")
     # BYOL [40, 41, 42], MYOL [45, 46, 47]: means 41 and 46, each SE 1/sqrt(3); difference 5, its SE sqrt(2/3) = 0.82.
-    b, b_se, m, m_se, diff, se, verdict = quality.compare([40.0, 41.0, 42.0], [45.0, 46.0, 47.0])
+    b, b_se, m, m_se, diff, se, verdict = tables.compare([40.0, 41.0, 42.0], [45.0, 46.0, 47.0])
     assert (b, m, diff) == (41.0, 46.0, 5.0)
     assert b_se == pytest.approx(1 / math.sqrt(3)) and se == pytest.approx(math.sqrt(2 / 3))
     assert verdict == "holds"
-    assert quality.compare([45.0, 46.0, 47.0], [40.0, 41.0, 42.0])[-1] == "does not hold"
-    assert quality.compare([40.0, 41.0, 42.0], [40.5, 41.5, 42.5])[-1] == "not resolved at this scale"  # 0.5 < 1.63
-    assert quality.verdict(1.0, 0.5) == "not resolved at this scale"  # exactly 2 SE is not more than 2 SE
+    assert tables.compare([45.0, 46.0, 47.0], [40.0, 41.0, 42.0])[-1] == "does not hold"
+    assert tables.compare([40.0, 41.0, 42.0], [40.5, 41.5, 42.5])[-1] == "not resolved at this scale"  # 0.5 < 1.63
+    assert tables.verdict(1.0, 0.5) == "not resolved at this scale"  # exactly 2 SE is not more than 2 SE
 
     rows = [{"method": m, "seed": s, "attack_space": "pixel", "accuracy": {"clean": a, "pgd(8)": a - 30}}
             for m, accs in (("byol", [40, 41, 42]), ("myol", [45, 46, 47])) for s, a in enumerate(accs)]
-    table = quality.robust_table(rows)
+    table = tables.robust_table(rows)
     assert "| pixel | pgd(8) | 11.00 ± 0.58 (n=3) | 16.00 ± 0.58 (n=3) | +5.00 ± 0.82 | holds |" in table
     semisup = [{"method": "byol", "seed": 0, "label_fraction": 0.1, "top1": 50.0}]
-    assert "| 10 % | 50.00 ± 1.64 (n=1) | — | — | no runs to compare |" in quality.semisup_table(semisup)
+    assert "| 10 % | 50.00 ± 1.64 (n=1) | — | — | no runs to compare |" in tables.semisup_table(semisup)
 
 
 def test_batch_size_claim_compares_the_drops_from_128_to_32():
-    quality = _load("quality")
+    tables = _load("q1_tables")
+    schedule = _load("q1_protocol").q1_batch_schedule
 
     def rows(method, batch_size, accs):  # rows without "batch_size" are B = 128 (written before Q1-batch)
         extra = {} if batch_size == 128 else {"batch_size": batch_size}
-        return [{"method": method, "seed": s, "epochs": quality.q1_batch_schedule(batch_size)[0], "top1": a, **extra}
+        return [{"method": method, "seed": s, "epochs": schedule(batch_size)[0], "top1": a, **extra}
                 for s, a in enumerate(accs)]
 
     results = (rows("byol", 128, [40, 41, 42]) + rows("byol", 32, [30, 31, 32])
                + rows("myol", 128, [45, 46, 47]) + rows("myol", 32, [43, 44, 45])
                + rows("byol", 64, [35]) + [{"method": "byol", "seed": 0, "epochs": 5, "batch_size": 32, "top1": 0.0}])
     # Drops: BYOL 10 ± sqrt(2/3), MYOL 2 ± sqrt(2/3); difference 8 ± sqrt(4/3) = 1.15 -> holds.
-    assert quality.batch_size_drop(quality.batch_size_values(results), "byol") == (10.0, pytest.approx(math.sqrt(2 / 3)))
-    table = quality.batch_size_table(results)
+    assert tables.batch_size_drop(tables.batch_size_values(results), "byol") == (10.0, pytest.approx(math.sqrt(2 / 3)))
+    table = tables.batch_size_table(results)
     assert "| points | 10.00 ± 0.82 | 2.00 ± 0.82 | +8.00 ± 1.15 | holds |" in table
     assert "| 64 | 35.00 ± 1.56 (n=1) | — | — | no runs to compare |" in table  # a short run (5 epochs) is not Q1-batch
     assert "| 32 | 31.00 ± 0.58 (n=3) | 44.00 ± 0.58 (n=3) | +13.00 ± 0.82 | holds |" in table
