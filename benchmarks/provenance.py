@@ -80,9 +80,9 @@ def onednn_state():
     """True/False: this process' TensorFlow runs oneDNN's kernels; before TensorFlow is imported, what the
     environment asks for (True for "1", False for "0", None when unset)."""
     if "tensorflow" in sys.modules:
-        from tensorflow.python.util import _pywrap_util_port  # the public API does not say
+        from myol_keras.process_settings import onednn_enabled
 
-        return bool(_pywrap_util_port.IsMklEnabled())
+        return onednn_enabled()
     return {"1": True, "0": False}.get(os.environ.get("TF_ENABLE_ONEDNN_OPTS"))
 
 

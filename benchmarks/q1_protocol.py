@@ -8,6 +8,9 @@ them; each reads the definition here, so a change of the protocol is one change.
     'q1-myol-s3-b64'
 """
 
+import csv
+from pathlib import Path
+
 Q1_FLAGS = [
     "--dataset=npz", "--normalization=cifar10", "--image_size=32",
     "--backbone=resnet18", "--stem=cifar", "--width=16",
@@ -44,6 +47,12 @@ def q1_batch_schedule(batch_size):
     ((12, 2.5), (25, 5.0), (50, 10.0))
     """
     return 50 * batch_size // 128, 10 * batch_size / 128
+
+
+def read_history(run_dir):
+    """The rows of a run directory's `history.csv` (dicts of strings), one per epoch."""
+    with open(Path(run_dir) / "history.csv") as f:
+        return list(csv.DictReader(f))
 
 
 def batch_size_of(result):

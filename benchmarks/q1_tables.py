@@ -10,7 +10,6 @@ rule of `stats.py`.
     True
 """
 
-import csv
 import math
 import os
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # beside q1_protocol.py
 
-from q1_protocol import ROBUST_SPACES, batch_size_of, is_q1, q1_batch_schedule  # noqa: E402
+from q1_protocol import ROBUST_SPACES, batch_size_of, is_q1, q1_batch_schedule, read_history  # noqa: E402
 
 
 def markdown_table(results):
@@ -66,11 +65,10 @@ def loss_history(result, work_dir):
     """Per-epoch training loss of one run: from the JSON, else from its (gitignored) run directory."""
     if result.get("history", {}).get("loss"):
         return result["history"]["loss"]
-    path = Path(work_dir) / "runs" / result["run_name"] / "history.csv"
-    if not path.exists():
+    run_dir = Path(work_dir) / "runs" / result["run_name"]
+    if not (run_dir / "history.csv").exists():
         return None
-    with open(path) as f:
-        return [float(r["loss"]) for r in csv.DictReader(f) if r.get("loss")]
+    return [float(r["loss"]) for r in read_history(run_dir) if r.get("loss")]
 
 
 def plot_losses(results, work_dir, path):

@@ -42,7 +42,6 @@ probe, schedules, run names) and `q1_tables.py` prints and plots the rows.
 """
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -58,9 +57,10 @@ DEFAULT_DATA = ROOT / ".." / "shared" / "data" / "cifar10_subset.npz"
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # q1_protocol.py and q1_tables.py, beside this script
 
 from q1_protocol import CURVE, LABEL_FRACTIONS, PRECISION_TAGS, PROBE, Q1_FLAGS, ROBUST_SPACES  # noqa: E402
-from q1_protocol import batch_size_of, q1_batch_schedule, run_name_for  # noqa: E402
+from q1_protocol import batch_size_of, q1_batch_schedule, read_history, run_name_for  # noqa: E402
 from q1_tables import (batch_size_table, markdown_table, plot_batch_sizes, plot_results, plot_robust,  # noqa: E402
                        reference_comparison, robust_table, semisup_table)
+
 
 def cpu_model():
     try:
@@ -229,9 +229,8 @@ def worker(method, seed, data_path, work_dir, threads, epochs, probe_epochs, pre
         result["history"] = history
     if curve is not None:
         result["robust_curve"] = curve
-    command = json.loads(os.environ.get("MYOL_Q1_COMMAND", "null")) or sys.argv
-    result["provenance"] = {**_provenance().provenance(data_path=data_path, command=command),
-                            "load_average_at_start": load_at_start}
+    result["provenance"] = row_provenance(data_path, load_at_start,
+                                          json.loads(os.environ.get("MYOL_Q1_COMMAND", "null")) or sys.argv)
     if method != "random":
         result["provenance"]["cli_argv"] = argv[1:]
         result["provenance"]["config"] = run_config
@@ -260,12 +259,6 @@ def train_seconds(history_rows, steps_per_epoch, batch_size):
     if missing or not history_rows:
         raise ValueError(f"history has no images_per_second for epoch(s) {missing or 'any'}")
     return sum(steps_per_epoch * batch_size / float(r["images_per_second"]) for r in history_rows)
-
-
-def read_history(run_dir):
-    """The rows of a run directory's `history.csv` (dicts of strings), one per epoch."""
-    with open(Path(run_dir) / "history.csv") as f:
-        return list(csv.DictReader(f))
 
 
 def run_train_seconds(run_dir):
@@ -328,8 +321,6 @@ def _provenance():
 
 
 # --- the robustness curve (issue 26): pixel space, an eps sweep, PGD with the standard step and restarts -------------
-
-
 
 
 def robust_curve_run(backbone, classifier, data_path, seed, *, eps=CURVE["eps"], steps=CURVE["steps"],
@@ -560,14 +551,16 @@ def encoder_row_of(path, run_name):
             "top1": rows[-1]["top1"]}
 
 
-def stage_provenance(data_path, load_at_start):
-    """The provenance of a robust / semisup row made in this process (`provenance.py`), with its load at start."""
-    return {**_provenance().provenance(data_path=data_path, command=["benchmarks/quality.py", *sys.argv[1:]]),
-            "load_average_at_start": load_at_start}
+def row_provenance(data_path, load_at_start, command):
+    """The provenance of a row (`provenance.py`), with the load when its work started."""
+    return {**_provenance().provenance(data_path=data_path, command=command), "load_average_at_start": load_at_start}
 
 
-def run_encoder_protocols(args, protocols, methods, seeds):
-    """The robust and/or semisup stage over the finished B = 128 encoders; appends rows, skips rows already there."""
+def run_encoder_protocols(args, protocols, methods, seeds, command):
+    """The robust and/or semisup stage over the finished B = 128 encoders; appends rows, skips rows already there.
+
+    `command` is the command line the rows record (`benchmarks/quality.py` and its arguments).
+    """
     import keras
 
     if args.threads:
@@ -613,7 +606,7 @@ def run_encoder_protocols(args, protocols, methods, seeds):
                                        attacks=attacks, probe_epochs=args.probe_epochs, max_test_images=args.max_test_images)
                     for row in rows:
                         row = {**common, **row, "cpu": cpu, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                               "provenance": stage_provenance(args.data, load_at_start)}
+                               "provenance": row_provenance(args.data, load_at_start, command)}
                         append_result(args.robust_output, row)
                         print(f"robust {run_name} {row['attack_space']} (probe top-1 {row['probe_top1']:.2f}): "
                               + ", ".join(f"{k} {v:.2f}" for k, v in row["accuracy"].items())
@@ -629,7 +622,7 @@ def run_encoder_protocols(args, protocols, methods, seeds):
                     row = semisup_run(export_path, args.data, seed, fraction, epochs=args.semisup_epochs,
                                       max_test_images=args.max_test_images)
                     row = {**common, **row, "cpu": cpu, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                           "provenance": stage_provenance(args.data, load_at_start)}
+                           "provenance": row_provenance(args.data, load_at_start, command)}
                     append_result(args.semisup_output, row)
                     print(f"semisup {run_name} {fraction:g} ({row['num_labelled']} labels): top-1 {row['top1']:.2f} % "
                           f"({row['seconds']:.0f} s)", flush=True)
@@ -780,7 +773,7 @@ def main(argv=None):
                 print(f"FAILED {method} seed {seed} (exit {proc.returncode}); see {log.name}", flush=True)
             claim.close()  # after the row is in the JSON: a waiting driver then sees the run as finished
     if "robust" in protocols or "semisup" in protocols:
-        run_encoder_protocols(args, protocols, methods, seeds)
+        run_encoder_protocols(args, protocols, methods, seeds, ["benchmarks/quality.py", *raw_argv])
     results = load_results(args.output) if "linear" in protocols else []
     if results:
         print(f"\nQ1 on {cpu_model()}:\n")

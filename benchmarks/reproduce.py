@@ -26,7 +26,6 @@ the table shows the size of any difference.
 """
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -40,6 +39,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import provenance  # noqa: E402  (this directory, run as a script)
+import quality  # noqa: E402
+from q1_protocol import read_history  # noqa: E402
 
 DEFAULT_DATA = ROOT / ".." / "shared" / "data" / "cifar10_subset.npz"
 REPLACED = ("--data_dir", "--run_dir", "--export_dir", "--run_name", "--epochs")  # set by the rerun, not the row
@@ -115,8 +116,7 @@ def rerun_losses(checkout, argv, run_dir, onednn=True):
     done = subprocess.run([sys.executable, "-m", "myol_keras.main", *argv], cwd=checkout, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"the rerun failed (exit {done.returncode})")
-    with open(Path(run_dir) / "history.csv") as f:
-        return [float(r["loss"]) for r in csv.DictReader(f)]
+    return [float(r["loss"]) for r in read_history(run_dir)]
 
 
 def main(argv=None):
@@ -161,8 +161,7 @@ def main(argv=None):
                   "largest_difference": worst, "reproduced": same,
                   "provenance": provenance.provenance(data_path=args.data,
                                                       command=["benchmarks/reproduce.py", *(argv or sys.argv[1:])])}
-        records = json.loads(Path(args.output).read_text()) if os.path.exists(args.output) else []
-        Path(args.output).write_text(json.dumps(records + [record], indent=2))
+        quality.append_result(args.output, record)
         print(f"added to {args.output}")
     return 0 if same else 1
 

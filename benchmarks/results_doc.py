@@ -198,11 +198,7 @@ def q1_semisup_section(rows):
     lines = [provenance_line(rows) + (f" Encoders: the Q1 rows of commit {', '.join(encoders)}." if encoders else ""),
              ""]
     for fraction in sorted({r["label_fraction"] for r in rows}):
-        by_seed = {}
-        for r in rows:
-            if r["label_fraction"] == fraction and r["method"] in ("byol", "myol"):
-                by_seed.setdefault(r["seed"], {})[r["method"]] = r
-        matched = {s: v for s, v in sorted(by_seed.items()) if len(v) == 2}
+        matched = pairs([r for r in rows if r["label_fraction"] == fraction])
         if not matched:
             continue
         labelled = next(iter(matched.values()))["byol"]["num_labelled"]

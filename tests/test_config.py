@@ -298,20 +298,16 @@ def test_a_deterministic_cli_run_turns_onednn_off_before_tensorflow_starts(tmp_p
     import subprocess
     import sys
 
+    from myol_keras import process_settings
+
     code = ("from myol_keras import main, process_settings\n"
             f"main.parse_flags(['prog', '--deterministic', '--dataset=npz', '--data_dir={tmp_path}/none.npz'])\n"
             "try:\n    main.run()\nexcept SystemExit as e:\n    print('exit', e.code)\n"
             "print('onednn', process_settings.onednn_enabled())")
-    env = {k: v for k, v in os.environ.items() if k != process_settings_env()}
+    env = {k: v for k, v in os.environ.items() if k != process_settings.ONEDNN_ENV}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                             env={**env, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
     assert result.stdout.split() == ["exit", "2", "onednn", "False"], result.stdout + result.stderr[-2000:]
-
-
-def process_settings_env():
-    from myol_keras import process_settings
-
-    return process_settings.ONEDNN_ENV
 
 
 @pytest.mark.parametrize("onednn", [True, False])
