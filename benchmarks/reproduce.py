@@ -26,7 +26,6 @@ the table shows the size of any difference.
 """
 
 import argparse
-import json
 import math
 import os
 import subprocess
@@ -48,8 +47,7 @@ REPLACED = ("--data_dir", "--run_dir", "--export_dir", "--run_name", "--epochs")
 
 def find_row(path, run_name):
     """The last row of `run_name` in the JSON list at `path` (ValueError if there is none)."""
-    with open(path) as f:
-        rows = [r for r in json.load(f) if r.get("run_name") == run_name]
+    rows = [r for r in quality.load_results(path) if r.get("run_name") == run_name]
     if not rows:
         raise ValueError(f"no row of run {run_name!r} in {path}")
     return rows[-1]
