@@ -16,6 +16,8 @@ Sections:
   one per method), each through the interval in which one more of our runs would fall.
 * `q1_paired_semisup` — Q1-semisup (1 % and 10 % label fine-tuning) of the same encoders, BYOL vs MYOL paired
   by seed, from `benchmarks/q1_paired_semisup.json`.
+* `q1_batch_paired` — Q1-batch at B = 32 (`benchmarks/q1_batch_paired.json`) beside the same seeds' B = 128
+  rows: "MYOL degrades least at small batch sizes" as BYOL's drop − MYOL's drop, paired by seed, the same rule.
 * `reproduced` — rows rerun from their own commit (`benchmarks/reproduce.py --output=benchmarks/reproduced.json`):
   the first epochs' losses beside the recorded ones.
 * `q1_clsa_suncet` — issue 27: protocol Q1 for CLSA (single crop), SuNCEt (10 % labels) and SimCLR from
@@ -213,6 +215,41 @@ def q1_semisup_section(rows):
         lines += ["", f"**{fraction * 100:g} % labels, MYOL > BYOL: {stats.verdict(iv['low'], iv['high'])}** — "
                       f"n = {iv['n']}, MYOL − BYOL {shown}.", ""]
     return "\n".join(lines).rstrip("\n")
+
+
+def q1_batch_section(small_rows, q1_rows, batch_size=32):
+    """Markdown: "MYOL degrades least at small batch sizes", paired by seed (the module docstring).
+
+    A seed counts when it has all four runs: BYOL and MYOL at B = 128 (`q1_rows`, the primary claim's) and
+    at B = `batch_size` (`small_rows`, Q1-batch's schedule: the epochs' field tells them apart). A drop is
+    top-1 at B = 128 minus top-1 at the small batch; the claim is BYOL's drop − MYOL's drop > 0, which is
+    also (MYOL − BYOL at the small batch) − (MYOL − BYOL at B = 128).
+    """
+    small = pairs([r for r in small_rows if r.get("batch_size") == batch_size])
+    large = pairs([r for r in q1_rows if r.get("batch_size", 128) == 128])
+    seeds = [s for s in small if s in large]
+    used = [small[s][m] for s in seeds for m in ("byol", "myol")]
+    lines = [provenance_line(used) + f" B = 128: the primary claim's rows ({len(seeds)} pairs of them)."
+             if used else "No seed has its four runs yet.", ""]
+    if not seeds:
+        return "\n".join(lines).rstrip("\n")
+    lines += [f"| seed | BYOL B = 128 | BYOL B = {batch_size} | MYOL B = 128 | MYOL B = {batch_size} | BYOL drop | "
+              "MYOL drop | BYOL drop − MYOL drop |", "|---|---|---|---|---|---|---|---|"]
+    gaps, small_diffs = [], []
+    for s in seeds:
+        b128, b_small = large[s]["byol"]["top1"], small[s]["byol"]["top1"]
+        m128, m_small = large[s]["myol"]["top1"], small[s]["myol"]["top1"]
+        gaps.append((b128 - b_small) - (m128 - m_small))
+        small_diffs.append(m_small - b_small)
+        lines.append(f"| {s} | {b128:.2f} | {b_small:.2f} | {m128:.2f} | {m_small:.2f} | {b128 - b_small:+.2f} | "
+                     f"{m128 - m_small:+.2f} | {gaps[-1]:+.2f} |")
+    for claim, diffs in ((f"MYOL degrades least (BYOL drop − MYOL drop, 128 → {batch_size})", gaps),
+                         (f"MYOL > BYOL at B = {batch_size}", small_diffs)):
+        iv = stats.paired_interval(diffs)
+        shown = _fmt_interval(iv) if iv["n"] > 1 else f"{iv['mean']:+.2f} (an interval needs 2 seeds)"
+        lines += ["", f"**{claim}: {stats.verdict(iv['low'], iv['high'])}** — n = {iv['n']}, {shown}"
+                      + (f", sd {iv['sd']:.2f}." if iv["n"] > 1 else ".")]
+    return "\n".join(lines)
 
 
 def reproduced_section(records):
@@ -416,6 +453,8 @@ def main(argv=None):
     parser.add_argument("--paired", default=str(HERE / "q1_paired.json"))
     parser.add_argument("--clsa_suncet", default=str(HERE / "q1_clsa_suncet.json"))
     parser.add_argument("--paired_semisup", default=str(HERE / "q1_paired_semisup.json"))
+    parser.add_argument("--batch", default=str(HERE / "q1_batch_paired.json"),
+                        help="Q1-batch rows at B = 32 (from the primary claim's frozen commit)")
     parser.add_argument("--reference", default=str(ROOT / ".." / "shared" / "benchmarks" / "REFERENCE.md"),
                         help="the official code's Q1 runs (a Markdown table: method | seed | epochs | top-1 | ...)")
     parser.add_argument("--step_cost", default=str(HERE / "step_cost.json"))
@@ -436,6 +475,7 @@ def main(argv=None):
     new = replace_section(new, "reproduced", reproduced_section(load_record(args.reproduced) or []))
     semisup = load_rows(args.paired_semisup)
     new = replace_section(new, "q1_paired_semisup", q1_semisup_section(semisup))
+    new = replace_section(new, "q1_batch_paired", q1_batch_section(load_rows(args.batch), paired))
     new = replace_section(new, "q1_clsa_suncet", q1_clsa_suncet_section(
         load_rows(args.clsa_suncet), paired, semisup, str(docs_dir / "q1_clsa_suncet.png"),
         draw=not args.check, step_cost=load_record(args.step_cost),

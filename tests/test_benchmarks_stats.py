@@ -65,13 +65,14 @@ def test_the_generated_section_comes_from_rows_with_provenance(tmp_path):
     (tmp_path / "rows.json").write_text(json.dumps(rows))
     text = "# R\n" + "".join(f"<!-- generated:{name} -->\nold\n<!-- end:{name} -->\n"
                              for name in ("q1_paired", "q1_official", "reproduced", "q1_paired_semisup",
-                                          "q1_clsa_suncet"))
+                                          "q1_batch_paired", "q1_clsa_suncet"))
     (tmp_path / "R.md").write_text(text)
     (tmp_path / "REFERENCE.md").write_text("| method | seed | epochs | linear top-1 % |\n|---|---|---|---|\n"
                                            "| BYOL | 0 | 50 | 38.84 |\n| MYOL | 0 | 50 | 40.24 |\n")
     argv = [f"--doc={tmp_path / 'R.md'}", f"--paired={tmp_path / 'rows.json'}", f"--data={tmp_path / 'data.npz'}",
             f"--clsa_suncet={tmp_path / 'none.json'}", f"--paired_semisup={tmp_path / 'none.json'}",
-            f"--reference={tmp_path / 'REFERENCE.md'}", f"--reproduced={tmp_path / 'none.json'}"]
+            f"--reference={tmp_path / 'REFERENCE.md'}", f"--reproduced={tmp_path / 'none.json'}",
+            f"--batch={tmp_path / 'none.json'}"]
     assert doc.main(argv + ["--check"]) == 1
     assert doc.main(argv) == 0
     out = (tmp_path / "R.md").read_text()
@@ -84,6 +85,7 @@ def test_the_generated_section_comes_from_rows_with_provenance(tmp_path):
     assert (tmp_path / "q1_paired_robust.png").exists()
     assert "| BYOL | 3 (40.00, 41.00, 39.00) | 40.00 ± 1.00 | 38.84 |" in out  # the official section, from REFERENCE.md
     assert "\nold\n" not in out and "<!-- generated:q1_paired_semisup -->\nNo rows yet.\n" in out  # every section regenerated
+    assert "<!-- generated:q1_batch_paired -->\nNo seed has its four runs yet.\n" in out
     assert doc.main(argv + ["--check"]) == 0
 
 
@@ -142,6 +144,30 @@ def test_the_semisup_section_pairs_the_encoders_by_seed_per_fraction():
     # differences 1.0, 0.5: mean 0.75, se 0.25, t(0.975, 1) = 12.706: 0.75 ± 3.177
     assert "**10 % labels, MYOL > BYOL: not resolved** — n = 2, MYOL − BYOL +0.75 [-2.43, +3.93]." in out
     assert doc.q1_semisup_section([]) == "No rows yet."
+
+
+def test_the_batch_section_pairs_four_runs_per_seed_and_takes_the_difference_of_the_drops():
+    doc = _load("results_doc")
+    prov = {"commit": "36afec9f87", "dirty": False, "versions": {"tensorflow": "2.21.0"},
+            "cpu": {"model": "CPU", "flags": ["avx2"]}, "data": {"sha256": "a" * 64}}
+
+    def rows(batch_size, table):
+        return [{"method": m, "seed": seed, "batch_size": batch_size, "top1": t, "provenance": prov}
+                for seed, pair in table.items() for m, t in zip(("byol", "myol"), pair)]
+
+    large = rows(128, {0: (40.0, 41.0), 1: (42.0, 40.0), 2: (39.0, 39.0), 3: (45.0, 45.0)})
+    small = rows(32, {0: (38.0, 40.0), 1: (41.0, 38.0), 2: (36.0, 39.0), 4: (30.0, 31.0)}) + rows(64, {3: (1.0, 2.0)})
+    out = doc.q1_batch_section(small, large)
+    assert "Rows: 6 from commit 36afec9" in out and "(3 pairs of them)" in out
+    assert "| 0 | 40.00 | 38.00 | 41.00 | 40.00 | +2.00 | +1.00 | +1.00 |" in out
+    assert "| 2 | 39.00 | 36.00 | 39.00 | 39.00 | +3.00 | +0.00 | +3.00 |" in out
+    assert "| 3 |" not in out and "| 4 |" not in out  # seed 3 has no B = 32 pair, seed 4 no B = 128 pair
+    # gaps 1, -1, 3: mean 1, sd 2, se 2/sqrt(3) = 1.1547, t(0.975, 2) = 4.3027: 1 ± 4.968
+    assert ("**MYOL degrades least (BYOL drop − MYOL drop, 128 → 32): not resolved** — n = 3, +1.00 [-3.97, +5.97], "
+            "sd 2.00.") in out
+    # MYOL - BYOL at B = 32: 2, -3, 3: mean 0.667, sd 3.2146, se 1.8559: 0.667 ± 7.985
+    assert "**MYOL > BYOL at B = 32: not resolved** — n = 3, +0.67 [-7.32, +8.65], sd 3.21." in out
+    assert doc.q1_batch_section([], large) == "No seed has its four runs yet."
 
 
 def test_docs_results_is_what_the_recorded_rows_give():
