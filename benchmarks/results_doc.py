@@ -40,7 +40,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-import stats  # noqa: E402  (this directory, run as a script)
+import q1_protocol  # noqa: E402  (this directory, run as a script)
+import stats  # noqa: E402
 
 DEFAULT_DATA = ROOT / ".." / "shared" / "data" / "cifar10_subset.npz"
 
@@ -221,12 +222,14 @@ def q1_batch_section(small_rows, q1_rows, batch_size=32):
     """Markdown: "MYOL degrades least at small batch sizes", paired by seed (the module docstring).
 
     A seed counts when it has all four runs: BYOL and MYOL at B = 128 (`q1_rows`, the primary claim's) and
-    at B = `batch_size` (`small_rows`, Q1-batch's schedule: the epochs' field tells them apart). A drop is
+    at B = `batch_size` in float32 on Q1-batch's schedule (`small_rows`; other rows are left out). A drop is
     top-1 at B = 128 minus top-1 at the small batch; the claim is BYOL's drop − MYOL's drop > 0, which is
     also (MYOL − BYOL at the small batch) − (MYOL − BYOL at B = 128).
     """
-    small = pairs([r for r in small_rows if r.get("batch_size") == batch_size])
-    large = pairs([r for r in q1_rows if r.get("batch_size", 128) == 128])
+    epochs = q1_protocol.q1_batch_schedule(batch_size)[0]
+    small = pairs([r for r in small_rows if r.get("batch_size") == batch_size and r.get("epochs") == epochs
+                   and r.get("precision", "float32") == "float32"])
+    large = pairs([r for r in q1_rows if q1_protocol.is_q1(r)]) if small else {}
     seeds = [s for s in small if s in large]
     used = [small[s][m] for s in seeds for m in ("byol", "myol")]
     lines = [provenance_line(used) + f" B = 128: the primary claim's rows ({len(seeds)} pairs of them)."

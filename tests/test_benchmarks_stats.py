@@ -151,17 +151,18 @@ def test_the_batch_section_pairs_four_runs_per_seed_and_takes_the_difference_of_
     prov = {"commit": "36afec9f87", "dirty": False, "versions": {"tensorflow": "2.21.0"},
             "cpu": {"model": "CPU", "flags": ["avx2"]}, "data": {"sha256": "a" * 64}}
 
-    def rows(batch_size, table):
-        return [{"method": m, "seed": seed, "batch_size": batch_size, "top1": t, "provenance": prov}
+    def rows(batch_size, table, epochs=None):
+        epochs = epochs or 50 * batch_size // 128  # Q1-batch's schedule: 12 epochs at B = 32, 50 at 128
+        return [{"method": m, "seed": seed, "batch_size": batch_size, "epochs": epochs, "top1": t, "provenance": prov}
                 for seed, pair in table.items() for m, t in zip(("byol", "myol"), pair)]
 
     large = rows(128, {0: (40.0, 41.0), 1: (42.0, 40.0), 2: (39.0, 39.0), 3: (45.0, 45.0)})
     small = rows(32, {0: (38.0, 40.0), 1: (41.0, 38.0), 2: (36.0, 39.0), 4: (30.0, 31.0)}) + rows(64, {3: (1.0, 2.0)})
-    out = doc.q1_batch_section(small, large)
+    out = doc.q1_batch_section(small + rows(32, {3: (1.0, 2.0)}, epochs=2), large)  # 2 epochs: not Q1-batch
     assert "Rows: 6 from commit 36afec9" in out and "(3 pairs of them)" in out
     assert "| 0 | 40.00 | 38.00 | 41.00 | 40.00 | +2.00 | +1.00 | +1.00 |" in out
     assert "| 2 | 39.00 | 36.00 | 39.00 | 39.00 | +3.00 | +0.00 | +3.00 |" in out
-    assert "| 3 |" not in out and "| 4 |" not in out  # seed 3 has no B = 32 pair, seed 4 no B = 128 pair
+    assert "| 3 |" not in out and "| 4 |" not in out  # seed 3 has no Q1-batch B = 32 pair, seed 4 no B = 128 pair
     # gaps 1, -1, 3: mean 1, sd 2, se 2/sqrt(3) = 1.1547, t(0.975, 2) = 4.3027: 1 ± 4.968
     assert ("**MYOL degrades least (BYOL drop − MYOL drop, 128 → 32): not resolved** — n = 3, +1.00 [-3.97, +5.97], "
             "sd 2.00.") in out
