@@ -18,6 +18,8 @@ Sections:
   by seed, from `benchmarks/q1_paired_semisup.json`.
 * `q1_batch_paired` — Q1-batch at B = 32 (`benchmarks/q1_batch_paired.json`) beside the same seeds' B = 128
   rows: "MYOL degrades least at small batch sizes" as BYOL's drop − MYOL's drop, paired by seed, the same rule.
+* `q1_family` — the rest of the family under protocol Q1 (`benchmarks/q1_family.json`), each method against
+  BYOL's rows of the same seeds, paired by seed, the same rule.
 * `reproduced` — rows rerun from their own commit (`benchmarks/reproduce.py --output=benchmarks/reproduced.json`):
   the first epochs' losses beside the recorded ones.
 * `q1_clsa_suncet` — issue 27: protocol Q1 for CLSA (single crop), SuNCEt (10 % labels) and SimCLR from
@@ -255,6 +257,40 @@ def q1_batch_section(small_rows, q1_rows, batch_size=32):
     return "\n".join(lines)
 
 
+FAMILY = ("unmix", "imix", "tribyol", "repmix", "ccsl", "cssl", "moco", "simclr")
+
+
+def q1_family_section(rows, q1_rows):
+    """Markdown: each method of the family against BYOL's Q1 rows of the same seeds, paired by seed, the one rule.
+
+    Only protocol-Q1 rows count (`q1_protocol.is_q1`); a seed counts for a method when BYOL has a row at it.
+    """
+    if not rows:
+        return "No row yet."
+    byol = {r["seed"]: r for r in q1_rows if r["method"] == "byol" and q1_protocol.is_q1(r)}
+    by_method = {}
+    for r in rows:
+        if r["method"] in FAMILY and q1_protocol.is_q1(r) and r["seed"] in byol:
+            by_method.setdefault(r["method"], {})[r["seed"]] = r
+    if not by_method:
+        return "No row yet."
+    used = [r for runs in by_method.values() for r in runs.values()]
+    lines = [provenance_line(used) + " BYOL: the primary claim's rows.", "",
+             "| method | seeds | top-1 % per seed | mean ± sd | BYOL at those seeds | method − BYOL, 95 % interval | "
+             "verdict |", "|---|---|---|---|---|---|---|"]
+    for method in [m for m in FAMILY if m in by_method]:
+        runs = dict(sorted(by_method[method].items()))
+        top1 = [r["top1"] for r in runs.values()]
+        base = [byol[s]["top1"] for s in runs]
+        iv = stats.paired_interval([t - b for t, b in zip(top1, base)])
+        values = stats.paired_interval(top1)  # its mean and sd are those of the top-1 values
+        spread = f"{values['mean']:.2f}" + (f" ± {values['sd']:.2f}" if values["n"] > 1 else "")
+        shown = _fmt_interval(iv) if iv["n"] > 1 else f"{iv['mean']:+.2f} (an interval needs 2 seeds)"
+        lines.append(f"| {method} | {','.join(map(str, runs))} | {', '.join(f'{t:.2f}' for t in top1)} | {spread} | "
+                     f"{sum(base) / len(base):.2f} | {shown} | {stats.verdict(iv['low'], iv['high'])} |")
+    return "\n".join(lines)
+
+
 def reproduced_section(records):
     """Markdown: rows rerun from their own commit by `benchmarks/reproduce.py` (its `--output` records)."""
     if not records:
@@ -456,6 +492,8 @@ def main(argv=None):
     parser.add_argument("--paired", default=str(HERE / "q1_paired.json"))
     parser.add_argument("--clsa_suncet", default=str(HERE / "q1_clsa_suncet.json"))
     parser.add_argument("--paired_semisup", default=str(HERE / "q1_paired_semisup.json"))
+    parser.add_argument("--family", default=str(HERE / "q1_family.json"),
+                        help="Q1 rows of the rest of the family (from the primary claim's frozen commit)")
     parser.add_argument("--batch", default=str(HERE / "q1_batch_paired.json"),
                         help="Q1-batch rows at B = 32 (from the primary claim's frozen commit)")
     parser.add_argument("--reference", default=str(ROOT / ".." / "shared" / "benchmarks" / "REFERENCE.md"),
@@ -479,6 +517,7 @@ def main(argv=None):
     semisup = load_rows(args.paired_semisup)
     new = replace_section(new, "q1_paired_semisup", q1_semisup_section(semisup))
     new = replace_section(new, "q1_batch_paired", q1_batch_section(load_rows(args.batch), paired))
+    new = replace_section(new, "q1_family", q1_family_section(load_rows(args.family), paired))
     new = replace_section(new, "q1_clsa_suncet", q1_clsa_suncet_section(
         load_rows(args.clsa_suncet), paired, semisup, str(docs_dir / "q1_clsa_suncet.png"),
         draw=not args.check, step_cost=load_record(args.step_cost),

@@ -65,14 +65,14 @@ def test_the_generated_section_comes_from_rows_with_provenance(tmp_path):
     (tmp_path / "rows.json").write_text(json.dumps(rows))
     text = "# R\n" + "".join(f"<!-- generated:{name} -->\nold\n<!-- end:{name} -->\n"
                              for name in ("q1_paired", "q1_official", "reproduced", "q1_paired_semisup",
-                                          "q1_batch_paired", "q1_clsa_suncet"))
+                                          "q1_batch_paired", "q1_family", "q1_clsa_suncet"))
     (tmp_path / "R.md").write_text(text)
     (tmp_path / "REFERENCE.md").write_text("| method | seed | epochs | linear top-1 % |\n|---|---|---|---|\n"
                                            "| BYOL | 0 | 50 | 38.84 |\n| MYOL | 0 | 50 | 40.24 |\n")
     argv = [f"--doc={tmp_path / 'R.md'}", f"--paired={tmp_path / 'rows.json'}", f"--data={tmp_path / 'data.npz'}",
             f"--clsa_suncet={tmp_path / 'none.json'}", f"--paired_semisup={tmp_path / 'none.json'}",
             f"--reference={tmp_path / 'REFERENCE.md'}", f"--reproduced={tmp_path / 'none.json'}",
-            f"--batch={tmp_path / 'none.json'}"]
+            f"--batch={tmp_path / 'none.json'}", f"--family={tmp_path / 'none.json'}"]
     assert doc.main(argv + ["--check"]) == 1
     assert doc.main(argv) == 0
     out = (tmp_path / "R.md").read_text()
@@ -169,6 +169,26 @@ def test_the_batch_section_pairs_four_runs_per_seed_and_takes_the_difference_of_
     # MYOL - BYOL at B = 32: 2, -3, 3: mean 0.667, sd 3.2146, se 1.8559: 0.667 ± 7.985
     assert "**MYOL > BYOL at B = 32: not resolved** — n = 3, +0.67 [-7.32, +8.65], sd 3.21." in out
     assert doc.q1_batch_section([], large) == "No seed has its four runs yet."
+
+
+def test_the_family_section_pairs_each_method_with_byol_by_seed():
+    doc = _load("results_doc")
+    prov = {"commit": "36afec9f87", "dirty": False, "versions": {"tensorflow": "2.21.0"},
+            "cpu": {"model": "CPU", "flags": ["avx2"]}, "data": {"sha256": "a" * 64}}
+
+    def row(method, seed, top1, epochs=50):
+        return {"method": method, "seed": seed, "batch_size": 128, "epochs": epochs, "top1": top1, "provenance": prov}
+
+    byol = [row("byol", s, t) for s, t in enumerate([40.0, 41.0, 42.0])]
+    family = ([row("unmix", s, t) for s, t in enumerate([41.0, 43.0, 42.0])]
+              + [row("imix", 0, 30.0), row("imix", 5, 30.0), row("moco", 1, 99.0, epochs=2)])
+    out = doc.q1_family_section(family, byol)
+    assert "Rows: 4 from commit 36afec9" in out  # imix seed 5 has no BYOL row, moco's 2-epoch row is not Q1
+    # unmix - byol: 1, 2, 0: mean 1, sd 1, se 0.5774, t(0.975, 2) = 4.3027: 1 ± 2.484
+    assert "| unmix | 0,1,2 | 41.00, 43.00, 42.00 | 42.00 ± 1.00 | 41.00 | +1.00 [-1.48, +3.48] | not resolved |" in out
+    assert "| imix | 0 | 30.00 | 30.00 | 40.00 | -10.00 (an interval needs 2 seeds) | not resolved |" in out
+    assert "moco" not in out and out.index("| unmix") < out.index("| imix")  # the family's order
+    assert doc.q1_family_section([], byol) == "No row yet."
 
 
 def test_docs_results_is_what_the_recorded_rows_give():
