@@ -84,6 +84,11 @@ def _fmt_interval(iv):
     return f"{iv['mean']:+.2f} [{iv['low']:+.2f}, {iv['high']:+.2f}]"
 
 
+def _interval_or_mean(iv, unit):
+    """The interval, or for a single `unit` (a pair, a seed) the mean alone, saying why."""
+    return _fmt_interval(iv) if iv["n"] > 1 else f"{iv['mean']:+.2f} (an interval needs 2 {unit})"
+
+
 def provenance_line(rows):
     commits = sorted({_commit(r["provenance"]) for r in rows})
     cpus = sorted({f"{r['provenance']['cpu']['model']} ({', '.join(r['provenance']['cpu']['flags'])})" for r in rows})
@@ -214,7 +219,7 @@ def q1_semisup_section(rows):
             diffs.append(pair["myol"]["top1"] - pair["byol"]["top1"])
             lines.append(f"| {seed} | {pair['byol']['top1']:.2f} | {pair['myol']['top1']:.2f} | {diffs[-1]:+.2f} |")
         iv = stats.paired_interval(diffs)
-        shown = _fmt_interval(iv) if iv["n"] > 1 else f"{iv['mean']:+.2f} (an interval needs 2 pairs)"
+        shown = _interval_or_mean(iv, "pairs")
         lines += ["", f"**{fraction * 100:g} % labels, MYOL > BYOL: {stats.verdict(iv['low'], iv['high'])}** — "
                       f"n = {iv['n']}, MYOL − BYOL {shown}.", ""]
     return "\n".join(lines).rstrip("\n")
@@ -231,15 +236,14 @@ def q1_batch_section(small_rows, q1_rows, batch_size=32):
     epochs = q1_protocol.q1_batch_schedule(batch_size)[0]
     small = pairs([r for r in small_rows if r.get("batch_size") == batch_size and r.get("epochs") == epochs
                    and r.get("precision", "float32") == "float32"])
-    large = pairs([r for r in q1_rows if q1_protocol.is_q1(r)]) if small else {}
+    large = pairs([r for r in q1_rows if q1_protocol.is_q1(r)])
     seeds = [s for s in small if s in large]
-    used = [small[s][m] for s in seeds for m in ("byol", "myol")]
-    lines = [provenance_line(used) + f" B = 128: the primary claim's rows ({len(seeds)} pairs of them)."
-             if used else "No seed has its four runs yet.", ""]
     if not seeds:
-        return "\n".join(lines).rstrip("\n")
-    lines += [f"| seed | BYOL B = 128 | BYOL B = {batch_size} | MYOL B = 128 | MYOL B = {batch_size} | BYOL drop | "
-              "MYOL drop | BYOL drop − MYOL drop |", "|---|---|---|---|---|---|---|---|"]
+        return "No seed has its four runs yet."
+    used = [small[s][m] for s in seeds for m in ("byol", "myol")]
+    lines = [provenance_line(used) + f" B = 128: the primary claim's rows ({len(seeds)} pairs of them).", "",
+             f"| seed | BYOL B = 128 | BYOL B = {batch_size} | MYOL B = 128 | MYOL B = {batch_size} | BYOL drop | "
+             "MYOL drop | BYOL drop − MYOL drop |", "|---|---|---|---|---|---|---|---|"]
     gaps, small_diffs = [], []
     for s in seeds:
         b128, b_small = large[s]["byol"]["top1"], small[s]["byol"]["top1"]
@@ -251,7 +255,7 @@ def q1_batch_section(small_rows, q1_rows, batch_size=32):
     for claim, diffs in ((f"MYOL degrades least (BYOL drop − MYOL drop, 128 → {batch_size})", gaps),
                          (f"MYOL > BYOL at B = {batch_size}", small_diffs)):
         iv = stats.paired_interval(diffs)
-        shown = _fmt_interval(iv) if iv["n"] > 1 else f"{iv['mean']:+.2f} (an interval needs 2 seeds)"
+        shown = _interval_or_mean(iv, "seeds")
         lines += ["", f"**{claim}: {stats.verdict(iv['low'], iv['high'])}** — n = {iv['n']}, {shown}"
                       + (f", sd {iv['sd']:.2f}." if iv["n"] > 1 else ".")]
     return "\n".join(lines)
@@ -265,13 +269,8 @@ def q1_family_section(rows, q1_rows):
 
     Only protocol-Q1 rows count (`q1_protocol.is_q1`); a seed counts for a method when BYOL has a row at it.
     """
-    if not rows:
-        return "No row yet."
-    byol = {r["seed"]: r for r in q1_rows if r["method"] == "byol" and q1_protocol.is_q1(r)}
-    by_method = {}
-    for r in rows:
-        if r["method"] in FAMILY and q1_protocol.is_q1(r) and r["seed"] in byol:
-            by_method.setdefault(r["method"], {})[r["seed"]] = r
+    byol = _last_rows([r for r in q1_rows if q1_protocol.is_q1(r)], ("byol",)).get("byol", {})
+    by_method = _last_rows([r for r in rows if q1_protocol.is_q1(r)], FAMILY, set(byol))
     if not by_method:
         return "No row yet."
     used = [r for runs in by_method.values() for r in runs.values()]
@@ -279,13 +278,13 @@ def q1_family_section(rows, q1_rows):
              "| method | seeds | top-1 % per seed | mean ± sd | BYOL at those seeds | method − BYOL, 95 % interval | "
              "verdict |", "|---|---|---|---|---|---|---|"]
     for method in [m for m in FAMILY if m in by_method]:
-        runs = dict(sorted(by_method[method].items()))
+        runs = by_method[method]
         top1 = [r["top1"] for r in runs.values()]
         base = [byol[s]["top1"] for s in runs]
         iv = stats.paired_interval([t - b for t, b in zip(top1, base)])
         values = stats.paired_interval(top1)  # its mean and sd are those of the top-1 values
         spread = f"{values['mean']:.2f}" + (f" ± {values['sd']:.2f}" if values["n"] > 1 else "")
-        shown = _fmt_interval(iv) if iv["n"] > 1 else f"{iv['mean']:+.2f} (an interval needs 2 seeds)"
+        shown = _interval_or_mean(iv, "seeds")
         lines.append(f"| {method} | {','.join(map(str, runs))} | {', '.join(f'{t:.2f}' for t in top1)} | {spread} | "
                      f"{sum(base) / len(base):.2f} | {shown} | {stats.verdict(iv['low'], iv['high'])} |")
     return "\n".join(lines)
@@ -362,7 +361,7 @@ def q1_clsa_suncet_section(rows, byol_rows, semisup_rows=(), plot_path=None, dra
             lines.append(f"| {seed} | {a['top1']:.2f} | {_mean_minutes([_minutes(a)])} | {b['top1']:.2f} | "
                          f"{_mean_minutes([_minutes(b)])} | {diffs[-1]:+.2f} | {f'{ratio:.2f}' if ratio else '—'} |")
         iv = stats.paired_interval(diffs)
-        shown = _fmt_interval(iv) if iv["n"] > 1 else f"{iv['mean']:+.2f} (an interval needs 2 pairs)"
+        shown = _interval_or_mean(iv, "pairs")
         lines += ["", f"**SuNCEt − SimCLR, linear top-1: {shown} → {stats.verdict(iv['low'], iv['high'])}** "
                       f"(n = {iv['n']}), at "
                       f"{f'{sum(ratios) / len(ratios):.2f}×' if ratios else '—'} SimCLR's pre-training minutes."]

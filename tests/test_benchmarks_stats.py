@@ -57,9 +57,9 @@ def test_the_generated_section_comes_from_rows_with_provenance(tmp_path):
              "faithful": {"clip_only": 40.0, "pgd8_4": 10.0}}
     rows = []
     for seed, (b, m) in enumerate([(40.0, 42.0), (41.0, 43.5), (39.0, 41.2)]):
-        rows.append({"method": "byol", "seed": seed, "top1": b, "predictions": "0100", "provenance": prov,
+        rows.append({"method": "byol", "seed": seed, "epochs": 50, "top1": b, "predictions": "0100", "provenance": prov,
                      "robust_curve": curve})
-        rows.append({"method": "myol", "seed": seed, "top1": m, "predictions": "0123", "provenance": prov,
+        rows.append({"method": "myol", "seed": seed, "epochs": 50, "top1": m, "predictions": "0123", "provenance": prov,
                      "robust_curve": {**curve, "robust": [30.0]}})
     rows.append({"method": "byol", "seed": 9, "top1": 1.0, "predictions": "0000"})  # no provenance: not used
     (tmp_path / "rows.json").write_text(json.dumps(rows))
